@@ -1,0 +1,29 @@
+//! Zero-copy TCP sends for Linux through io_uring `IORING_OP_SEND_ZC`.
+//!
+//! - [`probe`]: can this process use io_uring and SEND_ZC, and if not, why.
+//! - [`classify`]: what a completion means for a send request (pure).
+//! - [`try_send_zc`]: the blocking one-request primitive, for tests and tools.
+//!
+//! On other platforms, or with the `force-unsupported` feature, the same API is backed by a
+//! stub that reports `Unsupported`, so callers fall back to plain sends.
+
+pub mod classify;
+pub mod error;
+pub mod probe;
+
+#[cfg(uring)]
+mod op;
+#[cfg(uring)]
+mod send_zc;
+#[cfg(not(uring))]
+mod stub;
+
+pub use error::Errno;
+pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
+
+#[cfg(uring)]
+pub use send_zc::{send_all_zc, try_send_zc, BlockingRing, Completion, RingStats};
+#[cfg(uring)]
+pub use std::os::fd::RawFd;
+#[cfg(not(uring))]
+pub use stub::{send_all_zc, try_send_zc, BlockingRing, Completion, RawFd, RingStats};

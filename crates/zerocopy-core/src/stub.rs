@@ -1,0 +1,115 @@
+//! The same public API where io_uring does not exist (macOS, Windows) or is swapped out by the
+//! `force-unsupported` feature: everything reports `Unsupported`, so callers fall back to
+//! plain sends. Uses only portable types (no `std::os::fd`), so it builds on Windows.
+
+use std::io;
+
+use crate::probe::{Ops, ProbeReport, Reason, ReasonCode};
+
+/// A CQE that belonged to another request (never produced by the stub).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The CQE's `user_data`.
+    pub user_data: u64,
+    /// The CQE's `res`.
+    pub res: i32,
+    /// The CQE's `flags`.
+    pub flags: u32,
+}
+
+/// Counters of what the kernel reported (always zero in the stub).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// SEND_ZC notifications seen.
+    pub notifications: u64,
+    /// Of those, how many carried `IORING_NOTIF_USAGE_ZC_COPIED`.
+    pub copied: u64,
+}
+
+/// Stands in for the Linux ring; cannot be created.
+pub struct BlockingRing {
+    _private: (),
+}
+
+/// The raw socket handle type the API takes (an fd number on every platform).
+pub type RawFd = i32;
+
+pub(crate) fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "io_uring zero-copy sends are not available on this platform",
+    )
+}
+
+impl BlockingRing {
+    /// Always fails with [`io::ErrorKind::Unsupported`].
+    pub fn new(_entries: u32) -> io::Result<Self> {
+        Err(unsupported())
+    }
+
+    /// Never yields anything.
+    pub fn take_foreign(&mut self) -> Vec<Completion> {
+        Vec::new()
+    }
+
+    /// Always zero.
+    pub fn stats(&self) -> RingStats {
+        RingStats::default()
+    }
+}
+
+/// Always fails: [`io::ErrorKind::InvalidInput`] for an empty buffer (as on Linux), otherwise
+/// [`io::ErrorKind::Unsupported`].
+pub fn try_send_zc(_ring: &mut BlockingRing, _fd: RawFd, buf: &[u8], _user_data: u64) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty buffer"));
+    }
+    Err(unsupported())
+}
+
+/// Always fails like [`try_send_zc`].
+pub fn send_all_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u64) -> io::Result<usize> {
+    try_send_zc(ring, fd, buf, user_data)
+}
+
+pub(crate) fn detect() -> ProbeReport {
+    ProbeReport {
+        supported: false,
+        io_uring: false,
+        platform: std::env::consts::OS,
+        kernel: String::new(),
+        ops: Ops::default(),
+        report_usage: false,
+        io_uring_disabled: None,
+        seccomp: None,
+        reason: Some(Reason {
+            code: ReasonCode::Platform,
+            errno: None,
+            message: if cfg!(target_os = "linux") {
+                "built with the force-unsupported feature: io_uring is never used".into()
+            } else {
+                format!("io_uring is Linux-only; this is {}", std::env::consts::OS)
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_probe_reports_platform_reason() {
+        let r = crate::probe();
+        assert!(!r.supported && !r.io_uring);
+        assert_eq!(r.reason.as_ref().unwrap().code, ReasonCode::Platform);
+    }
+
+    #[test]
+    fn stub_ring_and_send_are_unsupported() {
+        assert_eq!(BlockingRing::new(8).err().unwrap().kind(), io::ErrorKind::Unsupported);
+        let mut ring = BlockingRing { _private: () };
+        assert_eq!(try_send_zc(&mut ring, 3, b"x", 1).unwrap_err().kind(), io::ErrorKind::Unsupported);
+        assert_eq!(try_send_zc(&mut ring, 3, b"", 1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+}
