@@ -152,17 +152,29 @@ impl Tracker {
             };
         };
         match (state, classify(res, flags)) {
-            (State::AwaitTransfer { early }, Cqe::Transfer { result, notif_follows }) => {
+            (
+                State::AwaitTransfer { early },
+                Cqe::Transfer {
+                    result,
+                    notif_follows,
+                },
+            ) => {
                 let sent = Some(Sent { user_data, result });
                 if notif_follows && early.is_none() {
                     self.pending.insert(user_data, State::AwaitNotif);
-                    Step { sent, ..Step::default() }
+                    Step {
+                        sent,
+                        ..Step::default()
+                    }
                 } else {
                     // No notification is due, or it already came (out of order).
                     self.pending.remove(&user_data);
                     Step {
                         sent,
-                        released: Some(Released { user_data, copied: early }),
+                        released: Some(Released {
+                            user_data,
+                            copied: early,
+                        }),
                         stray: false,
                     }
                 }
@@ -209,12 +221,24 @@ mod tests {
         let mut t = Tracker::new();
         assert!(t.submit(7));
         let s = t.on_cqe(7, 65536, CQE_F_MORE);
-        assert_eq!(s.sent, Some(Sent { user_data: 7, result: Ok(65536) }));
+        assert_eq!(
+            s.sent,
+            Some(Sent {
+                user_data: 7,
+                result: Ok(65536)
+            })
+        );
         assert_eq!(s.released, None);
         assert!(t.contains(7));
         let s = t.on_cqe(7, 0, CQE_F_NOTIF);
         assert_eq!(s.sent, None);
-        assert_eq!(s.released, Some(Released { user_data: 7, copied: Some(false) }));
+        assert_eq!(
+            s.released,
+            Some(Released {
+                user_data: 7,
+                copied: Some(false)
+            })
+        );
         assert_eq!(t.in_flight(), 0);
     }
 
@@ -224,7 +248,13 @@ mod tests {
         t.submit(1);
         let s = t.on_cqe(1, -libc::EINVAL, 0);
         assert_eq!(s.sent.unwrap().result, Err(Errno(libc::EINVAL)));
-        assert_eq!(s.released, Some(Released { user_data: 1, copied: None }));
+        assert_eq!(
+            s.released,
+            Some(Released {
+                user_data: 1,
+                copied: None
+            })
+        );
         assert_eq!(t.in_flight(), 0);
     }
 
@@ -233,19 +263,36 @@ mod tests {
         assert_eq!(classify(COPIED, CQE_F_NOTIF), Cqe::Notif { copied: true });
         assert_eq!(classify(0, CQE_F_NOTIF), Cqe::Notif { copied: false });
         // The same bits on a transfer CQE are a (negative) errno-range value.
-        assert!(matches!(classify(COPIED, 0), Cqe::Transfer { result: Err(_), .. }));
+        assert!(matches!(
+            classify(COPIED, 0),
+            Cqe::Transfer { result: Err(_), .. }
+        ));
     }
 
     #[test]
     fn errors_with_more_are_followed_by_a_notification() {
-        for errno in [libc::EOPNOTSUPP, libc::ECONNRESET, libc::ECANCELED, libc::EFAULT] {
+        for errno in [
+            libc::EOPNOTSUPP,
+            libc::ECONNRESET,
+            libc::ECANCELED,
+            libc::EFAULT,
+        ] {
             let mut t = Tracker::new();
             t.submit(3);
             let s = t.on_cqe(3, -errno, CQE_F_MORE);
             assert_eq!(s.sent.unwrap().result, Err(Errno(errno)));
-            assert_eq!(s.released, None, "errno {errno} must keep the buffer pinned");
+            assert_eq!(
+                s.released, None,
+                "errno {errno} must keep the buffer pinned"
+            );
             let s = t.on_cqe(3, COPIED, CQE_F_NOTIF);
-            assert_eq!(s.released, Some(Released { user_data: 3, copied: Some(true) }));
+            assert_eq!(
+                s.released,
+                Some(Released {
+                    user_data: 3,
+                    copied: Some(true)
+                })
+            );
         }
     }
 
@@ -268,7 +315,10 @@ mod tests {
         assert_eq!(t.on_cqe(10, 9, CQE_F_MORE).sent.unwrap().user_data, 10);
         assert_eq!(t.on_cqe(10, 0, CQE_F_NOTIF).released.unwrap().user_data, 10);
         assert!(t.contains(11));
-        assert_eq!(t.on_cqe(11, COPIED, CQE_F_NOTIF).released.unwrap().copied, Some(true));
+        assert_eq!(
+            t.on_cqe(11, COPIED, CQE_F_NOTIF).released.unwrap().copied,
+            Some(true)
+        );
     }
 
     #[test]
@@ -279,7 +329,13 @@ mod tests {
         assert_eq!(s, Step::default());
         let s = t.on_cqe(5, 100, CQE_F_MORE);
         assert_eq!(s.sent.unwrap().result, Ok(100));
-        assert_eq!(s.released, Some(Released { user_data: 5, copied: Some(true) }));
+        assert_eq!(
+            s.released,
+            Some(Released {
+                user_data: 5,
+                copied: Some(true)
+            })
+        );
         assert_eq!(t.in_flight(), 0);
     }
 

@@ -30,7 +30,12 @@ impl Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.code(), io::Error::from_raw_os_error(self.0))
+        write!(
+            f,
+            "{} ({})",
+            self.code(),
+            io::Error::from_raw_os_error(self.0)
+        )
     }
 }
 
@@ -106,6 +111,9 @@ mod tests {
 
     #[test]
     fn into_io_keeps_the_os_error() {
-        assert_eq!(Errno(libc::ECONNRESET).into_io().raw_os_error(), Some(libc::ECONNRESET));
+        assert_eq!(
+            Errno(libc::ECONNRESET).into_io().raw_os_error(),
+            Some(libc::ECONNRESET)
+        );
     }
 }

@@ -221,7 +221,15 @@ pub(crate) mod linux {
     fn accepts_report_usage(ring: &mut IoUring) -> bool {
         let mut fds = [0; 2];
         // SAFETY: `fds` is a two-element array the call fills on success.
-        if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } != 0
+        {
             return false;
         }
         let byte = [0u8; 1];
@@ -342,10 +350,22 @@ mod tests {
 
     #[test]
     fn explains_sysctl_and_seccomp() {
-        assert_eq!(explain_setup_error(libc::EPERM, Some(2), Some(0)).code, ReasonCode::Sysctl);
-        assert_eq!(explain_setup_error(libc::EPERM, Some(0), Some(2)).code, ReasonCode::Seccomp);
-        assert_eq!(explain_setup_error(libc::ENOSYS, None, Some(0)).code, ReasonCode::NoSys);
-        assert_eq!(explain_setup_error(libc::ENOMEM, Some(0), Some(0)).code, ReasonCode::SetupFailed);
+        assert_eq!(
+            explain_setup_error(libc::EPERM, Some(2), Some(0)).code,
+            ReasonCode::Sysctl
+        );
+        assert_eq!(
+            explain_setup_error(libc::EPERM, Some(0), Some(2)).code,
+            ReasonCode::Seccomp
+        );
+        assert_eq!(
+            explain_setup_error(libc::ENOSYS, None, Some(0)).code,
+            ReasonCode::NoSys
+        );
+        assert_eq!(
+            explain_setup_error(libc::ENOMEM, Some(0), Some(0)).code,
+            ReasonCode::SetupFailed
+        );
         let r = explain_setup_error(libc::EPERM, Some(0), Some(2));
         assert_eq!(r.errno, Some(libc::EPERM));
         assert!(r.message.contains("seccomp"));

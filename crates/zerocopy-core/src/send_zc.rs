@@ -125,12 +125,20 @@ impl BlockingRing {
             for cqe in self.ring.completion() {
                 let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
                 if ud != user_data {
-                    self.foreign.push_back(Completion { user_data: ud, res, flags });
+                    self.foreign.push_back(Completion {
+                        user_data: ud,
+                        res,
+                        flags,
+                    });
                     continue;
                 }
                 let step = self.tracker.on_cqe(ud, res, flags);
                 if step.stray {
-                    self.foreign.push_back(Completion { user_data: ud, res, flags });
+                    self.foreign.push_back(Completion {
+                        user_data: ud,
+                        res,
+                        flags,
+                    });
                 }
                 if let Some(sent) = step.sent {
                     result = Some(sent.result);
@@ -153,7 +161,12 @@ impl BlockingRing {
 /// [`io::ErrorKind::Unsupported`] when the probe says no; the kernel's errno otherwise
 /// (`EOPNOTSUPP` for AF_UNIX sockets, `EPIPE`, `ECONNRESET`, ...). Never returns while the
 /// kernel may still read `buf`. `user_data` must not be in use by another request on `ring`.
-pub fn try_send_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u64) -> io::Result<usize> {
+pub fn try_send_zc(
+    ring: &mut BlockingRing,
+    fd: RawFd,
+    buf: &[u8],
+    user_data: u64,
+) -> io::Result<usize> {
     if buf.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty buffer"));
     }
@@ -163,7 +176,10 @@ pub fn try_send_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u6
         return Err(io::Error::other("ring is unusable after a failed submit"));
     }
     if !ring.tracker.submit(user_data) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "user_data already in flight"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "user_data already in flight",
+        ));
     }
     let sqe = op::send_zc(fd, buf.as_ptr(), len, ring.zc_flags, user_data);
     // SAFETY: `buf` is borrowed for this whole call and `wait_for` returns only once the
@@ -172,7 +188,10 @@ pub fn try_send_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u6
     let pushed = unsafe { ring.ring.submission().push(&sqe) };
     if pushed.is_err() {
         ring.tracker.on_cqe(user_data, -libc::EAGAIN, 0); // untrack: nothing was queued
-        return Err(io::Error::new(io::ErrorKind::WouldBlock, "submission queue is full"));
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "submission queue is full",
+        ));
     }
     match ring.wait_for(user_data)? {
         Ok(n) => Ok(n as usize),
@@ -181,11 +200,25 @@ pub fn try_send_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u6
 }
 
 /// Calls [`try_send_zc`] until all of `buf` is sent, resuming after short sends.
-pub fn send_all_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u64) -> io::Result<usize> {
+/// An empty `buf` is [`io::ErrorKind::InvalidInput`], as for [`try_send_zc`].
+pub fn send_all_zc(
+    ring: &mut BlockingRing,
+    fd: RawFd,
+    buf: &[u8],
+    user_data: u64,
+) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty buffer"));
+    }
     let mut off = 0;
     while off < buf.len() {
         match try_send_zc(ring, fd, &buf[off..], user_data)? {
-            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ))
+            }
             n => off += n,
         }
     }

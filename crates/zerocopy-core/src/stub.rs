@@ -60,7 +60,12 @@ impl BlockingRing {
 
 /// Always fails: [`io::ErrorKind::InvalidInput`] for an empty buffer (as on Linux), otherwise
 /// [`io::ErrorKind::Unsupported`].
-pub fn try_send_zc(_ring: &mut BlockingRing, _fd: RawFd, buf: &[u8], _user_data: u64) -> io::Result<usize> {
+pub fn try_send_zc(
+    _ring: &mut BlockingRing,
+    _fd: RawFd,
+    buf: &[u8],
+    _user_data: u64,
+) -> io::Result<usize> {
     if buf.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty buffer"));
     }
@@ -68,7 +73,12 @@ pub fn try_send_zc(_ring: &mut BlockingRing, _fd: RawFd, buf: &[u8], _user_data:
 }
 
 /// Always fails like [`try_send_zc`].
-pub fn send_all_zc(ring: &mut BlockingRing, fd: RawFd, buf: &[u8], user_data: u64) -> io::Result<usize> {
+pub fn send_all_zc(
+    ring: &mut BlockingRing,
+    fd: RawFd,
+    buf: &[u8],
+    user_data: u64,
+) -> io::Result<usize> {
     try_send_zc(ring, fd, buf, user_data)
 }
 
@@ -107,9 +117,18 @@ mod tests {
 
     #[test]
     fn stub_ring_and_send_are_unsupported() {
-        assert_eq!(BlockingRing::new(8).err().unwrap().kind(), io::ErrorKind::Unsupported);
+        assert_eq!(
+            BlockingRing::new(8).err().unwrap().kind(),
+            io::ErrorKind::Unsupported
+        );
         let mut ring = BlockingRing { _private: () };
-        assert_eq!(try_send_zc(&mut ring, 3, b"x", 1).unwrap_err().kind(), io::ErrorKind::Unsupported);
-        assert_eq!(try_send_zc(&mut ring, 3, b"", 1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            try_send_zc(&mut ring, 3, b"x", 1).unwrap_err().kind(),
+            io::ErrorKind::Unsupported
+        );
+        assert_eq!(
+            try_send_zc(&mut ring, 3, b"", 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }

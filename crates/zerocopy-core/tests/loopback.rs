@@ -13,12 +13,17 @@ use zerocopy_core::{probe, send_all_zc, try_send_zc, BlockingRing};
 /// A ring, or a loud failure saying why io_uring cannot be used here (never a silent pass).
 fn ring() -> BlockingRing {
     BlockingRing::new(8).unwrap_or_else(|e| {
-        panic!("these tests need io_uring SEND_ZC, which this process cannot use: {e} ({:?})", probe().reason)
+        panic!(
+            "these tests need io_uring SEND_ZC, which this process cannot use: {e} ({:?})",
+            probe().reason
+        )
     })
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u64).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect()
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect()
 }
 
 /// A connected pair; the returned thread reads everything after `delay` and returns it.
@@ -53,7 +58,10 @@ fn round_trip(len: usize, delay: Duration) -> usize {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "received bytes differ from the bytes sent");
     let stats = ring.stats();
-    assert!(stats.notifications >= 1, "every send waited for its notification");
+    assert!(
+        stats.notifications >= 1,
+        "every send waited for its notification"
+    );
     if probe().report_usage {
         // Loopback delivery always copies (measured on this kernel).
         assert_eq!(stats.copied, stats.notifications);
@@ -91,7 +99,10 @@ fn other_requests_cqes_are_kept_not_discarded() {
     let nop = io_uring::opcode::Nop::new().build().user_data(77);
     // SAFETY: a NOP refers to no memory.
     unsafe { ring.push(&nop).unwrap() };
-    assert_eq!(send_all_zc(&mut ring, tx.as_raw_fd(), b"abc", 78).unwrap(), 3);
+    assert_eq!(
+        send_all_zc(&mut ring, tx.as_raw_fd(), b"abc", 78).unwrap(),
+        3
+    );
     let foreign = ring.take_foreign();
     assert_eq!(foreign.len(), 1);
     assert_eq!((foreign[0].user_data, foreign[0].res), (77, 0));
@@ -113,5 +124,8 @@ fn closed_peer_reports_epipe_or_econnreset() {
         })
         .expect("sending to a closed peer must fail within 100 sends");
     let errno = err.raw_os_error().unwrap();
-    assert!(errno == libc::EPIPE || errno == libc::ECONNRESET, "got {err}");
+    assert!(
+        errno == libc::EPIPE || errno == libc::ECONNRESET,
+        "got {err}"
+    );
 }

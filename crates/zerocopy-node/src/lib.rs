@@ -1,1 +1,120 @@
+//! Node.js binding of `zerocopy-core`. Converts values only; the logic lives in the core.
+//! Every `#[napi]` item has the same signature on every platform, so the generated
+//! `binding.d.ts` never depends on the build host.
+#![deny(clippy::all)]
 
+mod error;
+
+use std::cell::RefCell;
+
+use napi::bindgen_prelude::Uint8Array;
+use napi::Env;
+use napi_derive::napi;
+
+/// Which io_uring opcodes the running kernel supports (`IORING_REGISTER_PROBE`).
+#[napi(object)]
+pub struct ProbeOps {
+    /// `IORING_OP_SEND` (Linux 5.6).
+    pub send: bool,
+    /// `IORING_OP_SENDMSG` (Linux 5.3).
+    pub sendmsg: bool,
+    /// `IORING_OP_SEND_ZC` (Linux 6.0).
+    pub send_zc: bool,
+    /// `IORING_OP_SENDMSG_ZC` (Linux 6.1).
+    pub sendmsg_zc: bool,
+    /// `IORING_OP_SPLICE` (Linux 5.7).
+    pub splice: bool,
+    /// `IORING_OP_READ_FIXED` (Linux 5.1).
+    pub read_fixed: bool,
+    /// `IORING_OP_POLL_ADD` (Linux 5.1).
+    pub poll_add: bool,
+}
+
+/// Why zero-copy sends are unavailable.
+#[napi(object)]
+pub struct ProbeReason {
+    /// `platform` | `disabled-by-env` | `sysctl` | `seccomp` | `enosys` | `setup-failed` | `kernel-too-old`.
+    pub code: String,
+    /// The errno name `io_uring_setup` failed with (`EPERM`, `ENOSYS`), if that is what failed.
+    pub errno: Option<String>,
+    /// What happened and what would fix it, in one sentence.
+    pub message: String,
+}
+
+/// What the probe found; computed once per process.
+#[napi(object)]
+pub struct BindingProbeReport {
+    /// Zero-copy sends can be used in this process.
+    pub supported: bool,
+    /// An io_uring instance could be created at all.
+    pub io_uring: bool,
+    /// Operating system, as `process.platform` says it.
+    pub platform: String,
+    /// Kernel release (`uname -r`); empty where unknown.
+    pub kernel: String,
+    /// Opcodes the kernel reports.
+    pub ops: ProbeOps,
+    /// `IORING_SEND_ZC_REPORT_USAGE` is accepted (Linux 6.2+).
+    pub report_usage: bool,
+    /// `kernel.io_uring_disabled` (0, 1, 2) where the sysctl exists.
+    pub io_uring_disabled: Option<u32>,
+    /// Seccomp mode of this process (0 none, 1 strict, 2 filter) where readable.
+    pub seccomp: Option<u32>,
+    /// Why `supported` is false; `null` when it is true.
+    pub reason: Option<ProbeReason>,
+}
+
+/// Probes io_uring support (cached for the life of the process).
+#[napi]
+pub fn probe() -> BindingProbeReport {
+    let r = zerocopy_core::probe();
+    BindingProbeReport {
+        supported: r.supported,
+        io_uring: r.io_uring,
+        platform: match r.platform {
+            "macos" => "darwin".into(),
+            "windows" => "win32".into(),
+            other => other.into(),
+        },
+        kernel: r.kernel.clone(),
+        ops: ProbeOps {
+            send: r.ops.send,
+            sendmsg: r.ops.sendmsg,
+            send_zc: r.ops.send_zc,
+            sendmsg_zc: r.ops.sendmsg_zc,
+            splice: r.ops.splice,
+            read_fixed: r.ops.read_fixed,
+            poll_add: r.ops.poll_add,
+        },
+        report_usage: r.report_usage,
+        io_uring_disabled: r.io_uring_disabled.map(u32::from),
+        seccomp: r.seccomp.map(u32::from),
+        reason: r.reason.as_ref().map(|why| ProbeReason {
+            code: why.code.as_str().into(),
+            errno: why.errno.map(|e| zerocopy_core::error::code(e).into()),
+            message: why.message.clone(),
+        }),
+    }
+}
+
+thread_local! {
+  static RING: RefCell<Option<zerocopy_core::BlockingRing>> = const { RefCell::new(None) };
+}
+
+/// Sends all of `data` on socket `fd` with blocking `IORING_OP_SEND_ZC` calls, waiting for
+/// each notification. Blocks the calling thread: for tests and diagnostics, not for transfers.
+/// Returns the bytes sent.
+#[napi]
+pub fn send_zc_sync(env: Env, fd: i32, data: Uint8Array) -> napi::Result<u32> {
+    let sent = RING.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zerocopy_core::BlockingRing::new(8).map_err(|e| error::io("sendZc", e))?);
+        }
+        let ring = slot.as_mut().expect("ring was just created");
+        zerocopy_core::send_all_zc(ring, fd, &data, 1)
+            .map(|n| n as u32)
+            .map_err(|e| error::io("sendZc", e))
+    });
+    sent.or_else(|e| error::throw(&env, e))
+}

@@ -1,0 +1,120 @@
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import net from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { probe } from '../index'
+
+const report = probe()
+
+/** Why tests that need io_uring SEND_ZC cannot run here, or `null` when they can. */
+export const zeroCopyUnavailable: string | null = report.supported ? null : (report.reason?.message ?? 'unknown reason')
+
+if (zeroCopyUnavailable !== null) {
+  console.error(`\n!!! io_uring SEND_ZC is unavailable, zero-copy tests are SKIPPED: ${zeroCopyUnavailable}\n`)
+}
+
+/** `test` when zero-copy sends work here, otherwise `test.skip` (announced loudly above). */
+export const zcTest = zeroCopyUnavailable === null ? test : test.skip
+
+/** A connected loopback TCP pair on 127.0.0.1: `client` dialled `server`. */
+export async function loopbackPair(): Promise<{ client: net.Socket; server: net.Socket; close: () => void }> {
+  const listener = net.createServer()
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve))
+  const { port } = listener.address() as net.AddressInfo
+  const accepted = new Promise<net.Socket>((resolve) => listener.once('connection', resolve))
+  const client = net.connect({ port, host: '127.0.0.1' })
+  await new Promise<void>((resolve, reject) => client.once('connect', resolve).once('error', reject))
+  const server = await accepted
+  listener.close()
+  return {
+    client,
+    server,
+    close: () => {
+      client.destroy()
+      server.destroy()
+    },
+  }
+}
+
+/** Everything `socket` receives until its peer ends the stream. */
+export function collect(socket: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.once('end', () => resolve(Buffer.concat(chunks)))
+    socket.once('error', reject)
+  })
+}
+
+/** SHA-256 of every byte `socket` receives until the peer ends, plus the byte count. */
+export function hashReceived(socket: net.Socket): Promise<{ bytes: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256')
+    let bytes = 0
+    socket.on('data', (c: Buffer) => {
+      bytes += c.length
+      h.update(c)
+    })
+    socket.once('end', () => resolve({ bytes, sha256: h.digest('hex') }))
+    socket.once('error', reject)
+  })
+}
+
+/** SHA-256 of the concatenation of `parts`. */
+export function sha256(...parts: Uint8Array[]): string {
+  const h = createHash('sha256')
+  for (const p of parts) h.update(p)
+  return h.digest('hex')
+}
+
+/** The file descriptor libuv uses for `socket` (Linux/macOS). */
+export function fdOf(socket: net.Socket): number {
+  return (socket as unknown as { _handle: { fd: number } })._handle.fd
+}
+
+/** Deterministic pseudo-random bytes (xorshift), so a failure can be reproduced. */
+export function patternBytes(length: number, seed = 1): Buffer {
+  const out = Buffer.allocUnsafe(length)
+  let x = seed >>> 0 || 1
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
+/** The addon built with the `force-unsupported` feature: what macOS and Windows load. */
+export const STUB_ADDON = fileURLToPath(new URL('../build/stub/zerocopy-socket.node', import.meta.url))
+
+/**
+ * Runs `script` (CommonJS source, with `zc` bound to the package) in a child Node process and
+ * returns what it printed with `console.log(JSON.stringify(...))` on its last line.
+ */
+export function runChild(script: string, env: Record<string, string> = {}): Promise<{ code: number | null; json: unknown; stderr: string }> {
+  const root = fileURLToPath(new URL('..', import.meta.url))
+  const child = spawn(process.execPath, ['-e', `const zc = require(${JSON.stringify(root)});\n${script}`], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => (out += c))
+  child.stderr.on('data', (c: Buffer) => (stderr += c))
+  return new Promise((resolve) =>
+    child.on('close', (code) => {
+      const last = out.trim().split('\n').pop() ?? ''
+      let json: unknown = null
+      try {
+        json = JSON.parse(last)
+      } catch {
+        json = null
+      }
+      resolve({ code, json, stderr })
+    }),
+  )
+}
