@@ -10,6 +10,7 @@
 pub mod classify;
 pub mod error;
 pub mod probe;
+pub mod queue;
 
 #[cfg(uring)]
 mod op;
