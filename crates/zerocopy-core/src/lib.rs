@@ -3,15 +3,20 @@
 //! - [`probe`]: can this process use io_uring and SEND_ZC, and if not, why.
 //! - [`classify`]: what a completion means for a send request (pure).
 //! - [`try_send_zc`]: the blocking one-request primitive, for tests and tools.
+//! - [`queue`]: the per-socket send queue (ordering, short sends, splitting, coalescing).
+//! - [`Engine`]: the asynchronous engine: a ring and its completion thread serving many sockets.
 //!
 //! On other platforms, or with the `force-unsupported` feature, the same API is backed by a
 //! stub that reports `Unsupported`, so callers fall back to plain sends.
 
 pub mod classify;
 pub mod error;
+pub mod events;
 pub mod probe;
 pub mod queue;
 
+#[cfg(uring)]
+mod engine;
 #[cfg(uring)]
 mod op;
 #[cfg(uring)]
@@ -20,11 +25,15 @@ mod send_zc;
 mod stub;
 
 pub use error::Errno;
+pub use events::{ConnStats, Event};
 pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
+pub use queue::{Done, Mode, Policy, Span};
 
+#[cfg(uring)]
+pub use engine::Engine;
 #[cfg(uring)]
 pub use send_zc::{send_all_zc, try_send_zc, BlockingRing, Completion, RingStats};
 #[cfg(uring)]
 pub use std::os::fd::RawFd;
 #[cfg(not(uring))]
-pub use stub::{send_all_zc, try_send_zc, BlockingRing, Completion, RawFd, RingStats};
+pub use stub::{send_all_zc, try_send_zc, BlockingRing, Completion, Engine, RawFd, RingStats};

@@ -23,3 +23,52 @@ pub fn send_zc(
         .build()
         .user_data(user_data)
 }
+
+/// `MSG_WAITALL | MSG_NOSIGNAL`: the kernel retries a stream send internally until every byte
+/// is queued (fewer CQEs), and a closed peer gives `-EPIPE` instead of `SIGPIPE`.
+const STREAM_FLAGS: i32 = libc::MSG_WAITALL | libc::MSG_NOSIGNAL;
+
+/// `IORING_OP_SEND_ZC` for the engine: like [`send_zc`], but with `MSG_WAITALL`.
+pub fn stream_send_zc(
+    fd: RawFd,
+    buf: *const u8,
+    len: u32,
+    zc_flags: u16,
+    user_data: u64,
+) -> squeue::Entry {
+    opcode::SendZc::new(types::Fd(fd), buf, len)
+        .zc_flags(zc_flags)
+        .flags(STREAM_FLAGS)
+        .build()
+        .user_data(user_data)
+}
+
+/// `IORING_OP_SEND`, equivalent to `send(2)`: the kernel copies the bytes before completing.
+pub fn stream_send(fd: RawFd, buf: *const u8, len: u32, user_data: u64) -> squeue::Entry {
+    opcode::Send::new(types::Fd(fd), buf, len)
+        .flags(STREAM_FLAGS)
+        .build()
+        .user_data(user_data)
+}
+
+/// `IORING_OP_SENDMSG`, equivalent to `sendmsg(2)`: one vectored, copying send of several writes.
+pub fn stream_sendmsg(fd: RawFd, msg: *const libc::msghdr, user_data: u64) -> squeue::Entry {
+    opcode::SendMsg::new(types::Fd(fd), msg)
+        .flags(STREAM_FLAGS as u32)
+        .build()
+        .user_data(user_data)
+}
+
+/// `IORING_OP_READ` of 8 bytes from an eventfd: completes when another thread wakes the ring.
+pub fn read_eventfd(fd: RawFd, buf: *mut u64, user_data: u64) -> squeue::Entry {
+    opcode::Read::new(types::Fd(fd), buf.cast(), 8)
+        .build()
+        .user_data(user_data)
+}
+
+/// `IORING_OP_ASYNC_CANCEL` of the request with `target` user_data.
+pub fn cancel(target: u64, user_data: u64) -> squeue::Entry {
+    opcode::AsyncCancel::new(target)
+        .build()
+        .user_data(user_data)
+}

@@ -200,7 +200,9 @@ impl SendQueue {
 
     /// Moves the cursor past writes that have nothing left to send.
     fn settle_cursor(&mut self) {
-        while self.cursor < self.end_seq() && self.writes[self.index(self.cursor)].finished_sending() {
+        while self.cursor < self.end_seq()
+            && self.writes[self.index(self.cursor)].finished_sending()
+        {
             self.cursor += 1;
         }
     }
@@ -494,7 +496,10 @@ mod tests {
         assert_eq!(q.on_sent(r.token, Ok(110)), SentOutcome::Progress);
         q.on_released(r.token, None);
         let done = q.take_done();
-        assert_eq!(done.iter().map(|d| (d.id, d.result)).collect::<Vec<_>>(), vec![(1, Ok(50)), (2, Ok(60))]);
+        assert_eq!(
+            done.iter().map(|d| (d.id, d.result)).collect::<Vec<_>>(),
+            vec![(1, Ok(50)), (2, Ok(60))]
+        );
         assert!(q.idle());
     }
 
@@ -529,13 +534,25 @@ mod tests {
         assert_eq!(c.spans, vec![span(0x10000 + 2000, 500)]);
         q.on_sent(c.token, Ok(500));
         assert!(q.drained());
-        assert!(q.take_done().is_empty(), "not done before its notifications");
+        assert!(
+            q.take_done().is_empty(),
+            "not done before its notifications"
+        );
         q.on_released(b.token, Some(true));
         q.on_released(c.token, Some(false));
         assert!(q.take_done().is_empty());
         q.on_released(a.token, Some(false));
         let d = q.take_done();
-        assert_eq!(d, vec![Done { id: 1, result: Ok(2500), zero_copy: true, copied: true, aborted: false }]);
+        assert_eq!(
+            d,
+            vec![Done {
+                id: 1,
+                result: Ok(2500),
+                zero_copy: true,
+                copied: true,
+                aborted: false
+            }]
+        );
     }
 
     #[test]
@@ -552,7 +569,10 @@ mod tests {
         q.on_released(b.token, None);
         assert!(q.take_done().is_empty(), "write 2 waits for write 1");
         q.on_released(a.token, Some(true));
-        assert_eq!(q.take_done().iter().map(|d| d.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            q.take_done().iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 
     #[test]
@@ -581,11 +601,18 @@ mod tests {
         let p = policy(Mode::Always);
         let r = q.next_request(&p).unwrap();
         assert!(r.zero_copy);
-        assert_eq!(q.on_sent(r.token, Err(Errno(libc::EOPNOTSUPP))), SentOutcome::ZeroCopyUnsupported);
+        assert_eq!(
+            q.on_sent(r.token, Err(Errno(libc::EOPNOTSUPP))),
+            SentOutcome::ZeroCopyUnsupported
+        );
         q.on_released(r.token, Some(true));
         let r2 = q.next_request(&p).unwrap();
         assert!(!r2.zero_copy);
-        assert_eq!(r2.spans, vec![span(0x1000, 300)], "resent from the first byte");
+        assert_eq!(
+            r2.spans,
+            vec![span(0x1000, 300)],
+            "resent from the first byte"
+        );
         q.on_sent(r2.token, Ok(300));
         q.on_released(r2.token, None);
         let d = q.take_done();
@@ -599,7 +626,10 @@ mod tests {
         q.push(1, span(0x1000, 300)).unwrap();
         let p = policy(Mode::Auto);
         let r = q.next_request(&p).unwrap();
-        assert_eq!(q.on_sent(r.token, Err(Errno(libc::ENOMEM))), SentOutcome::ZeroCopyNoMemory);
+        assert_eq!(
+            q.on_sent(r.token, Err(Errno(libc::ENOMEM))),
+            SentOutcome::ZeroCopyNoMemory
+        );
         q.on_released(r.token, None);
         let r2 = q.next_request(&p).unwrap();
         assert!(!r2.zero_copy, "the piece is resent plain");
@@ -624,7 +654,11 @@ mod tests {
         let d = q.take_done();
         assert_eq!(
             d.iter().map(|d| (d.id, d.result)).collect::<Vec<_>>(),
-            vec![(1, Ok(200)), (2, Err(Errno(libc::ECONNRESET))), (3, Err(Errno(libc::ECONNRESET)))]
+            vec![
+                (1, Ok(200)),
+                (2, Err(Errno(libc::ECONNRESET))),
+                (3, Err(Errno(libc::ECONNRESET)))
+            ]
         );
         assert!(q.idle());
     }
@@ -638,9 +672,22 @@ mod tests {
         let a = q.next_request(&p).unwrap();
         assert!(!q.abort(1), "in flight: cannot be withdrawn");
         assert!(q.abort(2));
-        assert_eq!(q.take_done()[0], Done { id: 2, result: Err(Errno(libc::ECANCELED)), zero_copy: false, copied: false, aborted: true });
+        assert_eq!(
+            q.take_done()[0],
+            Done {
+                id: 2,
+                result: Err(Errno(libc::ECANCELED)),
+                zero_copy: false,
+                copied: false,
+                aborted: true
+            }
+        );
         q.on_sent(a.token, Ok(500));
-        assert_eq!(q.next_request(&p), None, "the withdrawn write is never sent");
+        assert_eq!(
+            q.next_request(&p),
+            None,
+            "the withdrawn write is never sent"
+        );
         q.on_released(a.token, Some(false));
         let d = q.take_done();
         assert_eq!((d[0].id, d[0].result, d[0].aborted), (1, Ok(500), true));
@@ -653,7 +700,10 @@ mod tests {
         q.push(1, span(0x1000, 50)).unwrap();
         let p = policy(Mode::Never);
         let r = q.next_request(&p).unwrap();
-        assert_eq!(q.on_sent(r.token, Err(Errno(libc::EAGAIN))), SentOutcome::Retry);
+        assert_eq!(
+            q.on_sent(r.token, Err(Errno(libc::EAGAIN))),
+            SentOutcome::Retry
+        );
         q.on_released(r.token, None);
         assert_eq!(q.next_request(&p).unwrap().spans, r.spans);
     }

@@ -4,7 +4,12 @@
 
 use std::io;
 
+use std::sync::Arc;
+
+use crate::events::{ConnStats, Event};
 use crate::probe::{Ops, ProbeReport, Reason, ReasonCode};
+use crate::queue::{Policy, Span};
+use crate::Errno;
 
 /// A CQE that belonged to another request (never produced by the stub).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +85,48 @@ pub fn send_all_zc(
     user_data: u64,
 ) -> io::Result<usize> {
     try_send_zc(ring, fd, buf, user_data)
+}
+
+/// Stands in for the Linux send engine; cannot be started.
+pub struct Engine<H> {
+    _holder: std::marker::PhantomData<fn(H)>,
+}
+
+impl<H: Send + 'static> Engine<H> {
+    /// Always fails with [`io::ErrorKind::Unsupported`]: callers fall back to plain writes.
+    pub fn start(_sink: impl FnMut(Vec<Event<H>>) + Send + 'static) -> io::Result<Self> {
+        Err(unsupported())
+    }
+
+    /// Never true.
+    pub fn reports_usage(&self) -> bool {
+        false
+    }
+
+    /// Never succeeds (no engine can exist).
+    pub fn open(&self, _fd: RawFd, _policy: Policy) -> Result<(u32, Arc<ConnStats>), Errno> {
+        Err(Errno(libc::ENOSYS))
+    }
+
+    /// Unreachable without an engine; hands nothing to any kernel.
+    ///
+    /// # Safety
+    /// Same contract as the Linux engine's `write`.
+    pub unsafe fn write(&self, _conn: u32, _id: u64, _span: Span, _holder: H) {}
+
+    /// No-op.
+    pub fn abort(&self, _conn: u32, _id: u64) {}
+
+    /// No-op.
+    pub fn end(&self, _conn: u32) {}
+
+    /// No-op.
+    pub fn close(&self, _conn: u32) {}
+
+    /// Always zero.
+    pub fn unreleased(&self) -> u64 {
+        0
+    }
 }
 
 pub(crate) fn detect() -> ProbeReport {

@@ -1,0 +1,53 @@
+//! What the send engine counts per socket and reports back. Portable: the non-Linux stub
+//! exposes the same types.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use crate::error::Errno;
+use crate::queue::Done;
+
+/// Counters for one socket, readable from any thread while the engine updates them.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Bytes the kernel accepted.
+    pub bytes_sent: AtomicU64,
+    /// Requests sent as `IORING_OP_SEND_ZC`.
+    pub zero_copy_sends: AtomicU64,
+    /// Requests sent as plain (copying) `IORING_OP_SEND`/`SENDMSG`.
+    pub copy_sends: AtomicU64,
+    /// Zero-copy notifications received.
+    pub notifications: AtomicU64,
+    /// Of those, how many said the kernel copied anyway (`IORING_NOTIF_USAGE_ZC_COPIED`).
+    pub copied_notifications: AtomicU64,
+    /// Zero-copy was given up for this socket after `EOPNOTSUPP` (e.g. AF_UNIX).
+    pub zero_copy_unsupported: AtomicBool,
+    /// Zero-copy pieces resent plain after `ENOMEM`/`ENOBUFS` (RLIMIT_MEMLOCK).
+    pub zero_copy_no_memory: AtomicU64,
+}
+
+/// What the engine reports back. `H` is the caller's keep-alive handle for a write's memory,
+/// handed back only once the kernel has released that memory.
+#[derive(Debug)]
+pub enum Event<H> {
+    /// A write finished (sent, failed, or withdrawn by abort).
+    Done {
+        /// Socket id from [`Engine::open`].
+        conn: u32,
+        /// The write's outcome.
+        done: Done,
+        /// The write's keep-alive handle; dropping it may free the memory.
+        holder: H,
+    },
+    /// After [`Engine::end`]: every byte was accepted and `shutdown(SHUT_WR)` ran (or failed).
+    Ended {
+        /// Socket id.
+        conn: u32,
+        /// `shutdown(2)`'s result, or the socket's earlier failure.
+        result: Result<(), Errno>,
+    },
+    /// After [`Engine::close`]: the kernel holds nothing of the socket's and its dup is closed.
+    Closed {
+        /// Socket id.
+        conn: u32,
+    },
+}
