@@ -62,7 +62,10 @@ fn transfer(mode: Mode, writes: usize, max: usize, seed: u64) {
         let len = 1 + (rng.next() as usize % max);
         let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         expected.extend_from_slice(&data);
-        let span = Span { addr: data.as_ptr() as usize, len };
+        let span = Span {
+            addr: data.as_ptr() as usize,
+            len,
+        };
         // SAFETY: the Vec is the holder; its heap memory does not move when the Vec is moved,
         // and the engine keeps it until the write is released.
         unsafe { engine.write(conn, id, span, data) };
@@ -71,7 +74,10 @@ fn transfer(mode: Mode, writes: usize, max: usize, seed: u64) {
     let mut next_id = 0;
     let mut ended = false;
     while next_id < writes as u64 || !ended {
-        match rx.recv_timeout(Duration::from_secs(20)).expect("engine stalled") {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("engine stalled")
+        {
             Event::Done { done, holder, .. } => {
                 assert_eq!(done.id, next_id, "writes complete in order");
                 assert_eq!(done.result, Ok(holder.len()));
@@ -96,7 +102,10 @@ fn transfer(mode: Mode, writes: usize, max: usize, seed: u64) {
         Mode::Always => assert_eq!(s.copy_sends.load(Relaxed), 0),
         Mode::Auto => {}
     }
-    assert_eq!(s.notifications.load(Relaxed), s.zero_copy_sends.load(Relaxed));
+    assert_eq!(
+        s.notifications.load(Relaxed),
+        s.zero_copy_sends.load(Relaxed)
+    );
     engine.close(conn);
     loop {
         if let Event::Closed { conn: c } = rx.recv_timeout(Duration::from_secs(5)).unwrap() {
@@ -126,8 +135,23 @@ fn never_mode_coalesces_and_is_byte_exact() {
 fn open_rejects_non_stream_fds() {
     let (engine, _rx) = engine();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    assert_eq!(engine.open(udp.as_raw_fd(), Policy::default()).unwrap_err().code(), "EPROTOTYPE");
+    assert_eq!(
+        engine
+            .open(udp.as_raw_fd(), Policy::default())
+            .unwrap_err()
+            .code(),
+        "EPROTOTYPE"
+    );
     let file = std::fs::File::open("/proc/self/status").unwrap();
-    assert_eq!(engine.open(file.as_raw_fd(), Policy::default()).unwrap_err().code(), "ENOTSOCK");
-    assert_eq!(engine.open(-1, Policy::default()).unwrap_err().code(), "EBADF");
+    assert_eq!(
+        engine
+            .open(file.as_raw_fd(), Policy::default())
+            .unwrap_err()
+            .code(),
+        "ENOTSOCK"
+    );
+    assert_eq!(
+        engine.open(-1, Policy::default()).unwrap_err().code(),
+        "EBADF"
+    );
 }

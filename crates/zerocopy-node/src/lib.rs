@@ -4,6 +4,7 @@
 #![deny(clippy::all)]
 
 mod error;
+mod socket;
 
 use std::cell::RefCell;
 

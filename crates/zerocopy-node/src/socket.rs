@@ -1,0 +1,233 @@
+//! `BindingSocket`: one socket adopted by the send engine, and `engineStart`, which starts this
+//! JS thread's engine. Converts values only; ordering, lifetimes and policy live in the core.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use zerocopy_core::{ConnStats, Engine, Event, Mode, Policy, Span};
+
+use crate::error;
+
+/// What keeps a write's memory alive: a strong reference to the JS typed array. It is dropped
+/// on the JS thread, in the events callback, once the kernel has released the memory.
+type Holder = Uint8Array;
+
+/// Event record width in the Float64Array handed to JS: `[kind, conn, id, value, flags]`.
+const STRIDE: usize = 5;
+const KIND_DONE: f64 = 1.0;
+const KIND_ENDED: f64 = 2.0;
+const KIND_CLOSED: f64 = 3.0;
+const FLAG_ZERO_COPY: u32 = 1;
+const FLAG_COPIED: u32 = 2;
+const FLAG_ABORTED: u32 = 4;
+
+thread_local! {
+    // One engine per JS thread (main thread, each worker): completions must reach the Node
+    // environment that owns the promises. See the core's engine docs.
+    static ENGINE: RefCell<Option<Rc<Engine<Holder>>>> = const { RefCell::new(None) };
+}
+
+fn engine() -> Option<Rc<Engine<Holder>>> {
+    ENGINE.with(|e| e.borrow().clone())
+}
+
+/// Flattens a batch of events into `[kind, conn, id, value, flags]` records. Runs on the JS
+/// thread, so the holders dropped here release their references where napi requires.
+fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(events.len() * STRIDE);
+    for event in events {
+        match event {
+            Event::Done { conn, done, holder } => {
+                drop(holder);
+                let value = match done.result {
+                    Ok(n) => n as f64,
+                    Err(e) => -f64::from(e.0),
+                };
+                let flags = u32::from(done.zero_copy) * FLAG_ZERO_COPY
+                    | u32::from(done.copied) * FLAG_COPIED
+                    | u32::from(done.aborted) * FLAG_ABORTED;
+                out.extend([
+                    KIND_DONE,
+                    f64::from(conn),
+                    done.id as f64,
+                    value,
+                    f64::from(flags),
+                ]);
+            }
+            Event::Ended { conn, result } => {
+                let value = result.err().map_or(0.0, |e| -f64::from(e.0));
+                out.extend([KIND_ENDED, f64::from(conn), 0.0, value, 0.0]);
+            }
+            Event::Closed { conn } => out.extend([KIND_CLOSED, f64::from(conn), 0.0, 0.0, 0.0]),
+        }
+    }
+    out
+}
+
+/// Starts this thread's send engine (once). `onEvents` receives batches of
+/// `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed; value is
+/// bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
+/// Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
+#[napi]
+pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Result<bool> {
+    if engine().is_some() {
+        return Ok(true);
+    }
+    if !zerocopy_core::probe().supported {
+        return Ok(false);
+    }
+    let tsfn = on_events
+        .build_threadsafe_function::<Vec<Event<Holder>>>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(|ctx: ThreadsafeCallContext<Vec<Event<Holder>>>| {
+            Ok(Float64Array::new(encode(ctx.value)))
+        })?;
+    let started = Engine::start(move |events| {
+        // If the environment is gone the events (and holders) are dropped by napi's
+        // teardown-safe path; nothing is left for JS to settle.
+        let _ = tsfn.call(events, ThreadsafeFunctionCallMode::NonBlocking);
+    });
+    match started {
+        Ok(e) => {
+            ENGINE.with(|slot| *slot.borrow_mut() = Some(Rc::new(e)));
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(false),
+        Err(e) => error::throw(&env, error::io("io_uring_setup", e)),
+    }
+}
+
+/// Requests the kernel has not released yet over all of this thread's sockets: buffers
+/// still pinned. Zero when nothing is in flight.
+#[napi]
+pub fn engine_unreleased() -> f64 {
+    engine().map_or(0.0, |e| e.unreleased() as f64)
+}
+
+/// Counters of one socket.
+#[napi(object)]
+pub struct BindingStats {
+    /// Bytes the kernel accepted.
+    pub bytes_sent: f64,
+    /// Requests sent as `IORING_OP_SEND_ZC`.
+    pub zero_copy_sends: f64,
+    /// Requests sent as plain copying sends.
+    pub copy_sends: f64,
+    /// Zero-copy notifications received.
+    pub notifications: f64,
+    /// Notifications reporting that the kernel copied anyway.
+    pub copied_notifications: f64,
+    /// Zero-copy was given up after `EOPNOTSUPP`.
+    pub zero_copy_unsupported: bool,
+    /// Zero-copy pieces resent plain after `ENOMEM`/`ENOBUFS`.
+    pub zero_copy_no_memory: f64,
+}
+
+/// A socket adopted by this thread's engine (start it with `engineStart` first).
+#[napi]
+pub struct BindingSocket {
+    conn: u32,
+    stats: Arc<ConnStats>,
+    engine: Rc<Engine<Holder>>,
+}
+
+#[napi]
+impl BindingSocket {
+    /// Adopts the connected stream socket `fd` (the engine sends on its own dup).
+    /// `mode` is `auto`, `always` or `never`; sizes are bytes.
+    #[napi(constructor)]
+    pub fn new(
+        env: Env,
+        fd: i32,
+        mode: String,
+        threshold: u32,
+        zc_chunk: u32,
+    ) -> napi::Result<Self> {
+        let Some(engine) = engine() else {
+            return error::throw(
+                &env,
+                error::coded("ERR_ZC_UNSUPPORTED", "engine not started"),
+            );
+        };
+        let mode = match mode.as_str() {
+            "auto" => Mode::Auto,
+            "always" => Mode::Always,
+            "never" => Mode::Never,
+            _ => return Err(napi::Error::new(Status::InvalidArg, "mode")),
+        };
+        let policy = Policy {
+            mode,
+            threshold: threshold as usize,
+            zc_chunk: zc_chunk.max(4096) as usize,
+            ..Policy::default()
+        };
+        match engine.open(fd, policy) {
+            Ok((conn, stats)) => Ok(BindingSocket {
+                conn,
+                stats,
+                engine,
+            }),
+            Err(e) => error::throw(&env, error::errno("adopt", e)),
+        }
+    }
+
+    /// The engine's id of this socket, as used in event records.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.conn
+    }
+
+    /// Queues `data` (non-empty). The typed array is referenced until its event arrives.
+    #[napi]
+    pub fn write(&self, id: f64, data: Uint8Array) {
+        let span = Span {
+            addr: data.as_ptr() as usize,
+            len: data.len(),
+        };
+        // SAFETY: `data` (the holder) is a strong napi reference to the typed array, so its
+        // backing store stays allocated until the holder is dropped, which the engine does only
+        // after the kernel released the memory. JS is told not to modify the array until the
+        // write's promise settles.
+        unsafe { self.engine.write(self.conn, id as u64, span, data) };
+    }
+
+    /// Withdraws write `id` if none of its bytes reached the kernel.
+    #[napi]
+    pub fn abort(&self, id: f64) {
+        self.engine.abort(self.conn, id as u64);
+    }
+
+    /// Half-closes after every queued byte (FIN).
+    #[napi]
+    pub fn end(&self) {
+        self.engine.end(self.conn);
+    }
+
+    /// Cancels pending writes and closes the engine's dup once the kernel released everything.
+    #[napi]
+    pub fn close(&self) {
+        self.engine.close(self.conn);
+    }
+
+    /// Current counters.
+    #[napi(getter)]
+    pub fn stats(&self) -> BindingStats {
+        let s = &self.stats;
+        BindingStats {
+            bytes_sent: s.bytes_sent.load(Relaxed) as f64,
+            zero_copy_sends: s.zero_copy_sends.load(Relaxed) as f64,
+            copy_sends: s.copy_sends.load(Relaxed) as f64,
+            notifications: s.notifications.load(Relaxed) as f64,
+            copied_notifications: s.copied_notifications.load(Relaxed) as f64,
+            zero_copy_unsupported: s.zero_copy_unsupported.load(Relaxed),
+            zero_copy_no_memory: s.zero_copy_no_memory.load(Relaxed) as f64,
+        }
+    }
+}
