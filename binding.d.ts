@@ -9,6 +9,27 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A socket adopted by this thread's engine (start it with `engineStart` first). */
+export declare class BindingSocket {
+  /**
+   * Adopts the connected stream socket `fd` (the engine sends on its own dup).
+   * `mode` is `auto`, `always` or `never`; sizes are bytes.
+   */
+  constructor(fd: number, mode: string, threshold: number, zcChunk: number)
+  /** The engine's id of this socket, as used in event records. */
+  get id(): number
+  /** Queues `data` (non-empty). The typed array is referenced until its event arrives. */
+  write(id: number, data: Uint8Array): void
+  /** Withdraws write `id` if none of its bytes reached the kernel. */
+  abort(id: number): void
+  /** Half-closes after every queued byte (FIN). */
+  end(): void
+  /** Cancels pending writes and closes the engine's dup once the kernel released everything. */
+  close(): void
+  /** Current counters. */
+  get stats(): BindingStats
+}
+
 /** What the probe found; computed once per process. */
 export interface BindingProbeReport {
   /** Zero-copy sends can be used in this process. */
@@ -30,6 +51,40 @@ export interface BindingProbeReport {
   /** Why `supported` is false; `null` when it is true. */
   reason?: ProbeReason
 }
+
+/** Counters of one socket. */
+export interface BindingStats {
+  /** Bytes the kernel accepted. */
+  bytesSent: number
+  /** Requests sent as `IORING_OP_SEND_ZC`. */
+  zeroCopySends: number
+  /** Requests sent as plain copying sends. */
+  copySends: number
+  /** Zero-copy notifications received. */
+  notifications: number
+  /** Notifications reporting that the kernel copied anyway. */
+  copiedNotifications: number
+  /** Zero-copy was given up after `EOPNOTSUPP`. */
+  zeroCopyUnsupported: boolean
+  /** Zero-copy pieces resent plain after `ENOMEM`/`ENOBUFS`. */
+  zeroCopyNoMemory: number
+  /** `auto` switched to plain sends because the kernel copies zero-copy sends anyway here. */
+  copiesAnyway: boolean
+}
+
+/**
+ * Starts this thread's send engine (once). `onEvents` receives batches of
+ * `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed; value is
+ * bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
+ * Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
+ */
+export declare function engineStart(onEvents: (arg: Float64Array) => void): boolean
+
+/**
+ * Requests the kernel has not released yet over all of this thread's sockets: buffers
+ * still pinned. Zero when nothing is in flight.
+ */
+export declare function engineUnreleased(): number
 
 /** Probes io_uring support (cached for the life of the process). */
 export declare function probe(): BindingProbeReport

@@ -835,5 +835,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.BindingSocket = nativeBinding.BindingSocket
+module.exports.engineStart = nativeBinding.engineStart
+module.exports.engineUnreleased = nativeBinding.engineUnreleased
 module.exports.probe = nativeBinding.probe
 module.exports.sendZcSync = nativeBinding.sendZcSync

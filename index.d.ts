@@ -1,78 +1,8 @@
+export { probe } from './lib/probe';
+export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe';
+export { ZeroCopySocket } from './lib/socket';
+export type { ConnectOptions, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket';
 export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './lib/errors';
-/** io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`. */
-export interface ProbeOps {
-    /** `IORING_OP_SEND` (Linux 5.6). */
-    send: boolean;
-    /** `IORING_OP_SENDMSG` (Linux 5.3). */
-    sendmsg: boolean;
-    /** `IORING_OP_SEND_ZC`, the zero-copy send (Linux 6.0). */
-    sendZc: boolean;
-    /** `IORING_OP_SENDMSG_ZC` (Linux 6.1). */
-    sendmsgZc: boolean;
-    /** `IORING_OP_SPLICE` (Linux 5.7). */
-    splice: boolean;
-    /** `IORING_OP_READ_FIXED` (Linux 5.1). */
-    readFixed: boolean;
-    /** `IORING_OP_POLL_ADD` (Linux 5.1). */
-    pollAdd: boolean;
-}
-/** Stable codes for why zero-copy sends are unavailable. */
-export type ProbeReasonCode = 
-/** Not Linux, or an addon built with the `force-unsupported` feature. */
-'platform'
-/** Switched off with the `ZEROCOPY_SOCKET_DISABLE` environment variable. */
- | 'disabled-by-env'
-/** `kernel.io_uring_disabled` forbids io_uring for this process. */
- | 'sysctl'
-/** A seccomp filter blocks `io_uring_setup` (Docker's default profile does). */
- | 'seccomp'
-/** The kernel has no io_uring at all. */
- | 'enosys'
-/** `io_uring_setup` failed for another reason. */
- | 'setup-failed'
-/** io_uring works, but the kernel predates `IORING_OP_SEND_ZC` (Linux 6.0). */
- | 'kernel-too-old';
-/** Why zero-copy sends are unavailable in this process. */
-export interface ProbeReason {
-    /** Machine-readable cause. */
-    code: ProbeReasonCode;
-    /** The errno name `io_uring_setup` failed with (`'EPERM'`, `'ENOSYS'`), or `null`. */
-    errno: string | null;
-    /** One sentence: what happened and what would fix it. */
-    message: string;
-}
-/** What this process can do, as found by {@link probe}. */
-export interface ProbeReport {
-    /** `true` when zero-copy sends are used; `false` means every send falls back to plain writes. */
-    supported: boolean;
-    /** `true` when an io_uring instance could be created at all. */
-    ioUring: boolean;
-    /** `process.platform` of the addon's build (`'linux'`, `'darwin'`, `'win32'`). */
-    platform: string;
-    /** Kernel release (`uname -r`), or `''` where unknown. */
-    kernel: string;
-    /** Supported io_uring opcodes (all `false` without io_uring). */
-    ops: ProbeOps;
-    /** Notifications can say whether the kernel copied anyway (`IORING_SEND_ZC_REPORT_USAGE`, Linux 6.2). */
-    reportUsage: boolean;
-    /** Value of `kernel.io_uring_disabled` (0 allowed, 1 privileged only, 2 off), or `null` if absent. */
-    ioUringDisabled: number | null;
-    /** Seccomp mode of this process (0 none, 1 strict, 2 filter), or `null` if unknown. */
-    seccomp: number | null;
-    /** Why `supported` is `false`; `null` when it is `true`. */
-    reason: ProbeReason | null;
-}
-/**
- * Reports whether this process can use io_uring zero-copy sends, and if not, why.
- * The kernel is asked once per process; later calls return a copy of the same answer.
- * @returns The probe report.
- * @example
- * ```ts
- * const report = probe()
- * if (!report.supported) console.warn(`plain sends only: ${report.reason?.message}`)
- * ```
- */
-export declare function probe(): ProbeReport;
 /**
  * Sends all of `data` on the socket file descriptor `fd` with blocking `IORING_OP_SEND_ZC`
  * calls, each waited for until the kernel's notification. It blocks the event loop: it exists

@@ -18,7 +18,7 @@ export function validateInteger(value: unknown, name: string, min = 0, max = Num
 }
 
 /** Throws unless `value` is `undefined` or a plain object. */
-export function validateOptions(value: unknown, name: string): asserts value is Record<string, unknown> | undefined {
+export function validateOptions(value: unknown, name: string): void {
   if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {
     throw invalidArgType(name, 'of type object', value)
   }

@@ -591,6 +591,9 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                         }
                     }
                     c.queue.on_released(token, released.copied);
+                    c.stats
+                        .copies_anyway
+                        .store(c.queue.copies_anyway(), Ordering::Relaxed);
                 }
                 touched.push(conn_id);
             }

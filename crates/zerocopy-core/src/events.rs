@@ -21,6 +21,8 @@ pub struct ConnStats {
     pub copied_notifications: AtomicU64,
     /// Zero-copy was given up for this socket after `EOPNOTSUPP` (e.g. AF_UNIX).
     pub zero_copy_unsupported: AtomicBool,
+    /// `Auto` switched to plain sends: the kernel reported it copies zero-copy sends anyway.
+    pub copies_anyway: AtomicBool,
     /// Zero-copy pieces resent plain after `ENOMEM`/`ENOBUFS` (RLIMIT_MEMLOCK).
     pub zero_copy_no_memory: AtomicU64,
 }

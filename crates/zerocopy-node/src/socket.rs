@@ -128,6 +128,8 @@ pub struct BindingStats {
     pub zero_copy_unsupported: bool,
     /// Zero-copy pieces resent plain after `ENOMEM`/`ENOBUFS`.
     pub zero_copy_no_memory: f64,
+    /// `auto` switched to plain sends because the kernel copies zero-copy sends anyway here.
+    pub copies_anyway: bool,
 }
 
 /// A socket adopted by this thread's engine (start it with `engineStart` first).
@@ -228,6 +230,7 @@ impl BindingSocket {
             copied_notifications: s.copied_notifications.load(Relaxed) as f64,
             zero_copy_unsupported: s.zero_copy_unsupported.load(Relaxed),
             zero_copy_no_memory: s.zero_copy_no_memory.load(Relaxed) as f64,
+            copies_anyway: s.copies_anyway.load(Relaxed),
         }
     }
 }

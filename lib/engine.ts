@@ -1,0 +1,62 @@
+/**
+ * The JavaScript side of the native send engine: starts it once per thread and routes its
+ * batched event records to the socket that owns them.
+ * @module
+ */
+import * as binding from '../binding'
+
+/** What a socket gets told about its writes and its lifecycle. */
+export interface EngineHandler {
+  /** A write finished: `value` is bytes sent, or a negative errno; `flags` see below. */
+  done(id: number, value: number, flags: number): void
+  /** `end()` finished: `errno` is 0 or a negative errno. */
+  ended(errno: number): void
+  /** The engine let go of the socket: nothing of it is pinned any more. */
+  closed(): void
+}
+
+/** Record flag: at least one piece went out as `IORING_OP_SEND_ZC`. */
+export const FLAG_ZERO_COPY = 1
+/** Record flag: the kernel reported `IORING_NOTIF_USAGE_ZC_COPIED`. */
+export const FLAG_COPIED = 2
+/** Record flag: the caller aborted the write. */
+export const FLAG_ABORTED = 4
+
+const STRIDE = 5
+const handlers = new Map<number, EngineHandler>()
+let started: boolean | undefined
+
+function onEvents(records: Float64Array): void {
+  for (let i = 0; i + STRIDE <= records.length; i += STRIDE) {
+    const handler = handlers.get(records[i + 1])
+    if (handler === undefined) continue
+    switch (records[i]) {
+      case 1:
+        handler.done(records[i + 2], records[i + 3], records[i + 4])
+        break
+      case 2:
+        handler.ended(records[i + 3])
+        break
+      case 3:
+        handlers.delete(records[i + 1])
+        handler.closed()
+        break
+    }
+  }
+}
+
+/** Starts this thread's engine on first use; `false` when zero-copy is unavailable here. */
+export function engineAvailable(): boolean {
+  if (started === undefined) started = binding.engineStart(onEvents)
+  return started
+}
+
+/** Routes the events of engine socket `id` to `handler` until the engine reports it closed. */
+export function register(id: number, handler: EngineHandler): void {
+  handlers.set(id, handler)
+}
+
+/** Requests not yet released by the kernel over all sockets of this thread (pinned buffers). */
+export function unreleasedRequests(): number {
+  return binding.engineUnreleased()
+}

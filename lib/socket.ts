@@ -1,0 +1,523 @@
+/**
+ * `ZeroCopySocket`: ordered, pipelined io_uring sends for a `net.Socket`, with a transparent
+ * fallback to the socket's own writes.
+ * @module
+ */
+import net from 'node:net'
+import { constants } from 'node:os'
+import { Writable } from 'node:stream'
+import tls from 'node:tls'
+
+import * as binding from '../binding'
+import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, register } from './engine'
+import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
+import { probeReason } from './probe'
+import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateUint8Array } from './validate'
+
+/** How a socket chooses between plain and zero-copy sends. */
+export type ZeroCopyMode = 'auto' | 'always' | 'never'
+
+/** Options for {@link ZeroCopySocket.from} and {@link ZeroCopySocket.connect}. */
+export interface ZeroCopyOptions {
+  /**
+   * `'auto'`: zero-copy for writes of at least `threshold` bytes, plain (coalesced) sends below.
+   * `'always'`: zero-copy for every write. `'never'`: plain sends only.
+   * **Default:** `'auto'`.
+   */
+  zeroCopy?: ZeroCopyMode
+  /** Bytes; in `'auto'`, writes at least this large go out zero-copy. **Default:** `16384`. */
+  threshold?: number
+  /**
+   * Bytes; the largest single zero-copy request. Larger writes are split into pieces of this
+   * size (in order, one in flight). Measured on loopback: 64 KiB pieces ran 3.0–3.2 GB/s,
+   * 1 MiB pieces 1.65 GB/s. **Default:** `65536`.
+   */
+  zeroCopyChunk?: number
+}
+
+/** Options for {@link ZeroCopySocket.connect}: where to connect, plus {@link ZeroCopyOptions}. */
+export interface ConnectOptions extends ZeroCopyOptions {
+  /** Host name or address. **Default:** `'localhost'`. */
+  host?: string
+  /** TCP port, 0–65535. Required. */
+  port: number
+  /** Aborts the connection attempt (rejects with `AbortError`). */
+  signal?: AbortSignal
+}
+
+/** Options for {@link ZeroCopySocket.write}. */
+export interface WriteOptions {
+  /**
+   * Aborts the write: if none of its bytes reached the kernel it is withdrawn; otherwise it
+   * completes (a half-written chunk would corrupt the stream). Either way the promise rejects
+   * with `AbortError`, once the kernel no longer uses the buffer.
+   */
+  signal?: AbortSignal
+}
+
+/** How one write went out. */
+export interface WriteResult {
+  /** Bytes written (the whole buffer). */
+  bytes: number
+  /** At least part of it went out as `IORING_OP_SEND_ZC`. */
+  zeroCopy: boolean
+  /** The kernel reported it copied the data anyway (`IORING_NOTIF_USAGE_ZC_COPIED`; always on loopback). */
+  copied: boolean
+}
+
+/** Counters of one {@link ZeroCopySocket}. */
+export interface SocketStats {
+  /** Bytes the kernel accepted. */
+  bytesSent: number
+  /** Calls to `write()` (including those of the stream). */
+  writes: number
+  /** Kernel requests sent as `IORING_OP_SEND_ZC`. */
+  zeroCopySends: number
+  /** Kernel requests (or fallback socket writes) sent as plain, copying sends. */
+  copySends: number
+  /** Zero-copy notifications received. */
+  notifications: number
+  /** Of those, how many reported that the kernel copied anyway. */
+  copiedNotifications: number
+  /** Why this socket does not use zero-copy sends, or `null` when it does. */
+  fallbackReason: string | null
+  /** Bytes of writes that have not settled yet (the kernel may hold them). */
+  inFlightBytes: number
+}
+
+/** Options for {@link ZeroCopySocket.createWriteStream}. */
+export interface WriteStreamOptions {
+  /** Bytes buffered before `write()` returns `false`. **Default:** `1048576` (1 MiB). */
+  highWaterMark?: number
+}
+
+interface Pending {
+  resolve(result: WriteResult): void
+  reject(err: unknown): void
+  bytes: number
+  aborted: boolean
+  signal?: AbortSignal
+  onAbort?: () => void
+}
+
+const MODES: readonly ZeroCopyMode[] = ['auto', 'always', 'never']
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
+
+function destroyedError(): ZeroCopyError {
+  return codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed')
+}
+
+function socketFd(socket: net.Socket): number {
+  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle
+  return typeof handle?.fd === 'number' ? handle.fd : -1
+}
+
+/**
+ * A TCP socket whose writes go out through io_uring `IORING_OP_SEND_ZC`, in order and
+ * pipelined: the next send starts as soon as the kernel took the previous one, without waiting
+ * for the zero-copy notification. Where io_uring is unavailable (other platforms, seccomp,
+ * sysctl, TLS sockets) the same API writes through the socket itself; `stats.fallbackReason`
+ * says why.
+ *
+ * Reading, events and lifecycle stay Node's: use {@link ZeroCopySocket.socket}. While the
+ * engine owns the socket, `socket.write()` throws `ERR_ZC_SOCKET_OWNED` (it could not be
+ * ordered with the engine's sends) and `socket.end()` is routed through {@link end}.
+ *
+ * Do not modify a buffer until its `write()` promise settles: the kernel may read it until then.
+ *
+ * @example
+ * ```ts
+ * import { ZeroCopySocket } from 'zerocopy-socket'
+ *
+ * const zs = await ZeroCopySocket.connect({ host: '127.0.0.1', port: 9000 })
+ * const chunk = Buffer.alloc(1 << 20, 7)
+ * for (let i = 0; i < 64; i++) await zs.write(chunk) // safe to reuse `chunk` after each await
+ * await zs.end()
+ * console.log(zs.stats) // { bytesSent: 67108864, zeroCopySends: 1024, ... }
+ * ```
+ */
+export class ZeroCopySocket {
+  /** The adopted socket: read from it and listen to its events as usual. */
+  readonly socket: net.Socket
+  #native: binding.BindingSocket | null = null
+  #fallbackReason: string | null = null
+  #pending = new Map<number, Pending>()
+  #nextId = 1
+  #inFlightBytes = 0
+  #writes = 0
+  #fallbackBytes = 0
+  #fallbackWrites = 0
+  /** Writes queued in JS until the socket is connected and its own buffer drained. */
+  #held: { id: number; data: Uint8Array }[] | null = null
+  #ending: Promise<void> | null = null
+  #endedWaiter: { resolve(): void; reject(e: unknown): void } | null = null
+  #idleWaiters: (() => void)[] = []
+  #destroyed = false
+  #error: Error | null = null
+  #origEnd: (this: net.Socket, cb?: () => void) => net.Socket
+
+  private constructor(socket: net.Socket, options: ZeroCopyOptions | undefined) {
+    this.socket = socket
+    this.#origEnd = socket.end as (this: net.Socket, cb?: () => void) => net.Socket
+    const mode = options?.zeroCopy ?? 'auto'
+    const threshold = options?.threshold ?? 16384
+    const chunk = options?.zeroCopyChunk ?? 65536
+    this.#fallbackReason = this.#nativeUnusable()
+    if (this.#fallbackReason === null) {
+      this.#held = []
+      this.#takeOver()
+      this.#whenWritable(() => this.#adopt(mode, threshold, chunk))
+    }
+    // Errors reach callers through rejected writes and end(); without this listener an
+    // EPIPE/ECONNRESET would also be thrown as an uncaught 'error' event.
+    socket.on('error', (err) => {
+      if (this.#error === null) this.#error = err
+    })
+    socket.once('close', () => {
+      const cause = (socket as unknown as { errored?: Error | null }).errored
+      if (cause && this.#error === null) this.#error = cause
+      this.destroy()
+    })
+  }
+
+  /**
+   * Adopts a connected (or connecting) `net.Socket`, client- or server-side. Sends start once
+   * the socket is connected and its own pending writes have drained, so earlier
+   * `socket.write()` data always precedes the engine's.
+   * @param socket - The socket to send on.
+   * @param options - Sending policy.
+   * @returns The wrapper; the socket stays usable for reading.
+   * @throws `TypeError` `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE`, `RangeError`
+   *   `ERR_OUT_OF_RANGE` for bad options; `ERR_SOCKET_CLOSED` for a destroyed socket.
+   */
+  static from(socket: net.Socket, options?: ZeroCopyOptions): ZeroCopySocket {
+    if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket)
+    validateZeroCopyOptions(options)
+    if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed')
+    return new ZeroCopySocket(socket, options)
+  }
+
+  /**
+   * Opens a TCP connection and adopts it.
+   * @param options - Where to connect, sending policy and an optional `signal`.
+   * @returns The connected socket.
+   * @throws Rejects with the connection error (`ECONNREFUSED`, `ENOTFOUND`, ...), `AbortError`
+   *   (`ABORT_ERR`) when `signal` aborts, and argument errors as {@link from} does.
+   */
+  static connect(options: ConnectOptions): Promise<ZeroCopySocket> {
+    validateOptions(options, 'options')
+    if (options === undefined) throw invalidArgType('options', 'of type object', options)
+    validateInteger(options.port, 'options.port', 0, 65535)
+    if (options.host !== undefined && typeof options.host !== 'string') throw invalidArgType('options.host', 'of type string', options.host)
+    validateAbortSignal(options.signal, 'options.signal')
+    validateZeroCopyOptions(options)
+    const { signal } = options
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: options.host ?? 'localhost', port: options.port })
+      const onAbort = (): void => {
+        socket.destroy()
+        reject(abortError(signal))
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      socket.once('error', (err) => {
+        signal?.removeEventListener('abort', onAbort)
+        reject(err)
+      })
+      socket.once('connect', () => {
+        signal?.removeEventListener('abort', onAbort)
+        socket.removeAllListeners('error')
+        resolve(new ZeroCopySocket(socket, options))
+      })
+    })
+  }
+
+  /** `true` when writes go through the io_uring engine, `false` on the fallback path. */
+  get zeroCopyCapable(): boolean {
+    return this.#fallbackReason === null
+  }
+
+  /** Current counters; see {@link SocketStats}. */
+  get stats(): SocketStats {
+    const n = this.#native?.stats
+    return {
+      bytesSent: n ? n.bytesSent : this.#fallbackBytes,
+      writes: this.#writes,
+      zeroCopySends: n ? n.zeroCopySends : 0,
+      copySends: n ? n.copySends : this.#fallbackWrites,
+      notifications: n ? n.notifications : 0,
+      copiedNotifications: n ? n.copiedNotifications : 0,
+      fallbackReason: n?.zeroCopyUnsupported
+        ? 'EOPNOTSUPP: this socket type has no zero-copy path; sending plain through io_uring'
+        : n?.copiesAnyway
+          ? 'the kernel reports it copies zero-copy sends on this route (ZC_COPIED, e.g. loopback): auto sends plain'
+          : this.#fallbackReason,
+      inFlightBytes: this.#inFlightBytes,
+    }
+  }
+
+  /**
+   * Sends `data` after every earlier write. Resolves once the kernel has the bytes *and* has
+   * released the buffer, so `data` may be reused right after `await`.
+   * @param data - The bytes; not to be modified until the promise settles.
+   * @param options - An optional `signal`.
+   * @returns How the write went out.
+   * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for a non-`Uint8Array`. Rejects with
+   *   `ERR_STREAM_WRITE_AFTER_END` after {@link end}, `ERR_STREAM_DESTROYED` after
+   *   {@link destroy}, `AbortError` (`ABORT_ERR`) when `signal` aborts, and the kernel's
+   *   `EPIPE` / `ECONNRESET` (with `errno` and `syscall`) when the peer goes away, after which
+   *   the socket is destroyed and every pending write rejects the same way.
+   */
+  write(data: Uint8Array, options?: WriteOptions): Promise<WriteResult> {
+    validateUint8Array(data, 'data')
+    validateOptions(options, 'options')
+    const signal = options?.signal
+    validateAbortSignal(signal, 'options.signal')
+    if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
+    if (this.#ending) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'))
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    this.#writes++
+    const bytes = data.byteLength
+    if (bytes === 0) return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
+    const id = this.#nextId++
+    return new Promise<WriteResult>((resolve, reject) => {
+      const p: Pending = { resolve, reject, bytes, aborted: false, signal }
+      this.#pending.set(id, p)
+      this.#inFlightBytes += bytes
+      if (signal) {
+        p.onAbort = () => this.#abort(id, p)
+        signal.addEventListener('abort', p.onAbort, { once: true })
+      }
+      if (this.#fallbackReason !== null) this.#fallbackWrite(id, data)
+      else if (this.#held !== null) this.#held.push({ id, data })
+      else this.#native!.write(id, data)
+    })
+  }
+
+  /**
+   * A `stream.Writable` whose chunks go through {@link write}: `pipeline(file, zs.createWriteStream())`.
+   * It honours `highWaterMark` and `'drain'`, hands buffered chunks to the engine together
+   * (`_writev`) so they pipeline, ends the socket on `end()`, and destroys the socket on error.
+   * @param options - `highWaterMark` in bytes.
+   * @returns A new Writable.
+   */
+  createWriteStream(options?: WriteStreamOptions): Writable {
+    validateOptions(options, 'options')
+    const highWaterMark = options?.highWaterMark ?? 1 << 20
+    validateInteger(highWaterMark, 'options.highWaterMark', 1)
+    let finished = false
+    return new Writable({
+      highWaterMark,
+      write: (chunk: Buffer, _encoding, callback) => {
+        this.write(chunk).then(() => callback(), callback)
+      },
+      writev: (chunks, callback) => {
+        Promise.all(chunks.map(({ chunk }) => this.write(chunk as Buffer))).then(() => callback(), callback)
+      },
+      final: (callback) => {
+        this.end().then(() => {
+          finished = true
+          callback()
+        }, callback)
+      },
+      destroy: (err, callback) => {
+        if (err || !finished) this.destroy()
+        callback(err)
+      },
+    })
+  }
+
+  /**
+   * Flushes every queued byte, then half-closes the connection (sends FIN). The reading side
+   * is untouched. Resolves once every write has settled and the FIN was sent; calling it again
+   * returns the same promise.
+   * @returns Settles when done.
+   * @throws Rejects with `ERR_STREAM_DESTROYED` after {@link destroy}, or the socket's error.
+   */
+  end(): Promise<void> {
+    if (this.#ending) return this.#ending
+    if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
+    this.#ending = this.#end()
+    // end() may be called for its side effect only (socket.end() routes here): never leave an
+    // unhandled rejection behind; callers that await it still see the error.
+    this.#ending.catch(() => {})
+    return this.#ending
+  }
+
+  /**
+   * Tears the connection down now. Writes not yet handed to the kernel reject at once with
+   * `ERR_STREAM_DESTROYED`; writes the kernel holds reject once it has released their
+   * buffers. Destroys {@link socket} (with `error`, which it then emits, as node:net does).
+   * @param error - Optional cause, passed to `socket.destroy()`.
+   */
+  destroy(error?: Error): void {
+    if (this.#destroyed) return
+    this.#destroyed = true
+    if (error && this.#error === null) this.#error = error
+    const held = this.#held ?? []
+    this.#held = null
+    for (const { id } of held) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
+    if (this.#fallbackReason !== null) {
+      for (const id of [...this.#pending.keys()]) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
+    }
+    this.#native?.close()
+    this.#endedWaiter?.reject(this.#error ?? destroyedError())
+    this.#endedWaiter = null
+    if (!this.socket.destroyed) this.socket.destroy(error)
+  }
+
+  async #end(): Promise<void> {
+    if (this.#fallbackReason !== null) {
+      await new Promise<void>((resolve, reject) => {
+        this.#origEnd.call(this.socket, () => resolve())
+        this.socket.once('error', reject)
+      })
+      await this.#idle()
+      return
+    }
+    const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
+    if (this.#held !== null) await new Promise<void>((resolve) => this.#whenWritable(resolve))
+    if (this.#destroyed) throw this.#error ?? destroyedError()
+    this.#native!.end()
+    await ended
+    await this.#idle()
+    if (this.#error) throw this.#error
+  }
+
+  /** Resolves `result` once every write issued before it has settled. */
+  #afterPending(result: WriteResult): Promise<WriteResult> {
+    return this.#idle().then(() => result)
+  }
+
+  #idle(): Promise<void> {
+    if (this.#pending.size === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  #settle(id: number, how: (p: Pending) => void): void {
+    const p = this.#pending.get(id)
+    if (p === undefined) return
+    this.#pending.delete(id)
+    this.#inFlightBytes -= p.bytes
+    if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort)
+    how(p)
+    if (this.#pending.size === 0) {
+      const waiters = this.#idleWaiters
+      this.#idleWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  #abort(id: number, p: Pending): void {
+    p.aborted = true
+    const i = this.#held?.findIndex((h) => h.id === id) ?? -1
+    if (i >= 0) {
+      this.#held!.splice(i, 1)
+      this.#settle(id, (q) => q.reject(abortError(q.signal)))
+    } else if (this.#native) {
+      this.#native.abort(id)
+    }
+  }
+
+  /** Why the engine cannot be used for this socket, or `null` when it can. */
+  #nativeUnusable(): string | null {
+    if (!engineAvailable()) return probeReason()
+    if (this.socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the socket writes them itself'
+    if (!this.socket.connecting && socketFd(this.socket) < 0) return 'the socket has no file descriptor (not a kernel TCP socket)'
+    return null
+  }
+
+  /** Runs `fn` once the socket is connected and its own write buffer is empty. */
+  #whenWritable(fn: () => void): void {
+    const s = this.socket
+    if (s.destroyed) return
+    if (s.connecting) s.once('connect', () => this.#whenWritable(fn))
+    else if (s.writableLength > 0) s.once('drain', () => this.#whenWritable(fn))
+    else fn()
+  }
+
+  /** Routes `socket.write()`/`end()` so they cannot overtake the engine's bytes. */
+  #takeOver(): void {
+    const s = this.socket
+    s.write = (() => {
+      throw codedError(
+        'ERR_ZC_SOCKET_OWNED',
+        'This socket is owned by a ZeroCopySocket: write through it (zs.write / zs.createWriteStream), not socket.write()',
+      )
+    }) as net.Socket['write']
+    s.end = ((...args: unknown[]) => {
+      const cb = args.find((a) => typeof a === 'function') as (() => void) | undefined
+      if (this.#destroyed) return s
+      this.end().then(
+        () => this.#origEnd.call(s, cb),
+        () => cb?.(),
+      )
+      return s
+    }) as net.Socket['end']
+  }
+
+  #adopt(mode: ZeroCopyMode, threshold: number, chunk: number): void {
+    if (this.#destroyed) return
+    const held = this.#held ?? []
+    try {
+      const native = new binding.BindingSocket(socketFd(this.socket), mode, threshold, chunk)
+      register(native.id, {
+        done: (id, value, flags) => this.#done(id, value, flags),
+        ended: (errno) => this.#ended(errno),
+        closed: () => {},
+      })
+      this.#native = native
+      this.#held = null
+      for (const { id, data } of held) native.write(id, data)
+    } catch (e) {
+      // Not a stream socket the engine can use: write through the socket, in order.
+      const err = normalizeBindingError(e) as ZeroCopyError
+      this.#fallbackReason = `engine refused the socket: ${err.code ?? err.message}`
+      this.socket.write = net.Socket.prototype.write
+      this.socket.end = this.#origEnd as net.Socket['end']
+      this.#held = null
+      for (const { id, data } of held) this.#fallbackWrite(id, data)
+    }
+  }
+
+  #done(id: number, value: number, flags: number): void {
+    this.#settle(id, (p) => {
+      if (flags & FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
+      if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & FLAG_ZERO_COPY) !== 0, copied: (flags & FLAG_COPIED) !== 0 })
+      const code = ERRNO_NAMES.get(-value) ?? 'EIO'
+      if (code === 'ECANCELED') return p.reject(this.#error ?? destroyedError())
+      const err = errnoError(code, 'sendZc')
+      if (this.#error === null) this.#error = err
+      p.reject(this.#error)
+      // The connection is unusable: tear it down (without making the socket emit 'error').
+      queueMicrotask(() => this.destroy())
+    })
+  }
+
+  #ended(errno: number): void {
+    const waiter = this.#endedWaiter
+    this.#endedWaiter = null
+    if (errno === 0) waiter?.resolve()
+    else waiter?.reject(this.#error ?? errnoError(ERRNO_NAMES.get(-errno) ?? 'EIO', 'shutdown'))
+  }
+
+  #fallbackWrite(id: number, data: Uint8Array): void {
+    this.#fallbackWrites++
+    const write = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
+    write.call(this.socket, data, (err) => {
+      this.#settle(id, (p) => {
+        if (err) return p.reject(err)
+        this.#fallbackBytes += data.byteLength
+        if (p.aborted) return p.reject(abortError(p.signal))
+        p.resolve({ bytes: data.byteLength, zeroCopy: false, copied: false })
+      })
+    })
+  }
+}
+
+function validateZeroCopyOptions(options: ZeroCopyOptions | undefined): void {
+  validateOptions(options, 'options')
+  validateOneOf(options?.zeroCopy, 'options.zeroCopy', MODES)
+  if (options?.threshold !== undefined) validateInteger(options.threshold, 'options.threshold', 0, 0xffffffff)
+  if (options?.zeroCopyChunk !== undefined) validateInteger(options.zeroCopyChunk, 'options.zeroCopyChunk', 4096, 0x7fffffff)
+}
