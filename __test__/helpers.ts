@@ -19,6 +19,9 @@ if (zeroCopyUnavailable !== null) {
 /** `test` when zero-copy sends work here, otherwise `test.skip` (announced loudly above). */
 export const zcTest = zeroCopyUnavailable === null ? test : test.skip
 
+/** `test.serial` when zero-copy sends work here, otherwise `test.serial.skip`. */
+export const zcSerial = zeroCopyUnavailable === null ? test.serial : test.serial.skip
+
 /** A connected loopback TCP pair on 127.0.0.1: `client` dialled `server`. */
 export async function loopbackPair(): Promise<{ client: net.Socket; server: net.Socket; close: () => void }> {
   const listener = net.createServer()

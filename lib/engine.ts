@@ -3,7 +3,7 @@
  * batched event records to the socket that owns them.
  * @module
  */
-import * as binding from '../binding'
+import * as binding from '../binding.js'
 
 /** What a socket gets told about its writes and its lifecycle. */
 export interface EngineHandler {
@@ -25,6 +25,24 @@ export const FLAG_ABORTED = 4
 const STRIDE = 5
 const handlers = new Map<number, EngineHandler>()
 let started: boolean | undefined
+let outstanding = 0
+let keepAliveTimer: NodeJS.Timeout | null = null
+
+/**
+ * Counts operations the engine still owes an event for (writes, ends, closes). While any is
+ * outstanding a ref'd timer keeps the event loop alive: the engine's completion callback is
+ * weak, and a destroyed socket no longer holds the loop open while the kernel still owes
+ * notifications.
+ */
+export function keepAlive(delta: number): void {
+  outstanding += delta
+  if (outstanding > 0 && keepAliveTimer === null) {
+    keepAliveTimer = setInterval(() => {}, 1 << 30)
+  } else if (outstanding === 0 && keepAliveTimer !== null) {
+    clearInterval(keepAliveTimer)
+    keepAliveTimer = null
+  }
+}
 
 function onEvents(records: Float64Array): void {
   for (let i = 0; i + STRIDE <= records.length; i += STRIDE) {

@@ -2,7 +2,7 @@
  * What this process can do: the probe report, its types, and the fallback reason it implies.
  * @module
  */
-import * as binding from '../binding'
+import * as binding from '../binding.js'
 
 /** io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`. */
 export interface ProbeOps {

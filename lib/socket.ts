@@ -8,8 +8,8 @@ import { constants } from 'node:os'
 import { Writable } from 'node:stream'
 import tls from 'node:tls'
 
-import * as binding from '../binding'
-import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, register } from './engine'
+import * as binding from '../binding.js'
+import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, keepAlive, register } from './engine'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
 import { probeReason } from './probe'
 import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateUint8Array } from './validate'
@@ -290,7 +290,7 @@ export class ZeroCopySocket {
       }
       if (this.#fallbackReason !== null) this.#fallbackWrite(id, data)
       else if (this.#held !== null) this.#held.push({ id, data })
-      else this.#native!.write(id, data)
+      else this.#nativeWrite(id, data)
     })
   }
 
@@ -358,9 +358,12 @@ export class ZeroCopySocket {
     this.#held = null
     for (const { id } of held) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     if (this.#fallbackReason !== null) {
-      for (const id of [...this.#pending.keys()]) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
+      for (const id of this.#pending.keys()) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     }
-    this.#native?.close()
+    if (this.#native) {
+      keepAlive(1)
+      this.#native.close()
+    }
     this.#endedWaiter?.reject(this.#error ?? destroyedError())
     this.#endedWaiter = null
     if (!this.socket.destroyed) this.socket.destroy(error)
@@ -378,6 +381,7 @@ export class ZeroCopySocket {
     const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
     if (this.#held !== null) await new Promise<void>((resolve) => this.#whenWritable(resolve))
     if (this.#destroyed) throw this.#error ?? destroyedError()
+    keepAlive(1)
     this.#native!.end()
     await ended
     await this.#idle()
@@ -463,12 +467,15 @@ export class ZeroCopySocket {
       const native = new binding.BindingSocket(socketFd(this.socket), mode, threshold, chunk)
       register(native.id, {
         done: (id, value, flags) => this.#done(id, value, flags),
-        ended: (errno) => this.#ended(errno),
-        closed: () => {},
+        ended: (errno) => {
+          keepAlive(-1)
+          this.#ended(errno)
+        },
+        closed: () => keepAlive(-1),
       })
       this.#native = native
       this.#held = null
-      for (const { id, data } of held) native.write(id, data)
+      for (const { id, data } of held) this.#nativeWrite(id, data)
     } catch (e) {
       // Not a stream socket the engine can use: write through the socket, in order.
       const err = normalizeBindingError(e) as ZeroCopyError
@@ -480,7 +487,13 @@ export class ZeroCopySocket {
     }
   }
 
+  #nativeWrite(id: number, data: Uint8Array): void {
+    keepAlive(1)
+    this.#native!.write(id, data)
+  }
+
   #done(id: number, value: number, flags: number): void {
+    keepAlive(-1)
     this.#settle(id, (p) => {
       if (flags & FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & FLAG_ZERO_COPY) !== 0, copied: (flags & FLAG_COPIED) !== 0 })

@@ -238,7 +238,8 @@ fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
 }
 
 struct Conn<H> {
-    fd: OwnedFd,
+    /// The engine's dup; taken (closed) early when a close must reset the connection.
+    fd: Option<OwnedFd>,
     queue: SendQueue,
     policy: Policy,
     holders: HashMap<u64, H>,
@@ -348,7 +349,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                     self.conns.insert(
                         conn,
                         Conn {
-                            fd,
+                            fd: Some(fd),
                             queue: SendQueue::new(),
                             policy,
                             holders: HashMap::new(),
@@ -450,8 +451,8 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             }
         }
         let c = self.conns.get_mut(&id).expect("conn exists");
+        let fd = c.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         if let Some(req) = c.queue.next_request(&c.policy) {
-            let fd = c.fd.as_raw_fd();
             let ud = user_data(id, req.token);
             let stats = c.stats.clone();
             let (sqe, msg) = if req.zero_copy {
@@ -522,8 +523,9 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             let result = match c.queue.failed() {
                 Some(e) if !c.closing => Err(e),
                 _ => {
+                    let fd = c.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
                     // SAFETY: shutdown on our own dup; it does not touch memory.
-                    if unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) } == 0 {
+                    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } == 0 {
                         Ok(())
                     } else {
                         Err(Errno(
@@ -536,7 +538,16 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             };
             self.events.push(Event::Ended { conn: id, result });
         }
-        let c = self.conns.get(&id).expect("conn exists");
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        if c.closing && !c.queue.busy() && c.queue.unreleased() > 0 {
+            // Zero-copy pages still sit in the socket's send queue (a peer that stopped
+            // reading). Only freeing that queue releases them: close our dup with SO_LINGER 0,
+            // so that once the caller's descriptor is closed too the kernel resets the
+            // connection and drops the queue, and the notifications arrive.
+            if let Some(fd) = c.fd.take() {
+                reset_on_close(&fd);
+            }
+        }
         if c.closing && c.queue.idle() {
             debug_assert!(c.holders.is_empty(), "holders outlive their writes");
             // Dropping the Conn closes the dup: no request of it is left in the kernel.
@@ -614,6 +625,24 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             (self.sink)(std::mem::take(&mut self.events));
         }
     }
+}
+
+/// `SO_LINGER {on, 0}`: the last `close` of the socket resets it and drops unsent data.
+fn reset_on_close(fd: &OwnedFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a live, correctly sized `linger` to setsockopt on our own descriptor.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 fn user_data(conn: u32, token: u64) -> u64 {

@@ -49,9 +49,9 @@ fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
                     Ok(n) => n as f64,
                     Err(e) => -f64::from(e.0),
                 };
-                let flags = u32::from(done.zero_copy) * FLAG_ZERO_COPY
-                    | u32::from(done.copied) * FLAG_COPIED
-                    | u32::from(done.aborted) * FLAG_ABORTED;
+                let flags = (u32::from(done.zero_copy) * FLAG_ZERO_COPY)
+                    | (u32::from(done.copied) * FLAG_COPIED)
+                    | (u32::from(done.aborted) * FLAG_ABORTED);
                 out.extend([
                     KIND_DONE,
                     f64::from(conn),
