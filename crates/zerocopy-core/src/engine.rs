@@ -25,7 +25,7 @@ use io_uring::{squeue, IoUring};
 
 use crate::classify::Tracker;
 use crate::events::{ConnStats, Event};
-use crate::queue::{Done, Policy, SendQueue, SentOutcome, Span};
+use crate::queue::{Done, Mode, Policy, SendQueue, SentOutcome, Span};
 use crate::{op, probe, Errno};
 
 const WAKE: u64 = u64::MAX;
@@ -602,9 +602,8 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                         }
                     }
                     c.queue.on_released(token, released.copied);
-                    c.stats
-                        .copies_anyway
-                        .store(c.queue.copies_anyway(), Ordering::Relaxed);
+                    let auto_plain = c.policy.mode == Mode::Auto && c.queue.copies_anyway();
+                    c.stats.copies_anyway.store(auto_plain, Ordering::Relaxed);
                 }
                 touched.push(conn_id);
             }
