@@ -1,4 +1,4 @@
-//! The asynchronous send engine: one io_uring driven by its own thread, serving many sockets.
+//! The asynchronous send engine's handle: starts the completion thread and passes commands to it.
 //!
 //! **One ring per engine, one engine per JavaScript thread** (the binding keeps it in a
 //! thread-local). Completions must go back to the Node environment that owns the promises, and
@@ -6,32 +6,28 @@
 //! a ring per socket would cost a thread and a ring's memory per connection. The ring is
 //! created *on* the engine thread with `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` (when the
 //! kernel has them), since that thread is its only submitter (measured here: +10–20% for
-//! one-in-flight SEND_ZC).
+//! one-in-flight SEND_ZC); registrations therefore also run there.
 //!
 //! Other threads talk to it through a command list and an eventfd: they push a command and
 //! write the eventfd only if the engine said it is going to sleep, so a busy engine is never
-//! woken by syscalls. Per socket it keeps a [`SendQueue`]; the next request is submitted from
-//! the completion side as soon as the previous transfer CQE arrives (no round trip through
-//! the caller), and writes are reported only once the kernel released their memory.
+//! woken by syscalls. The thread itself is in [`crate::worker`].
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
-use io_uring::{squeue, IoUring};
+use io_uring::IoUring;
 
-use crate::classify::Tracker;
+use crate::buf::Region;
 use crate::events::{ConnStats, Event};
-use crate::queue::{Done, Mode, Policy, SendQueue, SentOutcome, Span};
+use crate::queue::{Policy, Span};
+use crate::worker::Worker;
 use crate::{op, probe, Errno};
 
-const WAKE: u64 = u64::MAX;
-const CANCEL: u64 = u64::MAX - 1;
-
-enum Cmd<H> {
+/// What the engine thread is asked to do.
+pub(crate) enum Cmd<H> {
     Open {
         conn: u32,
         fd: OwnedFd,
@@ -44,6 +40,13 @@ enum Cmd<H> {
         span: Span,
         holder: H,
     },
+    SendFile {
+        conn: u32,
+        id: u64,
+        file: OwnedFd,
+        offset: u64,
+        len: u64,
+    },
     Abort {
         conn: u32,
         id: u64,
@@ -54,17 +57,26 @@ enum Cmd<H> {
     Close {
         conn: u32,
     },
+    /// Register `region` as a fixed buffer; the reply says why not when it cannot be.
+    Register {
+        region: Arc<Region>,
+        reply: mpsc::Sender<Result<(), Errno>>,
+    },
+    /// Drop a registration made by `Register` (the region is kept until no request uses it).
+    Unregister {
+        addr: usize,
+    },
 }
 
-struct Shared<H> {
-    cmds: Mutex<Vec<Cmd<H>>>,
-    sleeping: AtomicBool,
-    wake: OwnedFd,
+pub(crate) struct Shared<H> {
+    pub(crate) cmds: Mutex<Vec<Cmd<H>>>,
+    pub(crate) sleeping: AtomicBool,
+    pub(crate) wake: OwnedFd,
     /// Requests the kernel has not released yet, over all sockets (buffers pinned).
-    unreleased: AtomicU64,
+    pub(crate) unreleased: AtomicU64,
 }
 
-/// Handle to a running engine. Cloning is cheap; the engine thread lives as long as the process.
+/// Handle to a running engine; the engine thread lives as long as the process.
 pub struct Engine<H: Send + 'static> {
     shared: Arc<Shared<H>>,
     next_conn: AtomicU32,
@@ -161,7 +173,37 @@ impl<H: Send + 'static> Engine<H> {
         });
     }
 
-    /// Asks to abort write `id` (see [`SendQueue::abort`]).
+    /// Queues bytes `[offset, offset + len)` of the regular file `file` on `conn`, after every
+    /// earlier write and before every later one. The engine reads them into its own staging
+    /// slots on its thread; [`Event::Progress`] reports bytes sent, [`Event::Done`] the end.
+    /// The engine works on a `dup` of `file`: the caller may close its descriptor at once.
+    pub fn send_file(
+        &self,
+        conn: u32,
+        id: u64,
+        file: RawFd,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), Errno> {
+        // SAFETY: fcntl returns a new descriptor we own, or -1.
+        let dup = unsafe { libc::fcntl(file, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: `dup` is a fresh descriptor nobody else owns.
+        let file = unsafe { OwnedFd::from_raw_fd(dup) };
+        self.send(Cmd::SendFile {
+            conn,
+            id,
+            file,
+            offset,
+            len,
+        });
+        Ok(())
+    }
+
+    /// Asks to abort write `id` (see [`crate::queue::SendQueue::abort`]); a running file send
+    /// stops after its current request.
     pub fn abort(&self, conn: u32, id: u64) {
         self.send(Cmd::Abort { conn, id });
     }
@@ -175,6 +217,20 @@ impl<H: Send + 'static> Engine<H> {
     /// kernel holds nothing of the socket's, closes the engine's dup and reports `Closed`.
     pub fn close(&self, conn: u32) {
         self.send(Cmd::Close { conn });
+    }
+
+    /// Registers `region` with the ring as a fixed buffer, so zero-copy sends from it skip
+    /// page pinning. Blocks until the engine thread answered. Errors: `ENOMEM` (over
+    /// RLIMIT_MEMLOCK), `ENOSPC` (table full), `EOPNOTSUPP` (no sparse table on this kernel).
+    pub fn register(&self, region: Arc<Region>) -> Result<(), Errno> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Cmd::Register { region, reply });
+        answer.recv().unwrap_or(Err(Errno(libc::EIO)))
+    }
+
+    /// Drops the registration of the region starting at `addr` (made by [`Engine::register`]).
+    pub fn unregister(&self, addr: usize) {
+        self.send(Cmd::Unregister { addr });
     }
 
     /// Requests the kernel has not released yet, over all sockets (pinned buffers).
@@ -200,6 +256,14 @@ fn new_ring() -> io::Result<IoUring> {
         .or_else(|_| IoUring::new(256))
 }
 
+pub(crate) fn last_errno() -> Errno {
+    Errno(
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
 /// `F_DUPFD_CLOEXEC` after checking that `fd` is a stream socket.
 fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
     let mut ty: libc::c_int = 0;
@@ -215,11 +279,7 @@ fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
         )
     };
     if r != 0 {
-        return Err(Errno(
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EBADF),
-        ));
+        return Err(last_errno());
     }
     if ty != libc::SOCK_STREAM {
         return Err(Errno(libc::EPROTOTYPE));
@@ -227,433 +287,8 @@ fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: fcntl returns a new descriptor we own, or -1.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
-        return Err(Errno(
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EBADF),
-        ));
+        return Err(last_errno());
     }
     // SAFETY: `dup` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(dup) })
-}
-
-struct Conn<H> {
-    /// The engine's dup; taken (closed) early when a close must reset the connection.
-    fd: Option<OwnedFd>,
-    queue: SendQueue,
-    policy: Policy,
-    holders: HashMap<u64, H>,
-    stats: Arc<ConnStats>,
-    end_requested: bool,
-    ended: bool,
-    closing: bool,
-    cancel_sent: bool,
-    /// Something changed since the last pump: a request may be due, or writes finished.
-    dirty: bool,
-}
-
-/// The memory a vectored plain send points into: kept until the request is released.
-struct MsgBuf {
-    iov: Vec<libc::iovec>,
-    msg: libc::msghdr,
-}
-
-struct ReqRec {
-    conn: u32,
-    token: u64,
-    zero_copy: bool,
-    _msg: Option<Box<MsgBuf>>,
-}
-
-struct Worker<H, F> {
-    ring: IoUring,
-    shared: Arc<Shared<H>>,
-    zc_flags: u16,
-    sink: F,
-    conns: HashMap<u32, Conn<H>>,
-    tracker: Tracker,
-    reqs: HashMap<u64, ReqRec>,
-    events: Vec<Event<H>>,
-    wake_buf: Box<u64>,
-}
-
-impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
-    fn new(ring: IoUring, shared: Arc<Shared<H>>, zc_flags: u16, sink: F) -> Self {
-        Worker {
-            ring,
-            shared,
-            zc_flags,
-            sink,
-            conns: HashMap::new(),
-            tracker: Tracker::new(),
-            reqs: HashMap::new(),
-            events: Vec::new(),
-            wake_buf: Box::new(0),
-        }
-    }
-
-    fn push(&mut self, sqe: &squeue::Entry) {
-        loop {
-            // SAFETY: every entry built by this worker points at memory that outlives the
-            // request: holders and MsgBufs stay in `conns`/`reqs` until the tracker reports the
-            // request released, and `wake_buf` lives as long as the worker.
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                return;
-            }
-            // Queue full: hand what we have to the kernel and try again.
-            let _ = self.ring.submit();
-        }
-    }
-
-    fn arm_wake(&mut self) {
-        let sqe = op::read_eventfd(self.shared.wake.as_raw_fd(), &mut *self.wake_buf, WAKE);
-        self.push(&sqe);
-    }
-
-    fn run(mut self) {
-        self.arm_wake();
-        loop {
-            self.apply_commands();
-            self.pump();
-            self.flush();
-            // Announce sleep, then look for commands that raced with the announcement.
-            self.shared.sleeping.store(true, Ordering::SeqCst);
-            if !self.shared.cmds.lock().expect("engine lock").is_empty() {
-                self.shared.sleeping.store(false, Ordering::SeqCst);
-                continue;
-            }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) => {}
-                Err(e) => panic!("io_uring_enter failed in the engine: {e}"),
-            }
-            self.shared.sleeping.store(false, Ordering::SeqCst);
-            self.reap();
-        }
-    }
-
-    fn apply_commands(&mut self) {
-        let cmds = std::mem::take(&mut *self.shared.cmds.lock().expect("engine lock"));
-        for cmd in cmds {
-            match cmd {
-                Cmd::Open {
-                    conn,
-                    fd,
-                    policy,
-                    stats,
-                } => {
-                    self.conns.insert(
-                        conn,
-                        Conn {
-                            fd: Some(fd),
-                            queue: SendQueue::new(),
-                            policy,
-                            holders: HashMap::new(),
-                            stats,
-                            end_requested: false,
-                            ended: false,
-                            closing: false,
-                            cancel_sent: false,
-                            dirty: false,
-                        },
-                    );
-                }
-                Cmd::Write {
-                    conn,
-                    id,
-                    span,
-                    holder,
-                } => {
-                    let Some(c) = self.conns.get_mut(&conn) else {
-                        // Unknown or closed socket: hand the memory straight back.
-                        self.events.push(Event::Done {
-                            conn,
-                            done: failed_done(id, Errno(libc::EBADF)),
-                            holder,
-                        });
-                        continue;
-                    };
-                    let refused = if c.closing {
-                        Some(Errno(libc::ECANCELED))
-                    } else {
-                        c.queue.push(id, span).err()
-                    };
-                    match refused {
-                        Some(e) => self.events.push(Event::Done {
-                            conn,
-                            done: failed_done(id, e),
-                            holder,
-                        }),
-                        None => {
-                            c.holders.insert(id, holder);
-                            c.dirty = true;
-                        }
-                    }
-                }
-                Cmd::Abort { conn, id } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.queue.abort(id);
-                        c.dirty = true;
-                    }
-                }
-                Cmd::End { conn } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.end_requested = true;
-                        c.dirty = true;
-                    } else {
-                        self.events.push(Event::Ended {
-                            conn,
-                            result: Err(Errno(libc::EBADF)),
-                        });
-                    }
-                }
-                Cmd::Close { conn } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.closing = true;
-                        c.queue.fail(Errno(libc::ECANCELED));
-                        c.dirty = true;
-                    } else {
-                        self.events.push(Event::Closed { conn });
-                    }
-                }
-            }
-        }
-    }
-
-    /// Submits the next request of every socket that has work and none in flight; finishes
-    /// ends and closes that became possible; collects finished writes.
-    fn pump(&mut self) {
-        let ids: Vec<u32> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.dirty)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.pump_conn(id);
-        }
-    }
-
-    fn pump_conn(&mut self, id: u32) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        c.dirty = false;
-        if c.closing && !c.cancel_sent {
-            if let Some(token) = c.queue.in_flight_token() {
-                c.cancel_sent = true;
-                let sqe = op::cancel(user_data(id, token), CANCEL);
-                self.push(&sqe);
-            }
-        }
-        let c = self.conns.get_mut(&id).expect("conn exists");
-        let fd = c.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
-        if let Some(req) = c.queue.next_request(&c.policy) {
-            let ud = user_data(id, req.token);
-            let stats = c.stats.clone();
-            let (sqe, msg) = if req.zero_copy {
-                stats.zero_copy_sends.fetch_add(1, Ordering::Relaxed);
-                let s = req.spans[0];
-                (
-                    op::stream_send_zc(fd, s.addr as *const u8, s.len as u32, self.zc_flags, ud),
-                    None,
-                )
-            } else if req.spans.len() == 1 {
-                stats.copy_sends.fetch_add(1, Ordering::Relaxed);
-                let s = req.spans[0];
-                (
-                    op::stream_send(fd, s.addr as *const u8, s.len as u32, ud),
-                    None,
-                )
-            } else {
-                stats.copy_sends.fetch_add(1, Ordering::Relaxed);
-                let mut m = Box::new(MsgBuf {
-                    iov: req
-                        .spans
-                        .iter()
-                        .map(|s| libc::iovec {
-                            iov_base: s.addr as *mut libc::c_void,
-                            iov_len: s.len,
-                        })
-                        .collect(),
-                    // SAFETY: an all-zero msghdr is valid (no name, no control data).
-                    msg: unsafe { std::mem::zeroed() },
-                });
-                m.msg.msg_iov = m.iov.as_mut_ptr();
-                m.msg.msg_iovlen = m.iov.len() as _;
-                let sqe = op::stream_sendmsg(fd, &m.msg, ud);
-                (sqe, Some(m))
-            };
-            self.tracker.submit(ud);
-            self.shared.unreleased.fetch_add(1, Ordering::AcqRel);
-            self.reqs.insert(
-                ud,
-                ReqRec {
-                    conn: id,
-                    token: req.token,
-                    zero_copy: req.zero_copy,
-                    _msg: msg,
-                },
-            );
-            self.push(&sqe);
-        }
-        self.finish_conn(id);
-    }
-
-    /// Hands finished writes back, then performs a due shutdown or close.
-    fn finish_conn(&mut self, id: u32) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        for done in c.queue.take_done() {
-            if let Some(holder) = c.holders.remove(&done.id) {
-                self.events.push(Event::Done {
-                    conn: id,
-                    done,
-                    holder,
-                });
-            }
-        }
-        if c.end_requested && !c.ended && c.queue.drained() {
-            c.ended = true;
-            let result = match c.queue.failed() {
-                Some(e) if !c.closing => Err(e),
-                _ => {
-                    let fd = c.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
-                    // SAFETY: shutdown on our own dup; it does not touch memory.
-                    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } == 0 {
-                        Ok(())
-                    } else {
-                        Err(Errno(
-                            io::Error::last_os_error()
-                                .raw_os_error()
-                                .unwrap_or(libc::EIO),
-                        ))
-                    }
-                }
-            };
-            self.events.push(Event::Ended { conn: id, result });
-        }
-        let c = self.conns.get_mut(&id).expect("conn exists");
-        if c.closing && !c.queue.busy() && c.queue.unreleased() > 0 {
-            // Zero-copy pages still sit in the socket's send queue (a peer that stopped
-            // reading). Only freeing that queue releases them: close our dup with SO_LINGER 0,
-            // so that once the caller's descriptor is closed too the kernel resets the
-            // connection and drops the queue, and the notifications arrive.
-            if let Some(fd) = c.fd.take() {
-                reset_on_close(&fd);
-            }
-        }
-        if c.closing && c.queue.idle() {
-            debug_assert!(c.holders.is_empty(), "holders outlive their writes");
-            // Dropping the Conn closes the dup: no request of it is left in the kernel.
-            self.conns.remove(&id);
-            self.events.push(Event::Closed { conn: id });
-        }
-    }
-
-    fn reap(&mut self) {
-        let mut touched = Vec::new();
-        let cqes: Vec<(u64, i32, u32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
-        for (ud, res, flags) in cqes {
-            match ud {
-                WAKE => {
-                    self.arm_wake();
-                    continue;
-                }
-                CANCEL => continue,
-                _ => {}
-            }
-            let step = self.tracker.on_cqe(ud, res, flags);
-            let Some(rec) = self.reqs.get(&ud) else {
-                continue;
-            };
-            let (conn_id, token, zero_copy) = (rec.conn, rec.token, rec.zero_copy);
-            if let Some(c) = self.conns.get_mut(&conn_id) {
-                if let Some(sent) = step.sent {
-                    if let Ok(n) = sent.result {
-                        c.stats
-                            .bytes_sent
-                            .fetch_add(u64::from(n), Ordering::Relaxed);
-                    }
-                    match c.queue.on_sent(token, sent.result) {
-                        SentOutcome::ZeroCopyUnsupported => {
-                            c.stats.zero_copy_unsupported.store(true, Ordering::Relaxed)
-                        }
-                        SentOutcome::ZeroCopyNoMemory => {
-                            c.stats.zero_copy_no_memory.fetch_add(1, Ordering::Relaxed);
-                        }
-                        SentOutcome::Progress | SentOutcome::Retry | SentOutcome::Failed(_) => {}
-                    }
-                }
-                if let Some(released) = step.released {
-                    if let (true, Some(copied)) = (zero_copy, released.copied) {
-                        c.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                        if copied {
-                            c.stats.copied_notifications.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    c.queue.on_released(token, released.copied);
-                    let auto_plain = c.policy.mode == Mode::Auto && c.queue.copies_anyway();
-                    c.stats.copies_anyway.store(auto_plain, Ordering::Relaxed);
-                }
-                touched.push(conn_id);
-            }
-            if step.released.is_some() {
-                self.reqs.remove(&ud);
-                self.shared.unreleased.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        for id in touched {
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.dirty = true;
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.events.is_empty() {
-            (self.sink)(std::mem::take(&mut self.events));
-        }
-    }
-}
-
-/// `SO_LINGER {on, 0}`: the last `close` of the socket resets it and drops unsent data.
-fn reset_on_close(fd: &OwnedFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: passes a live, correctly sized `linger` to setsockopt on our own descriptor.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-}
-
-fn user_data(conn: u32, token: u64) -> u64 {
-    (u64::from(conn) << 32) | (token & 0xffff_ffff)
-}
-
-fn failed_done(id: u64, e: Errno) -> Done {
-    Done {
-        id,
-        result: Err(e),
-        zero_copy: false,
-        copied: false,
-        aborted: false,
-    }
 }

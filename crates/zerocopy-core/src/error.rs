@@ -87,6 +87,7 @@ pub fn code(errno: i32) -> &'static str {
         libc::EHOSTUNREACH => "EHOSTUNREACH",
         libc::EALREADY => "EALREADY",
         libc::ECANCELED => "ECANCELED",
+        0x1_0001 => "ERR_ZC_FILE_SHRANK",
         _ => "EUNKNOWN",
     }
 }

@@ -37,8 +37,17 @@ pub enum Event<H> {
         conn: u32,
         /// The write's outcome.
         done: Done,
-        /// The write's keep-alive handle; dropping it may free the memory.
-        holder: H,
+        /// The write's keep-alive handle (`None` for file sends); dropping it may free the memory.
+        holder: Option<H>,
+    },
+    /// A file send made progress: `sent` bytes of it are with the kernel so far.
+    Progress {
+        /// Socket id.
+        conn: u32,
+        /// The file send's write id.
+        id: u64,
+        /// Bytes sent so far.
+        sent: u64,
     },
     /// After [`Engine::end`]: every byte was accepted and `shutdown(SHUT_WR)` ran (or failed).
     Ended {

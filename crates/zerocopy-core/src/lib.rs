@@ -9,9 +9,11 @@
 //! On other platforms, or with the `force-unsupported` feature, the same API is backed by a
 //! stub that reports `Unsupported`, so callers fall back to plain sends.
 
+pub mod buf;
 pub mod classify;
 pub mod error;
 pub mod events;
+pub mod file;
 pub mod probe;
 pub mod queue;
 
@@ -23,6 +25,8 @@ mod op;
 mod send_zc;
 #[cfg(not(uring))]
 mod stub;
+#[cfg(uring)]
+mod worker;
 
 pub use error::Errno;
 pub use events::{ConnStats, Event};

@@ -43,6 +43,36 @@ pub fn stream_send_zc(
         .user_data(user_data)
 }
 
+/// [`stream_send_zc`] from a registered buffer (`IORING_RECVSEND_FIXED_BUF`): the pages were
+/// pinned once at registration, not per send.
+pub fn stream_send_zc_fixed(
+    fd: RawFd,
+    buf: *const u8,
+    len: u32,
+    zc_flags: u16,
+    buf_index: u16,
+) -> squeue::Entry {
+    opcode::SendZc::new(types::Fd(fd), buf, len)
+        .zc_flags(zc_flags)
+        .buf_index(Some(buf_index))
+        .flags(STREAM_FLAGS)
+        .build()
+}
+
+/// `IORING_OP_READ`, equivalent to `pread(2)`: `len` bytes at file offset `off` into `buf`.
+pub fn read(fd: RawFd, buf: *mut u8, len: u32, off: u64) -> squeue::Entry {
+    opcode::Read::new(types::Fd(fd), buf, len)
+        .offset(off)
+        .build()
+}
+
+/// `IORING_OP_READ_FIXED`: [`read`] into a registered buffer.
+pub fn read_fixed(fd: RawFd, buf: *mut u8, len: u32, off: u64, buf_index: u16) -> squeue::Entry {
+    opcode::ReadFixed::new(types::Fd(fd), buf, len, buf_index)
+        .offset(off)
+        .build()
+}
+
 /// `IORING_OP_SEND`, equivalent to `send(2)`: the kernel copies the bytes before completing.
 pub fn stream_send(fd: RawFd, buf: *const u8, len: u32, user_data: u64) -> squeue::Entry {
     opcode::Send::new(types::Fd(fd), buf, len)

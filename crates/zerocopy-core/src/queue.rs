@@ -121,6 +121,8 @@ struct Write {
     aborted: bool,
     /// Withdrawn before any byte was handed to the kernel; already reported.
     withdrawn: bool,
+    /// Bytes come from elsewhere (a file send run by the engine), not from `span`'s memory.
+    external: bool,
 }
 
 impl Write {
@@ -200,8 +202,75 @@ impl SendQueue {
             error: None,
             aborted: false,
             withdrawn: false,
+            external: false,
         });
         Ok(())
+    }
+
+    /// Appends a write of `len` bytes that the engine produces itself (a file range). The queue
+    /// stops at it until [`SendQueue::complete_external`]: nothing after it can overtake it.
+    pub fn push_external(&mut self, id: u64, len: usize) -> Result<(), Errno> {
+        self.push(id, Span { addr: 0, len })?;
+        self.writes.back_mut().expect("just pushed").external = true;
+        Ok(())
+    }
+
+    /// The external write at the cursor, if the queue is waiting for one: `(id, len)`.
+    pub fn external_at_cursor(&mut self) -> Option<(u64, usize)> {
+        if self.in_flight.is_some() || self.failed.is_some() {
+            return None;
+        }
+        self.settle_cursor();
+        let w = self.writes.get(self.index(self.cursor))?;
+        (w.external && !w.finished_sending()).then_some((w.id, w.span.len))
+    }
+
+    /// Marks external write `id` as started: from now on it can only be aborted by the engine
+    /// stopping it, not withdrawn.
+    pub fn start_external(&mut self, id: u64) {
+        if let Some(w) = self.writes.iter_mut().find(|w| w.id == id && w.external) {
+            w.pending = 1;
+        }
+    }
+
+    /// Finishes external write `id`: `Ok(bytes)` when all was sent, or its error, which also
+    /// fails every later write (the stream broke mid-file), unless the write was aborted.
+    pub fn complete_external(&mut self, id: u64, result: Result<usize, Errno>) {
+        let Some(w) = self.writes.iter_mut().find(|w| w.id == id && w.external) else {
+            return;
+        };
+        let aborted = w.aborted;
+        w.pending = 0;
+        match result {
+            Ok(n) => w.sent = n.min(w.span.len),
+            Err(e) => {
+                w.sent = 0;
+                w.error = Some(e);
+            }
+        }
+        if let (Err(e), false) = (result, aborted) {
+            self.fail(e);
+        }
+        self.settle_cursor();
+        self.collect();
+    }
+
+    /// Feeds a zero-copy notification of a request the queue did not build (a file send), so
+    /// `Auto` learns from it too.
+    pub fn note_notification(&mut self, copied: bool) {
+        self.learn(copied);
+    }
+
+    fn learn(&mut self, copied: bool) {
+        if copied {
+            self.copied_streak = self.copied_streak.saturating_add(1);
+            if self.copied_streak >= COPIED_STREAK {
+                self.copies_anyway = true;
+            }
+        } else {
+            self.copied_streak = 0;
+            self.copies_anyway = false;
+        }
     }
 
     fn index(&self, seq: u64) -> usize {
@@ -296,6 +365,9 @@ impl SendQueue {
         let first = self.cursor;
         let (head_addr, left) = {
             let head = &self.writes[self.index(first)];
+            if head.external {
+                return None; // the engine sends it; see `external_at_cursor`
+            }
             (head.span.addr + head.sent, head.span.len - head.sent)
         };
         let zero_copy = !self.zc_unsupported
@@ -324,6 +396,9 @@ impl SendQueue {
                 if w.finished_sending() {
                     seq += 1;
                     continue;
+                }
+                if w.external {
+                    break;
                 }
                 let w_left = w.span.len - w.sent;
                 let goes_zc = seq != first
@@ -431,20 +506,8 @@ impl SendQueue {
         let Some((first, last, zero_copy)) = self.unreleased.remove(&token) else {
             return;
         };
-        if zero_copy {
-            match copied {
-                Some(true) => {
-                    self.copied_streak = self.copied_streak.saturating_add(1);
-                    if self.copied_streak >= COPIED_STREAK {
-                        self.copies_anyway = true;
-                    }
-                }
-                Some(false) => {
-                    self.copied_streak = 0;
-                    self.copies_anyway = false;
-                }
-                None => {}
-            }
+        if let (true, Some(copied)) = (zero_copy, copied) {
+            self.learn(copied);
         }
         for seq in first..=last {
             if seq < self.front_seq {
@@ -458,6 +521,11 @@ impl SendQueue {
             }
         }
         self.collect();
+    }
+
+    /// Whether write `id` was asked to abort.
+    pub fn is_aborted(&self, id: u64) -> bool {
+        self.writes.iter().any(|w| w.id == id && w.aborted)
     }
 
     /// Asks to abort write `id`. If none of its bytes reached the kernel it is withdrawn and
@@ -789,6 +857,47 @@ mod tests {
         }
         assert!(!q.copies_anyway());
         assert!(send_one(&mut q, 9999, false));
+    }
+
+    #[test]
+    fn external_writes_block_later_writes_until_completed() {
+        let mut q = SendQueue::new();
+        q.push(1, span(0x1000, 10)).unwrap();
+        q.push_external(2, 5000).unwrap();
+        q.push(3, span(0x3000, 10)).unwrap();
+        let p = policy(Mode::Never);
+        let r = q.next_request(&p).unwrap();
+        assert_eq!(
+            r.spans,
+            vec![span(0x1000, 10)],
+            "coalescing stops at the file"
+        );
+        assert_eq!(q.external_at_cursor(), None, "busy");
+        q.on_sent(r.token, Ok(10));
+        q.on_released(r.token, None);
+        assert_eq!(q.next_request(&p), None, "write 3 waits behind the file");
+        assert_eq!(q.external_at_cursor(), Some((2, 5000)));
+        q.complete_external(2, Ok(5000));
+        let r = q.next_request(&p).unwrap();
+        assert_eq!(r.spans, vec![span(0x3000, 10)]);
+        q.on_sent(r.token, Ok(10));
+        q.on_released(r.token, None);
+        let ids: Vec<_> = q.take_done().iter().map(|d| (d.id, d.result)).collect();
+        assert_eq!(ids, vec![(1, Ok(10)), (2, Ok(5000)), (3, Ok(10))]);
+    }
+
+    #[test]
+    fn a_failed_external_write_fails_the_rest() {
+        let mut q = SendQueue::new();
+        q.push_external(1, 100).unwrap();
+        q.push(2, span(0x2000, 10)).unwrap();
+        assert_eq!(q.external_at_cursor(), Some((1, 100)));
+        q.complete_external(1, Err(Errno(libc::EIO)));
+        let d = q.take_done();
+        assert_eq!(
+            d.iter().map(|d| d.result).collect::<Vec<_>>(),
+            vec![Err(Errno(libc::EIO)), Err(Errno(libc::EIO))]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io;
 
 use std::sync::Arc;
 
+use crate::buf::Region;
 use crate::events::{ConnStats, Event};
 use crate::probe::{Ops, ProbeReport, Reason, ReasonCode};
 use crate::queue::{Policy, Span};
@@ -113,6 +114,26 @@ impl<H: Send + 'static> Engine<H> {
     /// # Safety
     /// Same contract as the Linux engine's `write`.
     pub unsafe fn write(&self, _conn: u32, _id: u64, _span: Span, _holder: H) {}
+
+    /// Never succeeds (no engine can exist).
+    pub fn send_file(
+        &self,
+        _conn: u32,
+        _id: u64,
+        _file: RawFd,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<(), Errno> {
+        Err(Errno(libc::ENOSYS))
+    }
+
+    /// Never succeeds: there is no ring to register with.
+    pub fn register(&self, _region: Arc<Region>) -> Result<(), Errno> {
+        Err(Errno(libc::ENOSYS))
+    }
+
+    /// No-op.
+    pub fn unregister(&self, _addr: usize) {}
 
     /// No-op.
     pub fn abort(&self, _conn: u32, _id: u64) {}

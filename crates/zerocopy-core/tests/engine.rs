@@ -80,7 +80,10 @@ fn transfer(mode: Mode, writes: usize, max: usize, seed: u64) {
         {
             Event::Done { done, holder, .. } => {
                 assert_eq!(done.id, next_id, "writes complete in order");
-                assert_eq!(done.result, Ok(holder.len()));
+                assert_eq!(
+                    done.result,
+                    Ok(holder.expect("memory writes return their holder").len())
+                );
                 next_id += 1;
             }
             Event::Ended { result, .. } => {
@@ -89,6 +92,7 @@ fn transfer(mode: Mode, writes: usize, max: usize, seed: u64) {
                 ended = true;
             }
             Event::Closed { .. } => panic!("not closed yet"),
+            Event::Progress { .. } => panic!("no file sends here"),
         }
     }
     let got = reader.join().unwrap();
@@ -154,4 +158,126 @@ fn open_rejects_non_stream_fds() {
         engine.open(-1, Policy::default()).unwrap_err().code(),
         "EBADF"
     );
+}
+
+fn temp_file(len: usize, seed: u64) -> (std::fs::File, Vec<u8>) {
+    let mut rng = Rng(seed);
+    let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let path = std::env::temp_dir().join(format!("zc-engine-{}-{seed}", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (f, data)
+}
+
+fn wait_done(
+    rx: &mpsc::Receiver<Event<Holder>>,
+    count: usize,
+) -> Vec<(u64, Result<usize, zerocopy_core::Errno>)> {
+    let mut done = Vec::new();
+    let mut last_progress = 0;
+    while done.len() < count {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("engine stalled")
+        {
+            Event::Done { done: d, .. } => done.push((d.id, d.result)),
+            Event::Progress { sent, .. } => {
+                assert!(sent >= last_progress, "progress never goes back");
+                last_progress = sent;
+            }
+            _ => {}
+        }
+    }
+    done
+}
+
+#[test]
+fn send_file_is_ordered_between_writes() {
+    for mode in [Mode::Auto, Mode::Always, Mode::Never] {
+        let (engine, rx) = engine();
+        let (tx, reader) = pair(Duration::ZERO);
+        let (conn, stats) = engine
+            .open(
+                tx.as_raw_fd(),
+                Policy {
+                    mode,
+                    ..Policy::default()
+                },
+            )
+            .unwrap();
+        let (file, data) = temp_file(3 * 1024 * 1024 + 123, 5);
+        let a = b"before the file".to_vec();
+        let b = vec![7u8; 100_000];
+        // SAFETY: each Vec is its own holder and is not touched until its Done event.
+        unsafe {
+            engine.write(
+                conn,
+                1,
+                Span {
+                    addr: a.as_ptr() as usize,
+                    len: a.len(),
+                },
+                a.clone(),
+            )
+        };
+        engine
+            .send_file(conn, 2, file.as_raw_fd(), 1000, (data.len() - 1000) as u64)
+            .unwrap();
+        drop(file); // the engine has its own dup
+                    // SAFETY: as above.
+        unsafe {
+            engine.write(
+                conn,
+                3,
+                Span {
+                    addr: b.as_ptr() as usize,
+                    len: b.len(),
+                },
+                b.clone(),
+            )
+        };
+        engine.end(conn);
+        let done = wait_done(&rx, 3);
+        assert_eq!(
+            done,
+            vec![
+                (1, Ok(a.len())),
+                (2, Ok(data.len() - 1000)),
+                (3, Ok(b.len()))
+            ]
+        );
+        let got = reader.join().unwrap();
+        let mut expected = a.clone();
+        expected.extend_from_slice(&data[1000..]);
+        expected.extend_from_slice(&b);
+        assert!(got == expected, "{mode:?}: stream differs");
+        assert_eq!(
+            stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed) as usize,
+            expected.len()
+        );
+        engine.close(conn);
+    }
+}
+
+#[test]
+fn a_file_that_shrinks_fails_cleanly() {
+    let (engine, rx) = engine();
+    let (tx, _reader) = pair(Duration::ZERO);
+    let (conn, _) = engine.open(tx.as_raw_fd(), Policy::default()).unwrap();
+    let (file, data) = temp_file(1024 * 1024, 6);
+    // Ask for more than the file holds, as if it shrank after the caller's stat().
+    engine
+        .send_file(conn, 1, file.as_raw_fd(), 0, (data.len() + 4096) as u64)
+        .unwrap();
+    let done = wait_done(&rx, 1);
+    assert_eq!(done[0].0, 1);
+    assert_eq!(done[0].1.unwrap_err().code(), "ERR_ZC_FILE_SHRANK");
+    engine.close(conn);
+    loop {
+        if let Event::Closed { .. } = rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(engine.unreleased(), 0);
 }

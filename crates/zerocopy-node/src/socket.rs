@@ -23,6 +23,7 @@ const STRIDE: usize = 5;
 const KIND_DONE: f64 = 1.0;
 const KIND_ENDED: f64 = 2.0;
 const KIND_CLOSED: f64 = 3.0;
+const KIND_PROGRESS: f64 = 4.0;
 const FLAG_ZERO_COPY: u32 = 1;
 const FLAG_COPIED: u32 = 2;
 const FLAG_ABORTED: u32 = 4;
@@ -65,14 +66,17 @@ fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
                 out.extend([KIND_ENDED, f64::from(conn), 0.0, value, 0.0]);
             }
             Event::Closed { conn } => out.extend([KIND_CLOSED, f64::from(conn), 0.0, 0.0, 0.0]),
+            Event::Progress { conn, id, sent } => {
+                out.extend([KIND_PROGRESS, f64::from(conn), id as f64, sent as f64, 0.0])
+            }
         }
     }
     out
 }
 
 /// Starts this thread's send engine (once). `onEvents` receives batches of
-/// `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed; value is
-/// bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
+/// `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed, 4 file
+/// progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
 /// Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
 #[napi]
 pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Result<bool> {
@@ -198,6 +202,27 @@ impl BindingSocket {
         // after the kernel released the memory. JS is told not to modify the array until the
         // write's promise settles.
         unsafe { self.engine.write(self.conn, id as u64, span, data) };
+    }
+
+    /// Queues bytes `[offset, offset + length)` of the regular file `fd` as write `id`. The
+    /// engine reads them on its own thread and works on a dup of `fd`, which the caller may
+    /// close at once. Progress comes as kind-4 event records.
+    #[napi]
+    pub fn send_file(
+        &self,
+        env: Env,
+        id: f64,
+        fd: i32,
+        offset: f64,
+        length: f64,
+    ) -> napi::Result<()> {
+        match self
+            .engine
+            .send_file(self.conn, id as u64, fd, offset as u64, length as u64)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => error::throw(&env, error::errno("sendFile", e)),
+        }
     }
 
     /// Withdraws write `id` if none of its bytes reached the kernel.

@@ -1,0 +1,784 @@
+//! The engine's completion thread: owns the ring, applies commands, submits each socket's next
+//! request as soon as the previous transfer completed, and reports finished writes.
+//!
+//! Per socket it keeps a [`SendQueue`] for memory writes and at most one running file send
+//! ([`FileSend`]); the queue stops at a file send until it is done, so bytes leave in exactly
+//! the order they were queued, one transfer in flight per socket. Memory handed to the kernel
+//! (callers' holders, staging regions, `msghdr`s) is kept until the tracker reports the
+//! request released.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use io_uring::{squeue, IoUring};
+
+use crate::buf::{BufTable, Region};
+use crate::classify::Tracker;
+use crate::engine::{last_errno, Cmd, Shared};
+use crate::events::{ConnStats, Event};
+use crate::file::{FileOp, FileSend};
+use crate::queue::{Done, Mode, Policy, SendQueue, SentOutcome};
+use crate::{op, Errno};
+
+const WAKE: u64 = u64::MAX;
+const CANCEL: u64 = u64::MAX - 1;
+/// Size of the sparse fixed-buffer table registered at start.
+const FIXED_SLOTS: u16 = 64;
+/// Staging slots per running file send, and their size: 4 × 256 KiB read ahead of the socket.
+const FILE_SLOTS: usize = 4;
+const FILE_SLOT_SIZE: u32 = 256 * 1024;
+
+struct FileJob {
+    id: u64,
+    file: OwnedFd,
+    send: FileSend,
+    region: Arc<Region>,
+    fixed: Option<u16>,
+    len: u64,
+    /// Zero-copy was refused (`EOPNOTSUPP`, `ENOMEM`): send plain from now on.
+    plain: bool,
+    reported: u64,
+    send_ud: Option<u64>,
+}
+
+struct Conn<H> {
+    /// The engine's dup; taken (closed) early when a close must reset the connection.
+    fd: Option<OwnedFd>,
+    queue: SendQueue,
+    policy: Policy,
+    holders: HashMap<u64, H>,
+    stats: Arc<ConnStats>,
+    /// File sends queued but not started: id → (file, offset).
+    files: HashMap<u64, (OwnedFd, u64)>,
+    job: Option<FileJob>,
+    queue_ud: Option<u64>,
+    end_requested: bool,
+    ended: bool,
+    closing: bool,
+    cancel_sent: bool,
+    /// Something changed since the last pump: a request may be due, or writes finished.
+    dirty: bool,
+}
+
+impl<H> Conn<H> {
+    fn raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+}
+
+/// The memory a vectored plain send points into: kept until the request is released.
+struct MsgBuf {
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+enum Req {
+    Queue {
+        conn: u32,
+        token: u64,
+        zero_copy: bool,
+        _msg: Option<Box<MsgBuf>>,
+    },
+    FileRead {
+        conn: u32,
+        slot: usize,
+    },
+    FileSend {
+        conn: u32,
+        slot: usize,
+        zero_copy: bool,
+    },
+}
+
+impl Req {
+    fn conn(&self) -> u32 {
+        match self {
+            Req::Queue { conn, .. } | Req::FileRead { conn, .. } | Req::FileSend { conn, .. } => {
+                *conn
+            }
+        }
+    }
+}
+
+pub(crate) struct Worker<H, F> {
+    ring: IoUring,
+    shared: Arc<Shared<H>>,
+    zc_flags: u16,
+    sink: F,
+    conns: HashMap<u32, Conn<H>>,
+    tracker: Tracker,
+    reqs: HashMap<u64, Req>,
+    next_ud: u64,
+    events: Vec<Event<H>>,
+    wake_buf: Box<u64>,
+    table: BufTable,
+    /// Regions registered as fixed buffers: (region, table index).
+    fixed: Vec<(Arc<Region>, u16)>,
+}
+
+impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
+    pub(crate) fn new(ring: IoUring, shared: Arc<Shared<H>>, zc_flags: u16, sink: F) -> Self {
+        let table = match ring
+            .submitter()
+            .register_buffers_sparse(u32::from(FIXED_SLOTS))
+        {
+            Ok(()) => BufTable::new(FIXED_SLOTS),
+            Err(_) => BufTable::empty(),
+        };
+        Worker {
+            ring,
+            shared,
+            zc_flags,
+            sink,
+            conns: HashMap::new(),
+            tracker: Tracker::new(),
+            reqs: HashMap::new(),
+            next_ud: 1,
+            events: Vec::new(),
+            wake_buf: Box::new(0),
+            table,
+            fixed: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sqe: &squeue::Entry) {
+        loop {
+            // SAFETY: every entry built by this worker points at memory that outlives the
+            // request: callers' holders stay in `conns` until their writes are done, staging
+            // regions and `MsgBuf`s stay in `conns`/`reqs` until the tracker reports the request
+            // released, and `wake_buf` lives as long as the worker.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return;
+            }
+            // Queue full: hand what we have to the kernel and try again.
+            let _ = self.ring.submit();
+        }
+    }
+
+    /// Submits a tracked request and records what it belongs to.
+    fn submit(&mut self, sqe: squeue::Entry, req: Req) -> u64 {
+        let ud = self.next_ud;
+        self.next_ud = (self.next_ud + 1) % CANCEL; // never WAKE or CANCEL
+        self.tracker.submit(ud);
+        self.reqs.insert(ud, req);
+        self.shared.unreleased.fetch_add(1, Ordering::AcqRel);
+        self.push(&sqe.user_data(ud));
+        ud
+    }
+
+    fn arm_wake(&mut self) {
+        let sqe = op::read_eventfd(self.shared.wake.as_raw_fd(), &mut *self.wake_buf, WAKE);
+        self.push(&sqe);
+    }
+
+    pub(crate) fn run(mut self) {
+        self.arm_wake();
+        loop {
+            self.apply_commands();
+            self.pump();
+            self.flush();
+            // Announce sleep, then look for commands that raced with the announcement.
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            if !self.shared.cmds.lock().expect("engine lock").is_empty() {
+                self.shared.sleeping.store(false, Ordering::SeqCst);
+                continue;
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                    ) => {}
+                Err(e) => panic!("io_uring_enter failed in the engine: {e}"),
+            }
+            self.shared.sleeping.store(false, Ordering::SeqCst);
+            self.reap();
+        }
+    }
+
+    fn register(&mut self, region: Arc<Region>) -> Result<u16, Errno> {
+        let index = self.table.take().ok_or(Errno(libc::ENOSPC))?;
+        let iov = [region.iovec()];
+        // SAFETY: the region stays allocated while registered: `self.fixed` holds an Arc to it
+        // until `unregister` has cleared the table entry.
+        match unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(u32::from(index), &iov, None)
+        } {
+            Ok(()) => {
+                self.fixed.push((region, index));
+                Ok(index)
+            }
+            Err(e) => {
+                self.table.give(index);
+                Err(Errno(e.raw_os_error().unwrap_or(libc::ENOMEM)))
+            }
+        }
+    }
+
+    fn unregister(&mut self, addr: usize) {
+        let Some(pos) = self.fixed.iter().position(|(r, _)| r.addr() == addr) else {
+            return;
+        };
+        let (_region, index) = self.fixed.swap_remove(pos);
+        let empty = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }];
+        // SAFETY: an empty iovec clears the entry; the kernel keeps its own reference to the
+        // old pages for requests still using them, and callers keep the memory alive for those.
+        let _ = unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(u32::from(index), &empty, None)
+        };
+        self.table.give(index);
+    }
+
+    /// The fixed-buffer index whose region holds `[addr, addr + len)`, if any.
+    fn fixed_index(&self, addr: usize, len: usize) -> Option<u16> {
+        self.fixed
+            .iter()
+            .find(|(r, _)| r.contains(addr, len))
+            .map(|(_, i)| *i)
+    }
+
+    fn apply_commands(&mut self) {
+        let cmds = std::mem::take(&mut *self.shared.cmds.lock().expect("engine lock"));
+        for cmd in cmds {
+            match cmd {
+                Cmd::Open {
+                    conn,
+                    fd,
+                    policy,
+                    stats,
+                } => {
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            fd: Some(fd),
+                            queue: SendQueue::new(),
+                            policy,
+                            holders: HashMap::new(),
+                            stats,
+                            files: HashMap::new(),
+                            job: None,
+                            queue_ud: None,
+                            end_requested: false,
+                            ended: false,
+                            closing: false,
+                            cancel_sent: false,
+                            dirty: false,
+                        },
+                    );
+                }
+                Cmd::Write {
+                    conn,
+                    id,
+                    span,
+                    holder,
+                } => match self.conns.get_mut(&conn) {
+                    Some(c) if !c.closing => match c.queue.push(id, span) {
+                        Ok(()) => {
+                            c.holders.insert(id, holder);
+                            c.dirty = true;
+                        }
+                        Err(e) => self.events.push(done_event(conn, id, e, Some(holder))),
+                    },
+                    // Unknown or closed socket: hand the memory straight back.
+                    _ => {
+                        self.events
+                            .push(done_event(conn, id, Errno(libc::ECANCELED), Some(holder)))
+                    }
+                },
+                Cmd::SendFile {
+                    conn,
+                    id,
+                    file,
+                    offset,
+                    len,
+                } => match self.conns.get_mut(&conn) {
+                    Some(c) if !c.closing => match c.queue.push_external(id, len as usize) {
+                        Ok(()) => {
+                            c.files.insert(id, (file, offset));
+                            c.dirty = true;
+                        }
+                        Err(e) => self.events.push(done_event(conn, id, e, None)),
+                    },
+                    _ => self
+                        .events
+                        .push(done_event(conn, id, Errno(libc::ECANCELED), None)),
+                },
+                Cmd::Abort { conn, id } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.queue.abort(id);
+                        if let Some(job) = c.job.as_mut().filter(|j| j.id == id) {
+                            job.send.stop(Errno(libc::ECANCELED));
+                        }
+                        c.dirty = true;
+                    }
+                }
+                Cmd::End { conn } => match self.conns.get_mut(&conn) {
+                    Some(c) => {
+                        c.end_requested = true;
+                        c.dirty = true;
+                    }
+                    None => self.events.push(Event::Ended {
+                        conn,
+                        result: Err(Errno(libc::EBADF)),
+                    }),
+                },
+                Cmd::Close { conn } => match self.conns.get_mut(&conn) {
+                    Some(c) => {
+                        c.closing = true;
+                        c.queue.fail(Errno(libc::ECANCELED));
+                        if let Some(job) = c.job.as_mut() {
+                            job.send.stop(Errno(libc::ECANCELED));
+                        }
+                        c.dirty = true;
+                    }
+                    None => self.events.push(Event::Closed { conn }),
+                },
+                Cmd::Register { region, reply } => {
+                    let _ = reply.send(self.register(region).map(drop));
+                }
+                Cmd::Unregister { addr } => self.unregister(addr),
+            }
+        }
+    }
+
+    /// Submits the next requests of every socket that changed; finishes what became final.
+    fn pump(&mut self) {
+        let ids: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dirty)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.pump_conn(id);
+        }
+    }
+
+    fn pump_conn(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.dirty = false;
+        let mut cancels = Vec::new();
+        if c.closing && !c.cancel_sent {
+            c.cancel_sent = true;
+            cancels.extend(c.queue_ud);
+            cancels.extend(c.job.as_ref().and_then(|j| j.send_ud));
+        }
+        for target in cancels {
+            self.push(&op::cancel(target, CANCEL));
+        }
+        self.start_file(id);
+        self.send_from_queue(id);
+        self.send_from_file(id);
+        self.finish_conn(id);
+    }
+
+    /// Starts the file send the queue is waiting at, if any.
+    fn start_file(&mut self, id: u32) {
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        if c.job.is_some() || c.closing {
+            return;
+        }
+        let Some((fid, len)) = c.queue.external_at_cursor() else {
+            return;
+        };
+        let Some((file, offset)) = c.files.remove(&fid) else {
+            return;
+        };
+        let Some(region) = Region::new(FILE_SLOTS * FILE_SLOT_SIZE as usize).map(Arc::new) else {
+            c.queue.start_external(fid);
+            c.queue.complete_external(fid, Err(Errno(libc::ENOMEM)));
+            return;
+        };
+        c.queue.start_external(fid);
+        let fixed = self.register(region.clone()).ok();
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        c.job = Some(FileJob {
+            id: fid,
+            file,
+            send: FileSend::new(offset, len as u64, FILE_SLOTS, FILE_SLOT_SIZE),
+            region,
+            fixed,
+            len: len as u64,
+            plain: false,
+            reported: 0,
+            send_ud: None,
+        });
+    }
+
+    fn send_from_queue(&mut self, id: u32) {
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        let Some(req) = c.queue.next_request(&c.policy) else {
+            return;
+        };
+        let fd = c.raw_fd();
+        let stats = c.stats.clone();
+        let (sqe, msg) = if req.zero_copy {
+            stats.zero_copy_sends.fetch_add(1, Ordering::Relaxed);
+            let s = req.spans[0];
+            let mut sqe =
+                op::stream_send_zc(fd, s.addr as *const u8, s.len as u32, self.zc_flags, 0);
+            if let Some(index) = self.fixed_index(s.addr, s.len) {
+                sqe = op::stream_send_zc_fixed(
+                    fd,
+                    s.addr as *const u8,
+                    s.len as u32,
+                    self.zc_flags,
+                    index,
+                );
+            }
+            (sqe, None)
+        } else if req.spans.len() == 1 {
+            stats.copy_sends.fetch_add(1, Ordering::Relaxed);
+            let s = req.spans[0];
+            (
+                op::stream_send(fd, s.addr as *const u8, s.len as u32, 0),
+                None,
+            )
+        } else {
+            stats.copy_sends.fetch_add(1, Ordering::Relaxed);
+            let mut m = Box::new(MsgBuf {
+                iov: req
+                    .spans
+                    .iter()
+                    .map(|s| libc::iovec {
+                        iov_base: s.addr as *mut libc::c_void,
+                        iov_len: s.len,
+                    })
+                    .collect(),
+                // SAFETY: an all-zero msghdr is valid (no name, no control data).
+                msg: unsafe { std::mem::zeroed() },
+            });
+            m.msg.msg_iov = m.iov.as_mut_ptr();
+            m.msg.msg_iovlen = m.iov.len() as _;
+            (op::stream_sendmsg(fd, &m.msg, 0), Some(m))
+        };
+        let ud = self.submit(
+            sqe,
+            Req::Queue {
+                conn: id,
+                token: req.token,
+                zero_copy: req.zero_copy,
+                _msg: msg,
+            },
+        );
+        self.conns.get_mut(&id).expect("conn exists").queue_ud = Some(ud);
+    }
+
+    fn send_from_file(&mut self, id: u32) {
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        let (fd, mode, threshold, copies) = (
+            c.raw_fd(),
+            c.policy.mode,
+            c.policy.threshold,
+            c.queue.copies_anyway(),
+        );
+        let stats = c.stats.clone();
+        let Some(job) = c.job.as_mut() else {
+            return;
+        };
+        let zero_copy = !job.plain
+            && match mode {
+                Mode::Never => false,
+                Mode::Always => true,
+                Mode::Auto => !copies && FILE_SLOT_SIZE as usize >= threshold,
+            };
+        let ops = job.send.next_ops(zero_copy);
+        let (file, base, fixed) = (job.file.as_raw_fd(), job.region.as_ptr(), job.fixed);
+        for op_ in ops {
+            match op_ {
+                FileOp::Read { slot, at, off, len } => {
+                    // SAFETY: slot * size + at + len stays inside the region (FileSend never
+                    // asks for more than a slot).
+                    let ptr = unsafe { base.add(slot * FILE_SLOT_SIZE as usize + at as usize) };
+                    let sqe = match fixed {
+                        Some(index) => op::read_fixed(file, ptr, len, off, index),
+                        None => op::read(file, ptr, len, off),
+                    };
+                    self.submit(sqe, Req::FileRead { conn: id, slot });
+                }
+                FileOp::Send {
+                    slot,
+                    at,
+                    len,
+                    zero_copy,
+                } => {
+                    // SAFETY: as above.
+                    let ptr = unsafe { base.add(slot * FILE_SLOT_SIZE as usize + at as usize) };
+                    let sqe = match (zero_copy, fixed) {
+                        (true, Some(index)) => {
+                            op::stream_send_zc_fixed(fd, ptr, len, self.zc_flags, index)
+                        }
+                        (true, None) => op::stream_send_zc(fd, ptr, len, self.zc_flags, 0),
+                        (false, _) => op::stream_send(fd, ptr, len, 0),
+                    };
+                    if zero_copy {
+                        stats.zero_copy_sends.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.copy_sends.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let ud = self.submit(
+                        sqe,
+                        Req::FileSend {
+                            conn: id,
+                            slot,
+                            zero_copy,
+                        },
+                    );
+                    let c = self.conns.get_mut(&id).expect("conn exists");
+                    if let Some(job) = c.job.as_mut() {
+                        job.send_ud = Some(ud);
+                    }
+                }
+            }
+        }
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        let Some(job) = c.job.as_mut() else {
+            return;
+        };
+        if job.send.sent() != job.reported {
+            job.reported = job.send.sent();
+            self.events.push(Event::Progress {
+                conn: id,
+                id: job.id,
+                sent: job.reported,
+            });
+        }
+        if job.send.finished() {
+            let job = c.job.take().expect("job exists");
+            let result = match job.send.error() {
+                Some(e) => Err(e),
+                None => Ok(job.len as usize),
+            };
+            c.queue.complete_external(job.id, result);
+            c.dirty = true;
+            if job.fixed.is_some() {
+                self.unregister(job.region.addr());
+            }
+            // Dropping the job closes its file dup and frees the staging region: no request
+            // of it is left in the kernel (`finished` waited for every one).
+            drop(job);
+            self.send_from_queue(id);
+        }
+    }
+
+    /// Hands finished writes back, then performs a due shutdown or close.
+    fn finish_conn(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        for done in c.queue.take_done() {
+            c.files.remove(&done.id);
+            let holder = c.holders.remove(&done.id);
+            self.events.push(Event::Done {
+                conn: id,
+                done,
+                holder,
+            });
+        }
+        if c.end_requested && !c.ended && c.queue.drained() && c.job.is_none() {
+            c.ended = true;
+            let result = match c.queue.failed() {
+                Some(e) if !c.closing => Err(e),
+                _ => {
+                    // SAFETY: shutdown on our own dup; it does not touch memory.
+                    if unsafe { libc::shutdown(c.raw_fd(), libc::SHUT_WR) } == 0 {
+                        Ok(())
+                    } else {
+                        Err(last_errno())
+                    }
+                }
+            };
+            self.events.push(Event::Ended { conn: id, result });
+        }
+        let transfer_in_flight =
+            c.queue.busy() || c.job.as_ref().is_some_and(|j| j.send.send_in_flight());
+        let pinned = c.queue.unreleased() > 0 || c.job.is_some();
+        if c.closing && !transfer_in_flight && pinned {
+            // Zero-copy pages still sit in the socket's send queue (a peer that stopped
+            // reading). Only freeing that queue releases them: close our dup with SO_LINGER 0,
+            // so that once the caller's descriptor is closed too the kernel resets the
+            // connection and drops the queue, and the notifications arrive.
+            if let Some(fd) = c.fd.take() {
+                reset_on_close(&fd);
+            }
+        }
+        if c.closing && c.queue.idle() && c.job.is_none() {
+            debug_assert!(c.holders.is_empty(), "holders outlive their writes");
+            // Dropping the Conn closes the dup: no request of it is left in the kernel.
+            self.conns.remove(&id);
+            self.events.push(Event::Closed { conn: id });
+        }
+    }
+
+    fn reap(&mut self) {
+        let cqes: Vec<(u64, i32, u32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        for (ud, res, flags) in cqes {
+            match ud {
+                WAKE => {
+                    self.arm_wake();
+                    continue;
+                }
+                CANCEL => continue,
+                _ => {}
+            }
+            let step = self.tracker.on_cqe(ud, res, flags);
+            if let Some(req) = self.reqs.get(&ud) {
+                let conn = req.conn();
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    on_step(
+                        c,
+                        req,
+                        step.sent.map(|s| s.result),
+                        step.released.map(|r| r.copied),
+                    );
+                    c.dirty = true;
+                }
+            }
+            if step.released.is_some() {
+                self.reqs.remove(&ud);
+                self.shared.unreleased.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.events.is_empty() {
+            (self.sink)(std::mem::take(&mut self.events));
+        }
+    }
+}
+
+/// Applies one request's transfer result and/or release to its socket.
+fn on_step<H>(
+    c: &mut Conn<H>,
+    req: &Req,
+    sent: Option<Result<u32, Errno>>,
+    released: Option<Option<bool>>,
+) {
+    let count_notification = |stats: &ConnStats, copied: Option<bool>| {
+        if let Some(copied) = copied {
+            stats.notifications.fetch_add(1, Ordering::Relaxed);
+            if copied {
+                stats.copied_notifications.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    match *req {
+        Req::Queue {
+            token, zero_copy, ..
+        } => {
+            if let Some(result) = sent {
+                c.queue_ud = None;
+                if let Ok(n) = result {
+                    c.stats
+                        .bytes_sent
+                        .fetch_add(u64::from(n), Ordering::Relaxed);
+                }
+                match c.queue.on_sent(token, result) {
+                    SentOutcome::ZeroCopyUnsupported => {
+                        c.stats.zero_copy_unsupported.store(true, Ordering::Relaxed)
+                    }
+                    SentOutcome::ZeroCopyNoMemory => {
+                        c.stats.zero_copy_no_memory.fetch_add(1, Ordering::Relaxed);
+                    }
+                    SentOutcome::Progress | SentOutcome::Retry | SentOutcome::Failed(_) => {}
+                }
+            }
+            if let Some(copied) = released {
+                if zero_copy {
+                    count_notification(&c.stats, copied);
+                }
+                c.queue.on_released(token, copied);
+            }
+        }
+        Req::FileRead { slot, .. } => {
+            if let (Some(result), Some(job)) = (sent, c.job.as_mut()) {
+                job.send
+                    .on_read(slot, result.map_or_else(|e| -e.0, |n| n as i32));
+            }
+        }
+        Req::FileSend {
+            slot, zero_copy, ..
+        } => {
+            let Some(job) = c.job.as_mut() else {
+                return;
+            };
+            if let Some(result) = sent {
+                job.send_ud = None;
+                match job.send.on_sent(result) {
+                    Ok(n) => {
+                        c.stats
+                            .bytes_sent
+                            .fetch_add(u64::from(n), Ordering::Relaxed);
+                    }
+                    Err(e) if zero_copy && e.0 == libc::EOPNOTSUPP => {
+                        job.plain = true;
+                        c.stats.zero_copy_unsupported.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) if zero_copy && (e.0 == libc::ENOMEM || e.0 == libc::ENOBUFS) => {
+                        job.plain = true;
+                        c.stats.zero_copy_no_memory.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let (Some(copied), true) = (released, zero_copy) {
+                job.send.on_released(slot);
+                count_notification(&c.stats, copied);
+                if let Some(copied) = copied {
+                    c.queue.note_notification(copied);
+                }
+            }
+        }
+    }
+    let auto_plain = c.policy.mode == Mode::Auto && c.queue.copies_anyway();
+    c.stats.copies_anyway.store(auto_plain, Ordering::Relaxed);
+}
+
+/// `SO_LINGER {on, 0}`: the last `close` of the socket resets it and drops unsent data.
+fn reset_on_close(fd: &OwnedFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a live, correctly sized `linger` to setsockopt on our own descriptor.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+fn done_event<H>(conn: u32, id: u64, e: Errno, holder: Option<H>) -> Event<H> {
+    Event::Done {
+        conn,
+        done: Done {
+            id,
+            result: Err(e),
+            zero_copy: false,
+            copied: false,
+            aborted: false,
+        },
+        holder,
+    }
+}
