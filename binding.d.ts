@@ -20,6 +20,12 @@ export declare class BindingSocket {
   get id(): number
   /** Queues `data` (non-empty). The typed array is referenced until its event arrives. */
   write(id: number, data: Uint8Array): void
+  /**
+   * Queues bytes `[offset, offset + length)` of the regular file `fd` as write `id`. The
+   * engine reads them on its own thread and works on a dup of `fd`, which the caller may
+   * close at once. Progress comes as kind-4 event records.
+   */
+  sendFile(id: number, fd: number, offset: number, length: number): void
   /** Withdraws write `id` if none of its bytes reached the kernel. */
   abort(id: number): void
   /** Half-closes after every queued byte (FIN). */
@@ -74,8 +80,8 @@ export interface BindingStats {
 
 /**
  * Starts this thread's send engine (once). `onEvents` receives batches of
- * `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed; value is
- * bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
+ * `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed, 4 file
+ * progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
  * Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
  */
 export declare function engineStart(onEvents: (arg: Float64Array) => void): boolean

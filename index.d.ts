@@ -1,7 +1,8 @@
 export { probe } from './lib/probe';
 export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe';
 export { ZeroCopySocket } from './lib/socket';
-export type { ConnectOptions, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket';
+export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket';
+export type { FileSource, SendFileOptions } from './lib/file';
 export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './lib/errors';
 /**
  * Sends all of `data` on the socket file descriptor `fd` with blocking `IORING_OP_SEND_ZC`

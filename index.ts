@@ -14,7 +14,8 @@ import { validateInteger, validateUint8Array } from './lib/validate'
 export { probe } from './lib/probe'
 export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe'
 export { ZeroCopySocket } from './lib/socket'
-export type { ConnectOptions, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket'
+export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket'
+export type { FileSource, SendFileOptions } from './lib/file'
 export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './lib/errors'
 
 /**

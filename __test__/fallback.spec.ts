@@ -29,12 +29,12 @@ function assertFallback(t: import('ava').ExecutionContext, o: Outcome, reasonCod
   t.is(o.sent.stats.bytesSent, o.sent.bytes)
 }
 
-test('ZEROCOPY_SOCKET_DISABLE=1: the same API delivers identical bytes through net.Socket', async (t) => {
+test('ZEROCOPY_SOCKET_DISABLE=1: writes and sendFile deliver identical bytes through net.Socket', async (t) => {
   const o = await transferIn({ ZEROCOPY_SOCKET_DISABLE: '1' })
   assertFallback(t, o, process.platform === 'linux' ? 'disabled-by-env' : 'platform', /ZEROCOPY_SOCKET_DISABLE|Linux-only/)
 })
 
-test('the force-unsupported addon (what macOS/Windows load) delivers identical bytes', async (t) => {
+test('the force-unsupported addon (what macOS/Windows load): writes and sendFile deliver identical bytes', async (t) => {
   const o = await transferIn({ NAPI_RS_NATIVE_LIBRARY_PATH: STUB_ADDON })
   assertFallback(t, o, 'platform', /force-unsupported/)
 })

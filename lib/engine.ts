@@ -9,6 +9,8 @@ import * as binding from '../binding.js'
 export interface EngineHandler {
   /** A write finished: `value` is bytes sent, or a negative errno; `flags` see below. */
   done(id: number, value: number, flags: number): void
+  /** A file send made progress: `sent` bytes of write `id` are with the kernel. */
+  progress(id: number, sent: number): void
   /** `end()` finished: `errno` is 0 or a negative errno. */
   ended(errno: number): void
   /** The engine let go of the socket: nothing of it is pinned any more. */
@@ -58,6 +60,9 @@ function onEvents(records: Float64Array): void {
       case 3:
         handlers.delete(records[i + 1])
         handler.closed()
+        break
+      case 4:
+        handler.progress(records[i + 2], records[i + 3])
         break
     }
   }

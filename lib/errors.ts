@@ -48,6 +48,12 @@ export type ZeroCopyErrorCode =
   | 'ERR_SOCKET_CLOSED'
   /** `socket.write()` was called directly on a socket the engine owns. */
   | 'ERR_ZC_SOCKET_OWNED'
+  /** `sendFile`: the file ended before the requested range (it shrank while being sent). */
+  | 'ERR_ZC_FILE_SHRANK'
+  /** `sendFile`: a path names a directory. */
+  | 'EISDIR'
+  /** `sendFile`: a path names no file. */
+  | 'ENOENT'
 
 /** An `Error` carrying a Node-style `code`, and for kernel failures `errno` and `syscall`. */
 export interface ZeroCopyError extends Error {

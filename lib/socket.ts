@@ -10,6 +10,7 @@ import tls from 'node:tls'
 
 import * as binding from '../binding.js'
 import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, keepAlive, register } from './engine'
+import { fileShrankError, prepareFile, readChunks, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions } from './file'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
 import { probeReason } from './probe'
 import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateUint8Array } from './validate'
@@ -98,9 +99,23 @@ interface Pending {
   aborted: boolean
   signal?: AbortSignal
   onAbort?: () => void
+  /** For file sends: progress callback, and the syscall name errors carry. */
+  onProgress?: (sent: number, total: number) => void
+  syscall: string
 }
 
+/** Result of {@link ZeroCopySocket.sendFile}. */
+export interface SendFileResult {
+  /** Bytes sent (the whole requested range). */
+  bytes: number
+}
+
+/** An operation waiting in JavaScript for its turn (socket not ready, or a file being opened). */
+type HeldOp = { kind: 'write'; id: number; data: Uint8Array } | { kind: 'file'; id: number; file: Promise<PreparedFile> }
+
 const MODES: readonly ZeroCopyMode[] = ['auto', 'always', 'never']
+/** The engine's errno-like value for a file that shrank while being sent (outside errno range). */
+const FILE_SHRANK = 0x10001
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
 
 function destroyedError(): ZeroCopyError {
@@ -147,8 +162,13 @@ export class ZeroCopySocket {
   #writes = 0
   #fallbackBytes = 0
   #fallbackWrites = 0
-  /** Writes queued in JS until the socket is connected and its own buffer drained. */
-  #held: { id: number; data: Uint8Array }[] | null = null
+  /**
+   * Operations waiting in JS, in order: until the socket is connected and its own buffer has
+   * drained, and behind a file that is still being opened. `null` when nothing waits.
+   */
+  #held: HeldOp[] | null = null
+  #draining = false
+  #heldWaiters: (() => void)[] = []
   #ending: Promise<void> | null = null
   #endedWaiter: { resolve(): void; reject(e: unknown): void } | null = null
   #idleWaiters: (() => void)[] = []
@@ -281,16 +301,61 @@ export class ZeroCopySocket {
     if (bytes === 0) return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
     const id = this.#nextId++
     return new Promise<WriteResult>((resolve, reject) => {
-      const p: Pending = { resolve, reject, bytes, aborted: false, signal }
+      const p: Pending = { resolve, reject, bytes, aborted: false, signal, syscall: 'sendZc' }
       this.#pending.set(id, p)
       this.#inFlightBytes += bytes
       if (signal) {
         p.onAbort = () => this.#abort(id, p)
         signal.addEventListener('abort', p.onAbort, { once: true })
       }
-      if (this.#fallbackReason !== null) this.#fallbackWrite(id, data)
-      else if (this.#held !== null) this.#held.push({ id, data })
-      else this.#nativeWrite(id, data)
+      if (this.#held !== null) this.#held.push({ kind: 'write', id, data })
+      else this.#issueWrite(id, data)
+    })
+  }
+
+  /**
+   * Sends bytes of a file, after every earlier write and before every later one, without
+   * passing them through JavaScript: the engine reads the file on its own thread into staging
+   * buffers registered with the ring and sends from there (on the fallback path, the file is
+   * read in chunks and written through the socket). The event loop is never blocked.
+   * @param file - A path, a file descriptor or a `FileHandle` of a regular file. A path is
+   *   opened and closed by `sendFile`; descriptors and handles stay the caller's.
+   * @param options - `offset`, `length` (bytes), `signal`, `onProgress(sent, total)`.
+   * @returns The bytes sent.
+   * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for bad argument types, `RangeError`
+   *   `ERR_OUT_OF_RANGE` for a negative or non-integer offset/length. Rejects, with nothing
+   *   sent, with `ENOENT` (and other open errors), `EISDIR`, `ERR_INVALID_ARG_VALUE` (not a
+   *   regular file), `ERR_OUT_OF_RANGE` (range past the end of the file); and with
+   *   `ERR_ZC_FILE_SHRANK` if the file ends early while being sent (the socket is then
+   *   destroyed: the stream is broken mid-file), plus every error {@link write} can give.
+   */
+  sendFile(file: FileSource, options?: SendFileOptions): Promise<SendFileResult> {
+    validateSendFile(file, options)
+    const signal = options?.signal
+    if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
+    if (this.#ending) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'))
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    this.#writes++
+    const id = this.#nextId++
+    const prepared = prepareFile(file, options)
+    prepared.catch(() => {}) // settled through the held queue
+    return new Promise<SendFileResult>((resolve, reject) => {
+      const p: Pending = {
+        resolve: (r) => resolve({ bytes: r.bytes }),
+        reject,
+        bytes: 0,
+        aborted: false,
+        signal,
+        onProgress: options?.onProgress,
+        syscall: 'sendFile',
+      }
+      this.#pending.set(id, p)
+      if (signal) {
+        p.onAbort = () => this.#abort(id, p)
+        signal.addEventListener('abort', p.onAbort, { once: true })
+      }
+      ;(this.#held ??= []).push({ kind: 'file', id, file: prepared })
+      void this.#drain()
     })
   }
 
@@ -356,7 +421,10 @@ export class ZeroCopySocket {
     if (error && this.#error === null) this.#error = error
     const held = this.#held ?? []
     this.#held = null
-    for (const { id } of held) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
+    for (const op of held) {
+      if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
+      this.#settle(op.id, (p) => p.reject(this.#error ?? destroyedError()))
+    }
     if (this.#fallbackReason !== null) {
       for (const id of this.#pending.keys()) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     }
@@ -371,6 +439,7 @@ export class ZeroCopySocket {
 
   async #end(): Promise<void> {
     if (this.#fallbackReason !== null) {
+      while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
       await new Promise<void>((resolve, reject) => {
         this.#origEnd.call(this.socket, () => resolve())
         this.socket.once('error', reject)
@@ -379,7 +448,7 @@ export class ZeroCopySocket {
       return
     }
     const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
-    if (this.#held !== null) await new Promise<void>((resolve) => this.#whenWritable(resolve))
+    while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
     if (this.#destroyed) throw this.#error ?? destroyedError()
     keepAlive(1)
     this.#native!.end()
@@ -416,7 +485,8 @@ export class ZeroCopySocket {
     p.aborted = true
     const i = this.#held?.findIndex((h) => h.id === id) ?? -1
     if (i >= 0) {
-      this.#held!.splice(i, 1)
+      const [op] = this.#held!.splice(i, 1)
+      if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
       this.#settle(id, (q) => q.reject(abortError(q.signal)))
     } else if (this.#native) {
       this.#native.abort(id)
@@ -462,11 +532,14 @@ export class ZeroCopySocket {
 
   #adopt(mode: ZeroCopyMode, threshold: number, chunk: number): void {
     if (this.#destroyed) return
-    const held = this.#held ?? []
     try {
       const native = new binding.BindingSocket(socketFd(this.socket), mode, threshold, chunk)
       register(native.id, {
         done: (id, value, flags) => this.#done(id, value, flags),
+        progress: (id, sent) => {
+          const p = this.#pending.get(id)
+          p?.onProgress?.(sent, p.bytes)
+        },
         ended: (errno) => {
           keepAlive(-1)
           this.#ended(errno)
@@ -474,16 +547,111 @@ export class ZeroCopySocket {
         closed: () => keepAlive(-1),
       })
       this.#native = native
-      this.#held = null
-      for (const { id, data } of held) this.#nativeWrite(id, data)
     } catch (e) {
       // Not a stream socket the engine can use: write through the socket, in order.
       const err = normalizeBindingError(e) as ZeroCopyError
       this.#fallbackReason = `engine refused the socket: ${err.code ?? err.message}`
       this.socket.write = net.Socket.prototype.write
       this.socket.end = this.#origEnd as net.Socket['end']
+    }
+    void this.#drain()
+  }
+
+  /** Whether operations can be issued (engine adopted the socket, or the fallback is chosen). */
+  #ready(): boolean {
+    return this.#native !== null || this.#fallbackReason !== null
+  }
+
+  /** Issues held operations in order, waiting for each file to be opened and checked. */
+  async #drain(): Promise<void> {
+    if (this.#draining || !this.#ready()) return
+    this.#draining = true
+    try {
+      while (this.#held !== null && this.#held.length > 0) {
+        const op = this.#held[0]
+        if (op.kind === 'write') {
+          this.#held.shift()
+          this.#issueWrite(op.id, op.data)
+          continue
+        }
+        let file: PreparedFile
+        try {
+          file = await op.file
+        } catch (e) {
+          if (this.#held?.[0] === op) this.#held.shift()
+          this.#settle(op.id, (p) => p.reject(e))
+          continue
+        }
+        if (this.#held?.[0] !== op) {
+          await file.close() // aborted or destroyed while opening
+          continue
+        }
+        this.#held.shift()
+        const p = this.#pending.get(op.id)
+        if (p) p.bytes = file.length
+        this.#inFlightBytes += file.length
+        await this.#issueFile(op.id, file)
+      }
       this.#held = null
-      for (const { id, data } of held) this.#fallbackWrite(id, data)
+    } finally {
+      this.#draining = false
+      const waiters = this.#heldWaiters
+      this.#heldWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  #issueWrite(id: number, data: Uint8Array): void {
+    if (this.#fallbackReason !== null) this.#fallbackWrite(id, data)
+    else this.#nativeWrite(id, data)
+  }
+
+  async #issueFile(id: number, file: PreparedFile): Promise<void> {
+    if (file.length === 0) {
+      await file.close()
+      this.#settle(id, (p) => p.resolve({ bytes: 0, zeroCopy: false, copied: false }))
+      return
+    }
+    if (this.#fallbackReason !== null) {
+      await this.#fallbackSendFile(id, file)
+      return
+    }
+    try {
+      keepAlive(1)
+      this.#native!.sendFile(id, file.fd, file.offset, file.length)
+    } catch (e) {
+      keepAlive(-1)
+      this.#settle(id, (p) => p.reject(normalizeBindingError(e)))
+    } finally {
+      await file.close() // the engine works on its own dup
+    }
+  }
+
+  /** Fallback: reads the file in chunks and writes them through the socket, in order. */
+  async #fallbackSendFile(id: number, file: PreparedFile): Promise<void> {
+    const write = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
+    let sent = 0
+    try {
+      for await (const chunk of readChunks(file, 256 * 1024)) {
+        const p = this.#pending.get(id)
+        if (p === undefined || this.#destroyed) break
+        if (p.aborted) throw abortError(p.signal)
+        this.#fallbackWrites++
+        const ok = write.call(this.socket, chunk, (err) => {
+          if (err) return
+          sent += chunk.length
+          this.#fallbackBytes += chunk.length
+          this.#pending.get(id)?.onProgress?.(sent, file.length)
+          if (sent === file.length) this.#settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
+        })
+        if (!ok) await new Promise((resolve) => this.socket.once('drain', resolve))
+      }
+    } catch (e) {
+      // The bytes already written stay written; the stream is broken mid-file.
+      this.#settle(id, (p) => p.reject(e))
+      if ((e as ZeroCopyError).code === 'ERR_ZC_FILE_SHRANK') queueMicrotask(() => this.destroy())
+    } finally {
+      await file.close()
     }
   }
 
@@ -497,9 +665,16 @@ export class ZeroCopySocket {
     this.#settle(id, (p) => {
       if (flags & FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & FLAG_ZERO_COPY) !== 0, copied: (flags & FLAG_COPIED) !== 0 })
+      if (-value === FILE_SHRANK) {
+        const err = fileShrankError()
+        if (this.#error === null) this.#error = err
+        p.reject(err)
+        queueMicrotask(() => this.destroy())
+        return
+      }
       const code = ERRNO_NAMES.get(-value) ?? 'EIO'
       if (code === 'ECANCELED') return p.reject(this.#error ?? destroyedError())
-      const err = errnoError(code, 'sendZc')
+      const err = errnoError(code, p.syscall)
       if (this.#error === null) this.#error = err
       p.reject(this.#error)
       // The connection is unusable: tear it down (without making the socket emit 'error').

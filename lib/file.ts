@@ -1,0 +1,126 @@
+/**
+ * The file side of `sendFile`: argument checks, opening and checking the file, and reading it
+ * in chunks for the fallback path. The engine path reads on the engine's own thread.
+ * @module
+ */
+import { constants as fsConstants, type Stats } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
+import { read as readCb, fstat as fstatCb } from 'node:fs'
+import { promisify } from 'node:util'
+
+import { codedError, errnoError, invalidArgType, invalidArgValue, outOfRange, type ZeroCopyError } from './errors'
+import { validateAbortSignal, validateInteger, validateOptions } from './validate'
+
+const fstat = promisify(fstatCb)
+const read = promisify(readCb)
+
+/** What `sendFile` sends: a path, a file descriptor, or an open `FileHandle`. */
+export type FileSource = string | number | FileHandle
+
+/** Options for `sendFile`. */
+export interface SendFileOptions {
+  /** Bytes; where in the file to start. **Default:** `0`. */
+  offset?: number
+  /** Bytes to send. **Default:** the rest of the file after `offset`. */
+  length?: number
+  /** Aborts the send: if it has not started it is withdrawn; otherwise it stops after the current request. Rejects with `AbortError`. */
+  signal?: AbortSignal
+  /** Called as bytes go out, with bytes sent so far and the total. */
+  onProgress?: (sent: number, total: number) => void
+}
+
+/** A file opened, checked and ready to send: `length` bytes at `offset` of `fd`. */
+export interface PreparedFile {
+  fd: number
+  offset: number
+  length: number
+  /** Closes the file if `sendFile` opened it (a path); a no-op for callers' fds and handles. */
+  close(): Promise<void>
+}
+
+function isFileHandle(value: unknown): value is FileHandle {
+  return typeof value === 'object' && value !== null && typeof (value as FileHandle).stat === 'function' && typeof (value as FileHandle).fd === 'number'
+}
+
+/** Synchronous checks of `sendFile`'s arguments (types and signs); throws coded errors. */
+export function validateSendFile(file: unknown, options: SendFileOptions | undefined): asserts file is FileSource {
+  if (typeof file === 'number') validateInteger(file, 'file', 0, 0x7fffffff)
+  else if (typeof file !== 'string' && !isFileHandle(file)) throw invalidArgType('file', 'of type string or number, or a FileHandle', file)
+  if (typeof file === 'string' && (file.length === 0 || file.includes('\0'))) throw invalidArgValue('file', 'must be a non-empty path without null bytes', file)
+  validateOptions(options, 'options')
+  if (options?.offset !== undefined) validateInteger(options.offset, 'options.offset', 0)
+  if (options?.length !== undefined) validateInteger(options.length, 'options.length', 0)
+  validateAbortSignal(options?.signal, 'options.signal')
+  if (options?.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw invalidArgType('options.onProgress', 'of type function', options.onProgress)
+  }
+}
+
+function withPath(err: ZeroCopyError, path: string | undefined): ZeroCopyError {
+  if (path !== undefined) Object.assign(err, { path, message: `${err.message} '${path}'` })
+  return err
+}
+
+/**
+ * Opens (for a path) and checks the file, and resolves the byte range. Rejects with `ENOENT`
+ * and the other open errors, `EISDIR` for a directory, `ERR_INVALID_ARG_VALUE` for something
+ * that is not a regular file, and `RangeError` `ERR_OUT_OF_RANGE` for a range past the end.
+ */
+export async function prepareFile(file: FileSource, options: SendFileOptions | undefined): Promise<PreparedFile> {
+  let handle: FileHandle | undefined
+  let fd: number
+  const path = typeof file === 'string' ? file : undefined
+  if (typeof file === 'string') {
+    handle = await open(file, fsConstants.O_RDONLY)
+    fd = handle.fd
+  } else if (typeof file === 'number') {
+    fd = file
+  } else {
+    fd = file.fd
+  }
+  const close = async (): Promise<void> => {
+    await handle?.close()
+    handle = undefined
+  }
+  try {
+    let stats: Stats
+    try {
+      stats = await fstat(fd)
+    } catch (e) {
+      throw withPath(errnoError((e as ZeroCopyError).code ?? 'EBADF', 'fstat'), path)
+    }
+    if (stats.isDirectory()) throw withPath(errnoError('EISDIR', 'sendFile'), path)
+    if (!stats.isFile()) throw invalidArgValue('file', 'must be a regular file', path ?? fd)
+    const offset = options?.offset ?? 0
+    if (offset > stats.size) throw outOfRange('options.offset', `<= ${stats.size} (the file size)`, offset)
+    const length = options?.length ?? stats.size - offset
+    if (offset + length > stats.size) throw outOfRange('options.length', `<= ${stats.size - offset} (the bytes after offset)`, length)
+    return { fd, offset, length, close }
+  } catch (e) {
+    await close()
+    throw e
+  }
+}
+
+/** The error for a file that ended before the range did (it shrank while being sent). */
+export function fileShrankError(): ZeroCopyError {
+  return codedError('ERR_ZC_FILE_SHRANK', 'The file ended before the requested range: it shrank while being sent')
+}
+
+/** Reads the prepared range in fresh `chunkSize` buffers (each one is owned by its consumer). */
+export async function* readChunks(file: PreparedFile, chunkSize: number): AsyncGenerator<Buffer> {
+  let position = file.offset
+  const end = file.offset + file.length
+  while (position < end) {
+    const size = Math.min(chunkSize, end - position)
+    const buffer = Buffer.allocUnsafe(size)
+    let filled = 0
+    while (filled < size) {
+      const { bytesRead } = await read(file.fd, buffer, filled, size - filled, position + filled)
+      if (bytesRead === 0) throw fileShrankError()
+      filled += bytesRead
+    }
+    position += size
+    yield buffer
+  }
+}
