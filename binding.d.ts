@@ -9,6 +9,21 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** `count` buffers of `size` bytes in one region, registered with the ring when possible. */
+export declare class BindingPool {
+  /** Allocates the region and tries to register it (the engine must be started for that). */
+  constructor(size: number, count: number)
+  /** Whether the memory is registered with the ring (fixed buffers). */
+  get registered(): boolean
+  /** Why the memory is not registered; `null` when it is. */
+  get reason(): string | null
+  /**
+   * Buffer number `index` (call once per index: V8 allows one Buffer per memory block).
+   * It keeps the pool's memory alive for as long as it lives.
+   */
+  buffer(index: number): Buffer
+}
+
 /** A socket adopted by this thread's engine (start it with `engineStart` first). */
 export declare class BindingSocket {
   /**

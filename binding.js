@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.BindingPool = nativeBinding.BindingPool
 module.exports.BindingSocket = nativeBinding.BindingSocket
 module.exports.engineStart = nativeBinding.engineStart
 module.exports.engineUnreleased = nativeBinding.engineUnreleased

@@ -1,6 +1,8 @@
 export { probe } from './lib/probe';
 export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe';
 export { ZeroCopySocket } from './lib/socket';
+export { BufferPool } from './lib/pool';
+export type { BufferPoolOptions } from './lib/pool';
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket';
 export type { FileSource, SendFileOptions } from './lib/file';
 export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './lib/errors';

@@ -68,10 +68,26 @@ function onEvents(records: Float64Array): void {
   }
 }
 
+let failure: string | null = null
+
 /** Starts this thread's engine on first use; `false` when zero-copy is unavailable here. */
 export function engineAvailable(): boolean {
-  if (started === undefined) started = binding.engineStart(onEvents)
+  if (started === undefined) {
+    try {
+      started = binding.engineStart(onEvents)
+    } catch (e) {
+      // The probe's small ring worked but the engine's did not (RLIMIT_MEMLOCK, ...).
+      started = false
+      const err = e as { code?: string; message?: string }
+      failure = `the send engine could not start: ${err.message ?? err.code}`
+    }
+  }
   return started
+}
+
+/** Why the engine could not start although the probe said yes, or `null`. */
+export function engineFailure(): string | null {
+  return failure
 }
 
 /** Routes the events of engine socket `id` to `handler` until the engine reports it closed. */

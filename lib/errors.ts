@@ -48,6 +48,8 @@ export type ZeroCopyErrorCode =
   | 'ERR_SOCKET_CLOSED'
   /** `socket.write()` was called directly on a socket the engine owns. */
   | 'ERR_ZC_SOCKET_OWNED'
+  /** `BufferPool.acquire()`: every buffer is acquired or still in flight. */
+  | 'ERR_ZC_POOL_EXHAUSTED'
   /** `sendFile`: the file ended before the requested range (it shrank while being sent). */
   | 'ERR_ZC_FILE_SHRANK'
   /** `sendFile`: a path names a directory. */

@@ -9,7 +9,8 @@ import { Writable } from 'node:stream'
 import tls from 'node:tls'
 
 import * as binding from '../binding.js'
-import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, keepAlive, register } from './engine'
+import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, engineFailure, keepAlive, register } from './engine'
+import { trackWrite } from './pool'
 import { fileShrankError, prepareFile, readChunks, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions } from './file'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
 import { probeReason } from './probe'
@@ -301,7 +302,15 @@ export class ZeroCopySocket {
     if (bytes === 0) return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
     const id = this.#nextId++
     return new Promise<WriteResult>((resolve, reject) => {
-      const p: Pending = { resolve, reject, bytes, aborted: false, signal, syscall: 'sendZc' }
+      const untrack = trackWrite(data)
+      const p: Pending = {
+        resolve: untrack ? (r) => (untrack(), resolve(r)) : resolve,
+        reject: untrack ? (e) => (untrack(), reject(e)) : reject,
+        bytes,
+        aborted: false,
+        signal,
+        syscall: 'sendZc',
+      }
       this.#pending.set(id, p)
       this.#inFlightBytes += bytes
       if (signal) {
@@ -495,7 +504,7 @@ export class ZeroCopySocket {
 
   /** Why the engine cannot be used for this socket, or `null` when it can. */
   #nativeUnusable(): string | null {
-    if (!engineAvailable()) return probeReason()
+    if (!engineAvailable()) return engineFailure() ?? probeReason()
     if (this.socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the socket writes them itself'
     if (!this.socket.connecting && socketFd(this.socket) < 0) return 'the socket has no file descriptor (not a kernel TCP socket)'
     return null

@@ -79,6 +79,29 @@ impl Drop for Region {
     }
 }
 
+/// The soft `RLIMIT_MEMLOCK` of this process in bytes (`None` when unlimited or unknown):
+/// registered buffers, and unregistered zero-copy sends in flight, are charged against it.
+pub fn memlock_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0
+            || r.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        Some(r.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Which slots of the ring's sparse fixed-buffer table are free.
 #[derive(Debug)]
 pub struct BufTable {

@@ -248,12 +248,23 @@ impl<H: Send + 'static> Engine<H> {
     }
 }
 
+/// The engine's ring: 256 entries, smaller when RLIMIT_MEMLOCK is too low for that (kernels
+/// charge ring memory to it for processes without CAP_IPC_LOCK), plainer flags on old kernels.
 fn new_ring() -> io::Result<IoUring> {
-    IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(256)
-        .or_else(|_| IoUring::new(256))
+    let mut last = None;
+    for entries in [256, 64, 16] {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(entries)
+            .or_else(|_| IoUring::new(entries));
+        match ring {
+            Ok(r) => return Ok(r),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("tried at least once"))
 }
 
 pub(crate) fn last_errno() -> Errno {

@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod error;
+mod pool;
 mod socket;
 
 use std::cell::RefCell;

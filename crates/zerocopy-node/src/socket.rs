@@ -34,8 +34,9 @@ thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine<Holder>>>> = const { RefCell::new(None) };
 }
 
-fn engine() -> Option<Rc<Engine<Holder>>> {
-    ENGINE.with(|e| e.borrow().clone())
+pub(crate) fn engine() -> Option<Rc<Engine<Holder>>> {
+    // `try_with`: finalizers may run while the thread's locals are being torn down.
+    ENGINE.try_with(|e| e.borrow().clone()).ok().flatten()
 }
 
 /// Flattens a batch of events into `[kind, conn, id, value, flags]` records. Runs on the JS
