@@ -94,6 +94,7 @@ pub fn memlock_limit() -> Option<u64> {
         {
             return None;
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
         Some(r.rlim_cur as u64)
     }
     #[cfg(not(unix))]
