@@ -71,6 +71,11 @@ export interface BindingProbeReport {
   seccomp?: number
   /** Why `supported` is false; `null` when it is true. */
   reason?: ProbeReason
+  /**
+   * Soft `RLIMIT_MEMLOCK` in bytes; `null` when unlimited. Registered buffers and in-flight
+   * unregistered zero-copy sends are charged to it (unless the process has CAP_IPC_LOCK).
+   */
+  memlockLimit?: number
 }
 
 /** Counters of one socket. */

@@ -16,6 +16,7 @@ test('probe() has the documented shape', (t) => {
   t.is(typeof r.ioUring, 'boolean')
   t.is(r.platform, process.platform)
   t.deepEqual(Object.keys(r.ops).sort(), ['pollAdd', 'readFixed', 'send', 'sendZc', 'sendmsg', 'sendmsgZc', 'splice'])
+  t.true(r.memlockLimit === null || (Number.isInteger(r.memlockLimit) && r.memlockLimit >= 0))
   t.is(r.supported, r.reason === null, 'a reason exactly when unsupported')
   if (r.reason) t.regex(r.reason.message, /\w/)
 })

@@ -69,6 +69,12 @@ export interface ProbeReport {
   seccomp: number | null
   /** Why `supported` is `false`; `null` when it is `true`. */
   reason: ProbeReason | null
+  /**
+   * Soft `RLIMIT_MEMLOCK` in bytes, or `null` when unlimited. `BufferPool` registrations and
+   * in-flight unregistered zero-copy sends are charged to it (unless the process has
+   * CAP_IPC_LOCK); beyond it zero-copy falls back to plain sends.
+   */
+  memlockLimit: number | null
 }
 
 /**
@@ -92,6 +98,7 @@ export function probe(): ProbeReport {
     reportUsage: r.reportUsage,
     ioUringDisabled: r.ioUringDisabled ?? null,
     seccomp: r.seccomp ?? null,
+    memlockLimit: r.memlockLimit ?? null,
     reason: r.reason ? { code: r.reason.code as ProbeReasonCode, errno: r.reason.errno ?? null, message: r.reason.message } : null,
   }
 }

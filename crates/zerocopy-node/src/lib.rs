@@ -66,6 +66,9 @@ pub struct BindingProbeReport {
     pub seccomp: Option<u32>,
     /// Why `supported` is false; `null` when it is true.
     pub reason: Option<ProbeReason>,
+    /// Soft `RLIMIT_MEMLOCK` in bytes; `null` when unlimited. Registered buffers and in-flight
+    /// unregistered zero-copy sends are charged to it (unless the process has CAP_IPC_LOCK).
+    pub memlock_limit: Option<f64>,
 }
 
 /// Probes io_uring support (cached for the life of the process).
@@ -98,6 +101,7 @@ pub fn probe() -> BindingProbeReport {
             errno: why.errno.map(|e| zerocopy_core::error::code(e).into()),
             message: why.message.clone(),
         }),
+        memlock_limit: zerocopy_core::buf::memlock_limit().map(|l| l as f64),
     }
 }
 

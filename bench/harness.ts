@@ -1,0 +1,308 @@
+/**
+ * The loopback benchmark: one C receiver, every sender variant in its own process, interleaved
+ * A B A B over repetitions, the same total per run. Writes a table to stdout, the raw and
+ * aggregated numbers as JSON, and `docs/benchmarks.md` with a chart (`docs/benchmarks.svg`).
+ *
+ * `npm run bench` (or `zerocopy-socket bench`) runs the full set (1 GiB per run, 3 repetitions);
+ * `--quick` runs tiny totals to check that everything works, and writes nothing under docs/.
+ */
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+
+import { probe } from '../index'
+import type { SenderResult } from './sender'
+
+const ROOT = resolve(__dirname, '..')
+const WORK = join(ROOT, '.bench')
+const KiB = 1024
+const MiB = 1024 * KiB
+const GiB = 1024 * MiB
+
+/** Options of a benchmark run. */
+export interface BenchOptions {
+  /** Tiny totals, one repetition: proves the harness works; numbers mean nothing. */
+  quick: boolean
+  /** Bytes per run. **Default:** 1 GiB (quick: 4 MiB). */
+  total?: number
+  /** Repetitions. **Default:** 3 (quick: 1). */
+  reps?: number
+  /** Chunk sizes. **Default:** 1, 4, 16, 64, 256 KiB and 1 MiB. */
+  chunks?: number[]
+  /** Where the JSON goes. **Default:** docs/benchmarks.json (quick: .bench/quick.json). */
+  json?: string
+  /** Print progress lines. **Default:** true. */
+  verbose?: boolean
+}
+
+/** One variant: how to start it, and whether its chunk size means anything. */
+interface Variant {
+  name: string
+  kind: 'node' | 'c'
+  file: boolean
+  /** csend mode and its qd/slots arguments, for C variants. */
+  c?: [string, number, number]
+  /** A single run per repetition, not one per chunk size (chunk column `-`). */
+  chunkless?: boolean
+  describe: string
+}
+
+const VARIANTS: Variant[] = [
+  { name: 'node_write', kind: 'node', file: false, describe: 'net.Socket.write + drain' },
+  { name: 'zc_auto', kind: 'node', file: false, describe: "ZeroCopySocket.write, zeroCopy 'auto' (default)" },
+  { name: 'zc_always', kind: 'node', file: false, describe: "ZeroCopySocket.write, zeroCopy 'always'" },
+  { name: 'zc_never', kind: 'node', file: false, describe: "ZeroCopySocket.write, zeroCopy 'never'" },
+  { name: 'zc_pool', kind: 'node', file: false, describe: 'ZeroCopySocket.write of BufferPool (registered) buffers' },
+  { name: 'c_send', kind: 'c', file: false, c: ['send', 1, 8], describe: 'C send() loop' },
+  { name: 'c_uring_send', kind: 'c', file: false, c: ['uring', 1, 8], describe: 'C io_uring SEND, 1 in flight' },
+  { name: 'c_zc_ring8', kind: 'c', file: false, c: ['zc', 1, 8], describe: 'C SEND_ZC, 1 in flight, 8 rotating buffers' },
+  { name: 'node_pipe', kind: 'node', file: true, describe: 'fs.createReadStream(highWaterMark = chunk).pipe(socket)' },
+  { name: 'node_pipe_default', kind: 'node', file: true, chunkless: true, describe: 'fs.createReadStream().pipe(socket), default highWaterMark' },
+  { name: 'zc_sendfile', kind: 'node', file: true, chunkless: true, describe: 'ZeroCopySocket.sendFile()' },
+  { name: 'c_sendfile', kind: 'c', file: true, c: ['sendfile', 1, 1], describe: 'C sendfile(2), chunk bytes per call' },
+  { name: 'c_splice', kind: 'c', file: true, c: ['splice', 1, 1], describe: 'C splice(2) file → pipe → socket' },
+]
+
+/** One measured run. */
+export interface Run extends SenderResult {
+  rep: number
+}
+
+/** Aggregated numbers of one (variant, chunk). */
+export interface Row {
+  variant: string
+  chunk: number | null
+  runs: number
+  gbps: { median: number; min: number; max: number }
+  cpuPerGB: number
+  eventLoopP99Ms: number | null
+  maxRssMiB: number | null
+  copiedShare: number | null
+}
+
+/** Everything a benchmark produced. */
+export interface BenchResult {
+  machine: { kernel: string; cpus: string; cores: number; node: string; date: string }
+  options: { total: number; reps: number; chunks: number[] }
+  skipped: string[]
+  runs: Run[]
+  rows: Row[]
+}
+
+function log(opts: BenchOptions, line: string): void {
+  if (opts.verbose !== false) process.stderr.write(`${line}\n`)
+}
+
+/** Compiles the C receiver and, with liburing, the C senders; returns why C senders are skipped, if they are. */
+function buildTools(opts: BenchOptions): string | null {
+  mkdirSync(WORK, { recursive: true })
+  execFileSync('gcc', ['-O2', '-Wall', '-o', join(WORK, 'receiver'), join(__dirname, 'receiver.c')])
+  if (!existsSync('/usr/include/liburing.h') && !opts.quick && process.getuid?.() === 0) {
+    log(opts, 'installing liburing-dev from Debian for the C reference senders ...')
+    try {
+      execFileSync('apt-get', ['install', '-y', '-q', 'liburing-dev'], { stdio: 'ignore' })
+    } catch {
+      try {
+        execFileSync('apt-get', ['update', '-q'], { stdio: 'ignore' })
+        execFileSync('apt-get', ['install', '-y', '-q', 'liburing-dev'], { stdio: 'ignore' })
+      } catch {
+        // reported below
+      }
+    }
+  }
+  if (!existsSync('/usr/include/liburing.h')) return 'liburing-dev is not installed (apt-get install liburing-dev): C reference senders SKIPPED'
+  execFileSync('gcc', ['-O2', '-Wall', '-o', join(WORK, 'csend'), join(__dirname, 'csend.c'), '-luring'])
+  return null
+}
+
+/** A page-cached data file of `size` bytes (kept between runs). */
+function dataFile(size: number): string {
+  const path = join(WORK, `data-${size}.bin`)
+  if (!existsSync(path) || statSync(path).size !== size) {
+    const block = Buffer.alloc(MiB)
+    for (let i = 0; i < block.length; i += 8) block.writeBigUInt64LE(BigInt(i), i)
+    const fd = openSync(path, 'w')
+    for (let written = 0; written < size; written += MiB) writeFileSync(fd, block.subarray(0, Math.min(MiB, size - written)))
+    closeSync(fd)
+  }
+  // Read it once so it is in the page cache.
+  const fd = openSync(path, 'r')
+  const buf = Buffer.allocUnsafe(MiB)
+  while (readSync(fd, buf, 0, MiB, null) > 0);
+  closeSync(fd)
+  return path
+}
+
+class Receiver {
+  #lines: string[] = []
+  #waiters: ((line: string) => void)[] = []
+  readonly child = spawn(join(WORK, 'receiver'), ['0'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  constructor() {
+    createInterface({ input: this.child.stdout }).on('line', (line) => {
+      const w = this.#waiters.shift()
+      if (w) w(line)
+      else this.#lines.push(line)
+    })
+  }
+  next(): Promise<{ bytes?: number; port?: number }> {
+    const line = this.#lines.shift()
+    if (line !== undefined) return Promise.resolve(JSON.parse(line))
+    return new Promise((resolve) => this.#waiters.push((l) => resolve(JSON.parse(l))))
+  }
+  stop(): void {
+    this.child.kill()
+  }
+}
+
+function runProcess(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => (out += c))
+    child.stderr.on('data', (c: Buffer) => (err += c))
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim()}`))))
+  })
+}
+
+async function runOne(v: Variant, port: number, chunk: number, total: number, file: string): Promise<SenderResult> {
+  if (v.kind === 'node') {
+    const out = await runProcess(process.execPath, [join(__dirname, 'sender.js'), v.name, String(port), String(chunk), String(total), file])
+    return JSON.parse(out.trim().split('\n').pop()!)
+  }
+  const [mode, qd, slots] = v.c!
+  const out = await runProcess(join(WORK, 'csend'), [mode, String(port), String(chunk), String(total), String(qd), String(slots), file])
+  const kv = Object.fromEntries(out.trim().split(/\s+/).map((p) => p.split('=')))
+  const notifications = Number(kv.notifs ?? 0)
+  return {
+    variant: v.name,
+    chunk,
+    bytes: total,
+    secs: Number(kv.tx_secs),
+    cpuSecs: Number(kv.tx_cpu_user) + Number(kv.tx_cpu_sys),
+    maxRssMiB: 0,
+    eventLoopP99Ms: 0,
+    notifications,
+    copied: Number(kv.zc_copied ?? 0),
+    ok: kv.ack_ok === '1',
+  }
+}
+
+/** Deterministic shuffle (mulberry32), so the interleaving is reproducible. */
+function shuffle<T>(items: T[], seed: number): T[] {
+  const out = [...items]
+  let a = seed >>> 0
+  for (let i = out.length - 1; i > 0; i--) {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    const j = Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * (i + 1))
+    ;[out[i], out[j]] = [out[j], out[i]]
+  }
+  return out
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+function aggregate(runs: Run[]): Row[] {
+  const groups = new Map<string, Run[]>()
+  for (const r of runs) {
+    const key = `${r.variant}\0${r.chunk}`
+    groups.set(key, [...(groups.get(key) ?? []), r])
+  }
+  return [...groups.values()].map((rs) => {
+    const v = VARIANTS.find((x) => x.name === rs[0].variant)!
+    const rates = rs.map((r) => r.bytes / r.secs / 1e9)
+    const node = v.kind === 'node'
+    const notif = rs.reduce((n, r) => n + r.notifications, 0)
+    return {
+      variant: rs[0].variant,
+      chunk: v.chunkless ? null : rs[0].chunk,
+      runs: rs.length,
+      gbps: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) },
+      cpuPerGB: median(rs.map((r) => r.cpuSecs / (r.bytes / 1e9))),
+      eventLoopP99Ms: node ? median(rs.map((r) => r.eventLoopP99Ms)) : null,
+      maxRssMiB: node ? Math.max(...rs.map((r) => r.maxRssMiB)) : null,
+      copiedShare: notif > 0 ? rs.reduce((n, r) => n + r.copied, 0) / notif : null,
+    }
+  })
+}
+
+/** Runs the benchmark. */
+export async function runBench(opts: BenchOptions): Promise<BenchResult> {
+  const total = opts.total ?? (opts.quick ? 4 * MiB : GiB)
+  const reps = opts.reps ?? (opts.quick ? 1 : 3)
+  const chunks = opts.chunks ?? [KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB]
+  const skipped: string[] = []
+  const noC = buildTools(opts)
+  if (noC) {
+    skipped.push(noC)
+    log(opts, `!!! ${noC}`)
+  }
+  const fileSize = Math.min(total, 256 * MiB)
+  const file = dataFile(fileSize)
+  const receiver = new Receiver()
+  const { port } = await receiver.next()
+  const runs: Run[] = []
+  try {
+    for (let rep = 0; rep < reps; rep++) {
+      const plan: [Variant, number][] = []
+      for (const chunk of chunks) {
+        for (const v of VARIANTS) {
+          if (v.kind === 'c' && noC) continue
+          if (v.chunkless && chunk !== chunks[0]) continue
+          plan.push([v, chunk])
+        }
+      }
+      for (const [v, chunk] of shuffle(plan, 42 + rep)) {
+        const r = await runOne(v, port!, chunk, total, file)
+        const seen = await receiver.next()
+        if (!r.ok || seen.bytes !== r.bytes) throw new Error(`${v.name} ${chunk}: receiver got ${seen.bytes} of ${r.bytes} bytes`)
+        runs.push({ ...r, rep })
+        log(opts, `rep ${rep + 1}/${reps} ${v.name.padEnd(18)} ${String(chunk).padStart(8)}  ${(r.bytes / r.secs / 1e9).toFixed(2)} GB/s`)
+      }
+    }
+  } finally {
+    receiver.stop()
+  }
+  const result: BenchResult = {
+    machine: {
+      kernel: probe().kernel || os.release(),
+      cpus: os.cpus()[0]?.model ?? 'unknown',
+      cores: os.cpus().length,
+      node: process.version,
+      date: new Date().toISOString(),
+    },
+    options: { total, reps, chunks },
+    skipped,
+    runs,
+    rows: aggregate(runs),
+  }
+  const json = opts.json ?? (opts.quick ? join(WORK, 'quick.json') : join(ROOT, 'docs', 'benchmarks.json'))
+  mkdirSync(resolve(json, '..'), { recursive: true })
+  writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`)
+  const { table, markdown, svg } = await import('./report')
+  console.log(table(result))
+  if (!opts.quick) {
+    writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
+    writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe])))
+    log(opts, 'wrote docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json')
+  }
+  return result
+}
+
+/** `npm run bench -- [--quick]`. */
+if (require.main === module) {
+  const quick = process.argv.includes('--quick')
+  runBench({ quick }).catch((e) => {
+    console.error(`bench failed: ${e.message}`)
+    process.exit(1)
+  })
+}
+

@@ -1,0 +1,159 @@
+/** Turns benchmark results into the stdout table, docs/benchmarks.md and its SVG chart. */
+import type { BenchResult, Row } from './harness'
+
+const KiB = 1024
+
+function chunkLabel(c: number | null): string {
+  if (c === null) return 'file'
+  return c >= 1 << 20 ? `${c >> 20}M` : `${c / KiB}K`
+}
+
+function find(r: BenchResult, variant: string, chunk: number | null): Row | undefined {
+  return r.rows.find((x) => x.variant === variant && x.chunk === chunk)
+}
+
+function cell(row: Row | undefined): string {
+  if (!row) return '-'
+  const g = row.gbps
+  return `${g.median.toFixed(2)} [${g.min.toFixed(2)}-${g.max.toFixed(2)}]`
+}
+
+function variantsOf(r: BenchResult, file: boolean): string[] {
+  const names: string[] = []
+  for (const row of r.rows) if (!names.includes(row.variant) && (row.chunk === null || file === /pipe|sendfile|splice/.test(row.variant))) names.push(row.variant)
+  return names.filter((n) => file === /pipe|sendfile|splice/.test(n))
+}
+
+/** The human-readable table: GB/s median [min-max] per variant and chunk size. */
+export function table(r: BenchResult): string {
+  const chunks = r.options.chunks
+  const lines = [`loopback TCP, ${r.options.total / 2 ** 20} MiB per run, ${r.options.reps} run(s); GB/s median [min-max]`]
+  const head = ['variant'.padEnd(18), ...chunks.map((c) => chunkLabel(c).padStart(18))]
+  lines.push(head.join(' '))
+  for (const name of [...variantsOf(r, false), ...variantsOf(r, true)]) {
+    const chunkless = r.rows.some((x) => x.variant === name && x.chunk === null)
+    const cells = chunkless ? [cell(find(r, name, null)).padStart(18), ...chunks.slice(1).map(() => ''.padStart(18))] : chunks.map((c) => cell(find(r, name, c)).padStart(18))
+    lines.push([name.padEnd(18), ...cells].join(' '))
+  }
+  for (const s of r.skipped) lines.push(`!!! ${s}`)
+  return lines.join('\n')
+}
+
+/** One goal of the benchmark issue, judged on this run. */
+export interface Goal {
+  id: string
+  text: string
+  pass: boolean | null
+  detail: string
+}
+
+/** Judges the performance goals from one result (ratios within the same run). */
+export function goals(r: BenchResult): Goal[] {
+  const med = (v: string, c: number | null): number | undefined => find(r, v, c)?.gbps.median
+  const out: Goal[] = []
+  const memChunks = r.options.chunks
+  const p1: string[] = []
+  let p1ok = true
+  for (const c of memChunks) {
+    const zc = med('zc_auto', c)
+    const node = med('node_write', c)
+    const bestC = Math.max(...['c_send', 'c_uring_send', 'c_zc_ring8'].map((v) => med(v, c) ?? 0))
+    if (zc === undefined || node === undefined) continue
+    const vsNode = zc / node
+    const vsC = bestC > 0 ? zc / bestC : null
+    p1ok &&= vsNode >= 1 && (vsC === null || vsC >= 0.9)
+    p1.push(`${chunkLabel(c)}: ${vsNode.toFixed(2)}× net.Socket${vsC === null ? '' : `, ${vsC.toFixed(2)}× best C`}`)
+  }
+  out.push({ id: 'P1', text: "write() with the default policy ≥ 1.0× net.Socket.write and ≥ 0.9× the best C sender, every chunk size", pass: p1.length ? p1ok : null, detail: p1.join('; ') })
+  const sf = med('zc_sendfile', null)
+  const pipe = med('node_pipe_default', null)
+  const bestCFile = Math.max(...memChunks.flatMap((c) => ['c_sendfile', 'c_splice'].map((v) => med(v, c) ?? 0)))
+  if (sf !== undefined && pipe !== undefined) {
+    const vsC = bestCFile > 0 ? sf / bestCFile : null
+    out.push({ id: 'P2', text: 'sendFile() ≥ 2× createReadStream().pipe() (default highWaterMark) and ≥ 0.9× the best C file sender', pass: sf / pipe >= 2 && (vsC === null || vsC >= 0.9), detail: `${(sf / pipe).toFixed(2)}× pipe${vsC === null ? '' : `, ${vsC.toFixed(2)}× best C (${bestCFile.toFixed(2)} GB/s)`}` })
+  }
+  const small = memChunks.filter((c) => c <= 8 * KiB)
+  const p3 = small.map((c) => [c, (med('zc_auto', c) ?? 0) / (med('node_write', c) ?? Infinity)] as const)
+  out.push({ id: 'P3', text: '1–8 KiB writes with many in flight ≥ 1.0× net.Socket', pass: p3.length ? p3.every(([, x]) => x >= 1) : null, detail: p3.map(([c, x]) => `${chunkLabel(c)}: ${x.toFixed(2)}×`).join('; ') })
+  const eld = r.rows.filter((x) => x.variant === 'zc_auto' && x.eventLoopP99Ms !== null).map((x) => x.eventLoopP99Ms!)
+  out.push({ id: 'P4', text: 'event-loop delay p99 ≤ 5 ms during a saturating transfer (zc_auto)', pass: eld.length ? Math.max(...eld) <= 5 : null, detail: `worst median p99 ${eld.length ? Math.max(...eld).toFixed(2) : '-'} ms` })
+  const cpu = memChunks.map((c) => [c, find(r, 'zc_auto', c)?.cpuPerGB, find(r, 'node_write', c)?.cpuPerGB] as const).filter(([, a, b]) => a !== undefined && b !== undefined)
+  out.push({ id: 'P5', text: 'sender CPU per GB ≤ net.Socket’s (zc_auto vs node_write)', pass: cpu.length ? cpu.every(([, a, b]) => a! <= b!) : null, detail: cpu.map(([c, a, b]) => `${chunkLabel(c)}: ${a!.toFixed(2)} vs ${b!.toFixed(2)} s/GB`).join('; ') })
+  return out
+}
+
+/** docs/benchmarks.md: machine, method, the table, the chart and the goals. */
+export function markdown(r: BenchResult, described: [string, string][]): string {
+  const chunks = r.options.chunks
+  const rows = [...variantsOf(r, false), ...variantsOf(r, true)]
+  const lines = [
+    '# Benchmarks',
+    '',
+    '<!-- Generated by `npm run bench` (bench/harness.ts). Do not edit by hand: rerun it. -->',
+    '',
+    `Loopback TCP on ${r.machine.cores} × ${r.machine.cpus}, Linux ${r.machine.kernel}, Node ${r.machine.node}; ${r.machine.date}.`,
+    `Each run sends ${r.options.total / 2 ** 30 >= 1 ? `${r.options.total / 2 ** 30} GiB` : `${r.options.total / 2 ** 20} MiB`} to one C receiver that \`recv()\`s into a reused buffer; every sender runs in its own process; runs are interleaved (shuffled per repetition), ${r.options.reps} repetitions. GB/s = bytes / sender wall time, median [min-max].`,
+    '',
+    '![throughput chart](benchmarks.svg)',
+    '',
+    `| variant | ${chunks.map(chunkLabel).join(' | ')} |`,
+    `|---|${chunks.map(() => '---').join('|')}|`,
+  ]
+  for (const name of rows) {
+    const chunkless = r.rows.some((x) => x.variant === name && x.chunk === null)
+    const cells = chunkless ? [`${cell(find(r, name, null))} (file)`, ...chunks.slice(1).map(() => '')] : chunks.map((c) => cell(find(r, name, c)))
+    lines.push(`| ${name} | ${cells.join(' | ')} |`)
+  }
+  lines.push('', 'Sender CPU seconds per GB (median), event-loop delay p99 (ms, Node senders), peak RSS (MiB), share of zero-copy notifications that reported `ZC_COPIED`:', '')
+  lines.push('| variant | chunk | CPU s/GB | loop p99 ms | RSS MiB | ZC_COPIED |', '|---|---|---|---|---|---|')
+  for (const row of r.rows) {
+    lines.push(`| ${row.variant} | ${chunkLabel(row.chunk)} | ${row.cpuPerGB.toFixed(2)} | ${row.eventLoopP99Ms?.toFixed(2) ?? '-'} | ${row.maxRssMiB?.toFixed(0) ?? '-'} | ${row.copiedShare === null ? '-' : `${(row.copiedShare * 100).toFixed(0)}%`} |`)
+  }
+  lines.push('', '## Goals (ratios from this run)', '', '| goal | | result |', '|---|---|---|')
+  for (const g of goals(r)) lines.push(`| ${g.id}: ${g.text} | ${g.pass === null ? 'n/a' : g.pass ? 'met' : '**missed**'} | ${g.detail} |`)
+  lines.push('', '## Variants', '')
+  for (const [name, what] of described) lines.push(`- \`${name}\`: ${what}`)
+  for (const s of r.skipped) lines.push('', `**Skipped:** ${s}`)
+  lines.push('')
+  return lines.join('\n')
+}
+
+const COLORS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac']
+
+/** A grouped bar chart of median GB/s per chunk size for the memory-write variants. */
+export function svg(r: BenchResult): string {
+  const chunks = r.options.chunks
+  const names = variantsOf(r, false)
+  const max = Math.max(1, ...r.rows.filter((x) => names.includes(x.variant)).map((x) => x.gbps.max))
+  const W = 900
+  const H = 420
+  const left = 50
+  const bottom = 60
+  const plotH = H - bottom - 40
+  const groupW = (W - left - 20) / chunks.length
+  const barW = (groupW - 10) / names.length
+  const y = (v: number): number => 40 + plotH - (v / max) * plotH
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<text x="${left}" y="20" font-size="14">Loopback send throughput, GB/s (median; whiskers min-max)</text>`]
+  for (let t = 0; t <= max; t += max > 4 ? 1 : 0.5) {
+    parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${t}</text>`)
+  }
+  chunks.forEach((c, gi) => {
+    const gx = left + gi * groupW + 5
+    parts.push(`<text x="${gx + groupW / 2 - 5}" y="${H - bottom + 16}" text-anchor="middle">${chunkLabel(c)}</text>`)
+    names.forEach((name, i) => {
+      const row = find(r, name, c)
+      if (!row) return
+      const x = gx + i * barW
+      parts.push(`<rect x="${x.toFixed(1)}" y="${y(row.gbps.median).toFixed(1)}" width="${(barW - 1).toFixed(1)}" height="${(y(0) - y(row.gbps.median)).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>`)
+      const cx = (x + barW / 2).toFixed(1)
+      parts.push(`<line x1="${cx}" x2="${cx}" y1="${y(row.gbps.max).toFixed(1)}" y2="${y(row.gbps.min).toFixed(1)}" stroke="#333"/>`)
+    })
+  })
+  names.forEach((name, i) => {
+    const lx = left + (i % 4) * 210
+    const ly = H - 28 + Math.floor(i / 4) * 14
+    parts.push(`<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${lx + 14}" y="${ly}">${name}</text>`)
+  })
+  parts.push('</svg>')
+  return `${parts.join('\n')}\n`
+}

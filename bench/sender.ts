@@ -1,0 +1,157 @@
+/**
+ * One benchmark sender run, in its own process so CPU time, RSS and event-loop delay are its
+ * own: `node bench/sender.js <variant> <port> <chunk> <total> [file]`. Connects to the
+ * receiver on 127.0.0.1, sends `total` bytes, half-closes, waits for the receiver's 8-byte
+ * count, and prints one JSON line with what it measured.
+ */
+import { createReadStream } from 'node:fs'
+import net from 'node:net'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+
+import { BufferPool, ZeroCopySocket, type SocketStats } from '../index'
+
+/** Variants this script runs. */
+export const NODE_VARIANTS = ['node_write', 'zc_auto', 'zc_always', 'zc_never', 'zc_pool', 'node_pipe', 'node_pipe_default', 'zc_sendfile'] as const
+export type NodeVariant = (typeof NODE_VARIANTS)[number]
+
+/** What one run reports. */
+export interface SenderResult {
+  variant: string
+  chunk: number
+  bytes: number
+  secs: number
+  cpuSecs: number
+  maxRssMiB: number
+  eventLoopP99Ms: number
+  notifications: number
+  copied: number
+  ok: boolean
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1' })
+    s.once('connect', () => resolve(s)).once('error', reject)
+  })
+}
+
+/** Half-closes and waits for the receiver's 8-byte byte count; true when it matches. */
+function finish(socket: net.Socket, total: number, end: () => void): Promise<boolean> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.on('end', () => {
+      const ack = Buffer.concat(chunks)
+      resolve(ack.length === 8 && ack.readBigUInt64LE(0) === BigInt(total))
+      socket.destroy()
+    })
+    end()
+  })
+}
+
+/** Buffers to rotate through: enough that ~4 MiB can be in flight, at least 8. */
+function buffers(chunk: number): Buffer[] {
+  const count = Math.min(4096, Math.max(8, Math.ceil((4 << 20) / chunk)))
+  return Array.from({ length: count }, () => Buffer.alloc(chunk, 0x5a))
+}
+
+async function zcWrites(zs: ZeroCopySocket, bufs: Uint8Array[], total: number, onSettled?: (b: Uint8Array) => void): Promise<void> {
+  const window: Promise<unknown>[] = []
+  let i = 0
+  for (let sent = 0; sent < total; sent += bufs[0].length) {
+    // A buffer is reused only once its previous write settled: the window is the ring size.
+    if (window.length === bufs.length) await window.shift()
+    const b = bufs[i++ % bufs.length]
+    window.push(onSettled ? zs.write(b).then(() => onSettled(b)) : zs.write(b))
+  }
+  await Promise.all(window)
+}
+
+async function run(variant: NodeVariant, port: number, chunk: number, total: number, file?: string): Promise<SenderResult> {
+  const socket = await connect(port)
+  const eld = monitorEventLoopDelay({ resolution: 1 })
+  eld.enable()
+  const cpu0 = process.cpuUsage()
+  const t0 = process.hrtime.bigint()
+  let stats: SocketStats | null = null
+  let ok: boolean
+  if (variant === 'node_write') {
+    const bufs = buffers(chunk)
+    let i = 0
+    let sent = 0
+    await new Promise<void>((resolve) => {
+      const pump = (): void => {
+        while (sent < total) {
+          sent += chunk
+          if (!socket.write(bufs[i++ % bufs.length])) return void socket.once('drain', pump)
+        }
+        resolve()
+      }
+      pump()
+    })
+    ok = await finish(socket, total, () => socket.end())
+  } else if (variant === 'node_pipe' || variant === 'node_pipe_default') {
+    let sent = 0
+    while (sent < total) {
+      const rs = createReadStream(file!, variant === 'node_pipe' ? { highWaterMark: chunk } : {})
+      await new Promise<void>((resolve, reject) => {
+        rs.on('data', (c) => (sent += c.length))
+        rs.on('end', resolve).on('error', reject)
+        rs.pipe(socket, { end: false })
+      })
+    }
+    total = sent
+    ok = await finish(socket, total, () => socket.end())
+  } else {
+    const mode = variant === 'zc_always' ? 'always' : variant === 'zc_never' ? 'never' : 'auto'
+    const zs = ZeroCopySocket.from(socket, { zeroCopy: mode })
+    if (variant === 'zc_pool') {
+      const count = Math.min(4096, Math.max(8, Math.ceil((4 << 20) / chunk)))
+      const pool = new BufferPool({ size: chunk, count })
+      const bufs = Array.from({ length: count }, () => pool.acquire().fill(0x5a))
+      await zcWrites(zs, bufs, total)
+    } else if (variant === 'zc_sendfile') {
+      let sent = 0
+      while (sent < total) sent += (await zs.sendFile(file!)).bytes
+      total = sent
+    } else {
+      await zcWrites(zs, buffers(chunk), total)
+    }
+    ok = await finish(socket, total, () => void zs.end())
+    stats = zs.stats
+  }
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9
+  const cpu = process.cpuUsage(cpu0)
+  eld.disable()
+  return {
+    variant,
+    chunk,
+    bytes: total,
+    secs,
+    cpuSecs: (cpu.user + cpu.system) / 1e6,
+    maxRssMiB: process.resourceUsage().maxRSS / 1024,
+    eventLoopP99Ms: eld.percentile(99) / 1e6,
+    notifications: stats?.notifications ?? 0,
+    copied: stats?.copiedNotifications ?? 0,
+    ok,
+  }
+}
+
+if (require.main === module) {
+  const [variant, port, chunk, total, file] = process.argv.slice(2)
+  if (!NODE_VARIANTS.includes(variant as NodeVariant)) {
+    console.error(`unknown variant ${variant}`)
+    process.exit(2)
+  }
+  setTimeout(() => {
+    console.error('sender deadline exceeded')
+    process.exit(4)
+  }, 300_000).unref()
+  run(variant as NodeVariant, Number(port), Number(chunk), Number(total), file).then(
+    (r) => console.log(JSON.stringify(r)),
+    (e) => {
+      console.error(e)
+      process.exit(1)
+    },
+  )
+}

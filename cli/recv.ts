@@ -1,0 +1,81 @@
+/** `zerocopy-socket recv`: accept one connection, store or discard it, report its SHA-256. */
+import { createHash } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import net from 'node:net'
+import { once } from 'node:events'
+
+import { gbps, humanBytes, progressBar } from './format'
+import { HEADER_BYTES, ackLine, parseHeader } from './protocol'
+
+/** Options of `recv`. */
+export interface RecvOptions {
+  port: number
+  host: string
+  out?: string
+  quiet: boolean
+}
+
+/** Runs `recv`; resolves with the byte count and SHA-256 once the sender has finished. */
+export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: string }> {
+  const server = net.createServer()
+  server.listen(opts.port, opts.host)
+  await once(server, 'listening')
+  const addr = server.address() as net.AddressInfo
+  console.log(`listening on ${addr.address}:${addr.port}`)
+  const [socket] = (await once(server, 'connection')) as [net.Socket]
+  server.close()
+
+  const out = opts.out ? createWriteStream(opts.out) : null
+  const hash = createHash('sha256')
+  let bytes = 0
+  let announced: number | null = null
+  let head: Buffer | null = Buffer.alloc(0)
+  let bar = progressBar(null, opts.quiet)
+  const started = process.hrtime.bigint()
+
+  const take = (chunk: Buffer): void => {
+    if (chunk.length === 0) return
+    bytes += chunk.length
+    hash.update(chunk)
+    bar.update(bytes)
+    if (out && !out.write(chunk)) {
+      socket.pause()
+      out.once('drain', () => socket.resume())
+    }
+  }
+  socket.on('data', (chunk: Buffer) => {
+    if (head !== null) {
+      // Collect the first bytes until we know whether they are our header.
+      head = Buffer.concat([head, chunk])
+      if (head.length < HEADER_BYTES) return
+      announced = parseHeader(head)
+      const rest = announced === null ? head : head.subarray(HEADER_BYTES)
+      head = null
+      if (announced !== null) {
+        bar.stop()
+        bar = progressBar(announced, opts.quiet)
+      }
+      take(rest)
+      return
+    }
+    take(chunk)
+  })
+  const ended = once(socket, 'end')
+  const failed = once(socket, 'error').then(([e]) => Promise.reject(e))
+  await Promise.race([ended, failed])
+  if (head !== null && head.length > 0) take(head) // a raw stream shorter than a header
+  if (out) {
+    out.end()
+    await once(out, 'finish')
+  }
+  bar.stop()
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  const sha256 = hash.digest('hex')
+  socket.end(ackLine(bytes, sha256))
+  console.log(`received ${bytes} bytes (${humanBytes(bytes)}) in ${seconds.toFixed(2)} s, ${gbps(bytes, seconds)} GB/s${opts.out ? ` into ${opts.out}` : ''}`)
+  console.log(`sha256 ${sha256}`)
+  if (announced !== null && announced !== bytes) {
+    throw new Error(`short transfer: the sender announced ${announced} bytes, ${bytes} arrived`)
+  }
+  return { bytes, sha256 }
+}

@@ -1,0 +1,97 @@
+/** `zerocopy-socket send`: send a file through ZeroCopySocket and report how it went out. */
+import { open, stat } from 'node:fs/promises'
+
+import { BufferPool, ZeroCopySocket, type SocketStats, type ZeroCopyMode } from '../index'
+import { gbps, humanBytes, progressBar } from './format'
+import { header, parseAck } from './protocol'
+
+/** How `send` moves the file: `file` = `sendFile()`; the others read it into a `BufferPool` and `write()` with that policy. */
+export type SendMode = 'file' | ZeroCopyMode
+
+/** Options of `send`. */
+export interface SendOptions {
+  host: string
+  port: number
+  mode: SendMode
+  quiet: boolean
+}
+
+/** What `send` reports. */
+export interface SendReport {
+  bytes: number
+  seconds: number
+  stats: SocketStats
+  peer: { bytes: number; sha256: string } | null
+}
+
+/** Splits `HOST:PORT` (`[::1]:PORT` for IPv6). */
+export function parseTarget(to: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(to)
+  const port = m ? Number(m[3]) : Number.NaN
+  if (!m || port > 65535) throw new Error(`--to must be HOST:PORT, got '${to}'`)
+  return { host: m[1] ?? m[2], port }
+}
+
+async function writeFromPool(zs: ZeroCopySocket, path: string, size: number, onBytes: (n: number) => void): Promise<void> {
+  const pool = new BufferPool({ size: 256 * 1024, count: 8 })
+  const file = await open(path)
+  try {
+    const inFlight: Promise<unknown>[] = []
+    let sent = 0
+    for (let position = 0; position < size; ) {
+      if (pool.available === 0) await inFlight.shift()
+      const buf = pool.acquire()
+      const { bytesRead } = await file.read(buf, 0, Math.min(buf.length, size - position), position)
+      if (bytesRead === 0) throw new Error('the file shrank while being sent')
+      position += bytesRead
+      inFlight.push(
+        zs.write(buf.subarray(0, bytesRead)).finally(() => {
+          pool.release(buf)
+          sent += bytesRead
+          onBytes(sent)
+        }),
+      )
+    }
+    await Promise.all(inFlight)
+  } finally {
+    await file.close()
+  }
+}
+
+/** Runs `send`. */
+export async function send(path: string, opts: SendOptions): Promise<SendReport> {
+  const { size } = await stat(path)
+  const zs = await ZeroCopySocket.connect({ host: opts.host, port: opts.port, zeroCopy: opts.mode === 'file' ? 'auto' : opts.mode })
+  const ack = new Promise<string>((resolve) => {
+    let text = ''
+    zs.socket.on('data', (c: Buffer) => (text += c.toString('latin1')))
+    zs.socket.on('close', () => resolve(text))
+  })
+  const bar = progressBar(size, opts.quiet)
+  const started = process.hrtime.bigint()
+  try {
+    await zs.write(header(size))
+    if (opts.mode === 'file') await zs.sendFile(path, { onProgress: (sent) => bar.update(sent) })
+    else await writeFromPool(zs, path, size, (sent) => bar.update(sent))
+    await zs.end()
+  } finally {
+    bar.stop()
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  const peer = parseAck(await ack)
+  return { bytes: size, seconds, stats: zs.stats, peer }
+}
+
+/** The human-readable report of a send. */
+export function formatReport(r: SendReport, mode: SendMode): string {
+  const s = r.stats
+  const lines = [
+    `sent ${r.bytes} bytes (${humanBytes(r.bytes)}) in ${r.seconds.toFixed(2)} s: ${gbps(r.bytes, r.seconds)} GB/s (mode ${mode})`,
+    `  zero-copy sends:       ${s.zeroCopySends}`,
+    `  copied notifications:  ${s.copiedNotifications} of ${s.notifications}${s.notifications > 0 && s.copiedNotifications === s.notifications ? ' (the kernel copied: expected on loopback)' : ''}`,
+    `  plain (copying) sends: ${s.copySends}`,
+    `  fallback:              ${s.fallbackReason ?? 'none'}`,
+    r.peer ? `peer confirmed ${r.peer.bytes} bytes, sha256 ${r.peer.sha256}` : 'peer sent no confirmation',
+  ]
+  return lines.join('\n')
+}
