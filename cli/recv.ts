@@ -17,7 +17,8 @@ export interface RecvOptions {
 
 /** Runs `recv`; resolves with the byte count and SHA-256 once the sender has finished. */
 export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: string }> {
-  const server = net.createServer()
+  // Half-open: after the sender's FIN we still answer with the confirmation line.
+  const server = net.createServer({ allowHalfOpen: true })
   server.listen(opts.port, opts.host)
   await once(server, 'listening')
   const addr = server.address() as net.AddressInfo

@@ -39,7 +39,8 @@ async function writeFromPool(zs: ZeroCopySocket, path: string, size: number, onB
     const inFlight: Promise<unknown>[] = []
     let sent = 0
     for (let position = 0; position < size; ) {
-      if (pool.available === 0) await inFlight.shift()
+      // Every unsettled write holds one buffer, so a full window means none is free.
+      if (inFlight.length === pool.count) await inFlight.shift()
       const buf = pool.acquire()
       const { bytesRead } = await file.read(buf, 0, Math.min(buf.length, size - position), position)
       if (bytesRead === 0) throw new Error('the file shrank while being sent')
@@ -60,7 +61,9 @@ async function writeFromPool(zs: ZeroCopySocket, path: string, size: number, onB
 
 /** Runs `send`. */
 export async function send(path: string, opts: SendOptions): Promise<SendReport> {
-  const { size } = await stat(path)
+  const st = await stat(path)
+  if (st.isDirectory()) throw Object.assign(new Error(`is a directory: ${path}`), { code: 'EISDIR', path })
+  const size = st.size
   const zs = await ZeroCopySocket.connect({ host: opts.host, port: opts.port, zeroCopy: opts.mode === 'file' ? 'auto' : opts.mode })
   const ack = new Promise<string>((resolve) => {
     let text = ''

@@ -1,0 +1,35 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { zcTest } from './helpers'
+
+// The harness is CommonJS compiled by `npm run build`.
+const require = createRequire(import.meta.url)
+const { runBench } = require('../bench/harness.js') as typeof import('../bench/harness')
+
+zcTest('bench harness smoke run: every Node variant transfers its bytes (tiny totals, no timing asserted)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'zc-bench-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const json = join(dir, 'quick.json')
+  const log = console.log
+  console.log = () => {} // the table goes to stdout; keep the test output clean
+  try {
+    await runBench({ quick: true, total: 1 << 20, chunks: [4096, 65536], verbose: false, json })
+  } finally {
+    console.log = log
+  }
+  const result = JSON.parse(readFileSync(json, 'utf8'))
+  const nodeVariants = ['node_write', 'zc_auto', 'zc_always', 'zc_never', 'zc_pool', 'node_pipe', 'node_pipe_default', 'zc_sendfile']
+  for (const v of nodeVariants) {
+    const runs = result.runs.filter((r: { variant: string }) => r.variant === v)
+    t.true(runs.length > 0, `${v} ran`)
+    for (const r of runs) {
+      t.true(r.ok, `${v}: receiver confirmed the byte count`)
+      t.true(r.bytes >= 1 << 20, `${v}: sent the total`)
+    }
+  }
+  t.is(result.rows.length, new Set(result.runs.map((r: { variant: string; chunk: number }) => `${r.variant}/${r.chunk}`)).size)
+  if (result.skipped.length > 0) t.log(`skipped: ${result.skipped.join('; ')}`)
+})
