@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { runChild, STUB_ADDON } from './helpers'
+import { runNode, STUB_ADDON } from './helpers'
 
 const TRANSFER = fileURLToPath(new URL('./fixtures/transfer.cjs', import.meta.url))
 
@@ -13,7 +13,7 @@ interface Outcome {
 }
 
 async function transferIn(env: Record<string, string>): Promise<Outcome> {
-  const { code, json, stderr } = await runChild(`process.argv.push('300', '77'); require(${JSON.stringify(TRANSFER)})`, env)
+  const { code, json, stderr } = await runNode(TRANSFER, ['300', '77'], env)
   if (code !== 0 || json === null) throw new Error(`child failed (${code}): ${stderr}`)
   return json as Outcome
 }

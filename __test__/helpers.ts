@@ -94,6 +94,26 @@ export function patternBytes(length: number, seed = 1): Buffer {
 /** The addon built with the `force-unsupported` feature: what macOS and Windows load. */
 export const STUB_ADDON = fileURLToPath(new URL('../build/stub/zerocopy-socket.node', import.meta.url))
 
+/** Runs `node <file> <args...>` and returns its exit code, last stdout line as JSON, and stderr. */
+export function runNode(file: string, args: string[] = [], env: Record<string, string> = {}): Promise<{ code: number | null; json: unknown; stderr: string }> {
+  const child = spawn(process.execPath, [file, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => (out += c))
+  child.stderr.on('data', (c: Buffer) => (stderr += c))
+  return new Promise((resolve) =>
+    child.on('close', (code) => {
+      let json: unknown = null
+      try {
+        json = JSON.parse(out.trim().split('\n').pop() ?? '')
+      } catch {
+        json = null
+      }
+      resolve({ code, json, stderr })
+    }),
+  )
+}
+
 /**
  * Runs `script` (CommonJS source, with `zc` bound to the package) in a child Node process and
  * returns what it printed with `console.log(JSON.stringify(...))` on its last line.

@@ -281,3 +281,58 @@ fn a_file_that_shrinks_fails_cleanly() {
     }
     assert_eq!(engine.unreleased(), 0);
 }
+
+#[test]
+fn closing_the_callers_fd_and_reusing_its_number_never_redirects_bytes() {
+    use std::os::fd::IntoRawFd;
+    let (engine, rx) = engine();
+    let (tx, reader) = pair(Duration::from_millis(300)); // the peer reads late: bytes queue up
+    let (conn, _) = engine
+        .open(
+            tx.as_raw_fd(),
+            Policy {
+                mode: Mode::Always,
+                ..Policy::default()
+            },
+        )
+        .unwrap();
+    let data = vec![0x42u8; 8 << 20];
+    // SAFETY: the Vec is the holder; it is not touched until its Done event.
+    unsafe {
+        engine.write(
+            conn,
+            1,
+            Span {
+                addr: data.as_ptr() as usize,
+                len: data.len(),
+            },
+            data.clone(),
+        )
+    };
+    // Close the caller's descriptor behind the engine's back and reuse its number for a file.
+    let number = tx.into_raw_fd();
+    // SAFETY: we own `number` (into_raw_fd) and close it exactly once.
+    unsafe { libc::close(number) };
+    let path = std::env::temp_dir().join(format!("zc-victim-{}", std::process::id()));
+    let victim = std::fs::File::create(&path).unwrap();
+    assert_eq!(
+        victim.as_raw_fd(),
+        number,
+        "the number was reused (the scenario happened)"
+    );
+    engine.end(conn);
+    let done = wait_done(&rx, 1);
+    assert_eq!(done, vec![(1, Ok(data.len()))]);
+    let got = reader.join().unwrap();
+    assert!(
+        got == data,
+        "the peer got every byte through the engine's own dup"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "no byte landed in the file"
+    );
+    drop(victim);
+    std::fs::remove_file(&path).unwrap();
+}

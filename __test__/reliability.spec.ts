@@ -1,0 +1,179 @@
+import { execFileSync, spawn } from 'node:child_process'
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import net from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+import test from 'ava'
+
+import { ZeroCopySocket, probe } from '../index'
+import { unreleasedRequests } from '../lib/engine'
+import { collect, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
+
+const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+
+zcTest('peer resets at random points: pending writes reject with ECONNRESET/EPIPE, resolved ones are a prefix, no fd leaks', async (t) => {
+  const { code, json, stderr } = await runNode(fixture('resets.cjs'), ['24', '7'])
+  t.is(code, 0, `the process exits normally: ${stderr}`)
+  const r = json as { results: { fulfilled: number; prefix: boolean; rxIsPrefix: boolean; codes: string[] }[]; before: number; after: number; unhandled: string[] }
+  t.is(r.results.length, 24)
+  for (const run of r.results) {
+    t.true(run.prefix, 'no write succeeded after one failed')
+    t.true(run.rxIsPrefix, 'the peer got a prefix of the stream: nothing lost in the middle, reordered or repeated')
+    for (const c of run.codes) t.true(['ECONNRESET', 'EPIPE'].includes(c), c)
+  }
+  t.true(r.results.some((run) => run.codes.length > 0), 'resets hit writes in flight')
+  t.deepEqual(r.unhandled, [], 'no unhandled rejections')
+  t.is(r.after, r.before, 'no fd left open')
+})
+
+zcSerial('GC storm: thousands of writes whose buffers are dropped at once, gc() between them', async (t) => {
+  const gc = (globalThis as { gc?: () => void }).gc!
+  const { client, server, close } = await loopbackPair()
+  t.teardown(close)
+  const received = hashReceived(server)
+  const zs = ZeroCopySocket.from(client, { zeroCopy: 'always' })
+  const expected: Buffer[] = []
+  const pending: Promise<unknown>[] = []
+  for (let i = 0; i < 3000; i++) {
+    const size = 1 + ((i * 2654435761) % 40000)
+    expected.push(patternBytes(size, i + 1))
+    pending.push(zs.write(patternBytes(size, i + 1))) // no reference kept to the buffer
+    if (i % 100 === 0) gc()
+  }
+  gc()
+  await Promise.all(pending)
+  await zs.end()
+  t.is((await received).sha256, sha256(...expected))
+  t.is(unreleasedRequests(), 0)
+})
+
+zcTest('a receiver that stops reading: no busy loop, in-flight bytes bounded by highWaterMark, resumes', async (t) => {
+  const { client, server, close } = await loopbackPair()
+  t.teardown(close)
+  server.pause()
+  const zs = ZeroCopySocket.from(client)
+  const hwm = 1 << 20
+  const ws = zs.createWriteStream({ highWaterMark: hwm })
+  const chunk = Buffer.alloc(256 * 1024, 3)
+  let written = 0
+  let maxInFlight = 0
+  const total = 64 << 20
+  const done = (async () => {
+    while (written < total) {
+      written += chunk.length
+      maxInFlight = Math.max(maxInFlight, zs.stats.inFlightBytes)
+      if (!ws.write(chunk)) await new Promise((r) => ws.once('drain', r))
+    }
+    ws.end()
+    await new Promise((r) => ws.once('finish', r))
+  })()
+  await new Promise((r) => setTimeout(r, 300)) // socket buffers full by now
+  const cpu0 = process.cpuUsage()
+  const t0 = Date.now()
+  await new Promise((r) => setTimeout(r, 500))
+  const cpu = process.cpuUsage(cpu0)
+  const busy = (cpu.user + cpu.system) / 1000 / (Date.now() - t0)
+  t.true(busy < 0.2, `CPU while stalled: ${(busy * 100).toFixed(1)}% of a core`)
+  t.true(written < total, 'the writer is held back by backpressure')
+  t.true(maxInFlight <= hwm + chunk.length, `inFlightBytes ${maxInFlight} stayed within highWaterMark`)
+  const received = hashReceived(server)
+  server.resume()
+  await done
+  t.is((await received).bytes, total)
+})
+
+test('wrong types, NaN, negative, huge or missing arguments throw coded errors and send nothing', async (t) => {
+  const { client, server, close } = await loopbackPair()
+  t.teardown(close)
+  const received = collect(server)
+  const zs = ZeroCopySocket.from(client)
+  const bad = (fn: () => unknown, code: string): void => {
+    const e = t.throws(fn, { code }) as Error & { code: string }
+    t.true(e instanceof TypeError || e instanceof RangeError, `${code} is a TypeError or RangeError`)
+  }
+  for (const v of [undefined, null, 1, 'x', {}, [1], new ArrayBuffer(1), new DataView(new ArrayBuffer(1))]) bad(() => zs.write(v as Uint8Array), 'ERR_INVALID_ARG_TYPE')
+  bad(() => zs.write(Buffer.from('x'), 1 as unknown as object), 'ERR_INVALID_ARG_TYPE')
+  bad(() => zs.createWriteStream({ highWaterMark: -1 }), 'ERR_OUT_OF_RANGE')
+  bad(() => zs.createWriteStream({ highWaterMark: Number.NaN }), 'ERR_OUT_OF_RANGE')
+  bad(() => zs.createWriteStream({ highWaterMark: '1' as unknown as number }), 'ERR_INVALID_ARG_TYPE')
+  const self = fileURLToPath(import.meta.url)
+  for (const v of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 60]) bad(() => zs.sendFile(self, { offset: v }), 'ERR_OUT_OF_RANGE')
+  bad(() => zs.sendFile(undefined as unknown as string), 'ERR_INVALID_ARG_TYPE')
+  bad(() => zs.sendFile(self, { onProgress: 1 as unknown as () => void }), 'ERR_INVALID_ARG_TYPE')
+  bad(() => ZeroCopySocket.from(client, { threshold: -5 }), 'ERR_OUT_OF_RANGE')
+  bad(() => ZeroCopySocket.from(client, { threshold: 2 ** 40 }), 'ERR_OUT_OF_RANGE')
+  bad(() => ZeroCopySocket.from(client, { zeroCopyChunk: 10 }), 'ERR_OUT_OF_RANGE')
+  bad(() => ZeroCopySocket.from(client, { zeroCopy: 1 as unknown as 'auto' }), 'ERR_INVALID_ARG_TYPE')
+  bad(() => ZeroCopySocket.from(undefined as unknown as net.Socket), 'ERR_INVALID_ARG_TYPE')
+  bad(() => ZeroCopySocket.connect(undefined as unknown as { port: number }), 'ERR_INVALID_ARG_TYPE')
+  bad(() => ZeroCopySocket.connect({ port: 70000 }), 'ERR_OUT_OF_RANGE')
+  bad(() => ZeroCopySocket.connect({ port: Number.NaN }), 'ERR_OUT_OF_RANGE')
+  bad(() => ZeroCopySocket.connect({ port: 80, host: 5 as unknown as string }), 'ERR_INVALID_ARG_TYPE')
+  await zs.end()
+  t.is((await received).length, 0)
+})
+
+test('a FIFO passed as a socket: the engine refuses it (ENOTSOCK) and writes go through it unchanged', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'zc-fifo-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const fifo = join(dir, 'pipe')
+  execFileSync('mkfifo', [fifo])
+  const fd = openSync(fifo, 'r+') // read-write: opening does not wait for a reader
+  const reader = createReadStream(fifo)
+  const chunks: Buffer[] = []
+  reader.on('data', (c) => chunks.push(c as Buffer))
+  const pipe = new net.Socket({ fd, readable: false, writable: true })
+  const zs = ZeroCopySocket.from(pipe)
+  const data = patternBytes(1 << 20, 11)
+  await zs.write(data)
+  await new Promise((r) => setTimeout(r, 100))
+  zs.destroy()
+  reader.destroy()
+  t.true(Buffer.concat(chunks).equals(data))
+  t.false(zs.zeroCopyCapable)
+  t.regex(zs.stats.fallbackReason ?? '', probe().supported ? /ENOTSOCK/ : /./)
+})
+
+const NO_URING = `${ROOT}build/tools/no-io-uring`
+function buildLauncher(): void {
+  if (existsSync(NO_URING)) return
+  mkdirSync(`${ROOT}build/tools`, { recursive: true })
+  execFileSync('gcc', ['-O2', '-Wall', '-o', NO_URING, `${ROOT}tools/no-io-uring.c`])
+}
+
+function underSeccomp(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  buildLauncher()
+  return new Promise((resolve) => {
+    const child = spawn(NO_URING, [process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => (stdout += c))
+    child.stderr.on('data', (c: Buffer) => (stderr += c))
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
+
+;(process.platform === 'linux' ? test : test.skip)('io_uring blocked by a seccomp filter (as Docker does): probe says why, transfers fall back byte-exact', async (t) => {
+  const r = await underSeccomp([fixture('transfer.cjs'), '200', '5'])
+  t.is(r.code, 0, r.stderr)
+  const o = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  t.false(o.probe.supported)
+  t.is(o.probe.reason.code, 'seccomp')
+  t.is(o.probe.reason.errno, 'EPERM')
+  t.is(o.probe.seccomp, 2)
+  t.regex(o.sent.stats.fallbackReason, /seccomp/)
+  t.is(o.received.sha256, o.sent.sha256)
+  t.is(o.received.bytes, o.sent.bytes)
+})
+
+;(process.platform === 'linux' ? test : test.skip)('doctor under the seccomp filter explains it', async (t) => {
+  const r = await underSeccomp([`${ROOT}cli/zerocopy-socket.js`, 'doctor'])
+  t.is(r.code, 0, r.stderr)
+  t.regex(r.stdout, /io_uring allowed: +no: .*seccomp/)
+  t.regex(r.stdout, /Zero-copy is OFF/)
+  t.regex(r.stdout, /self-test: +4 MiB went out through the fallback/)
+})
+
