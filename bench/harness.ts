@@ -35,6 +35,8 @@ export interface BenchOptions {
   json?: string
   /** Print progress lines. **Default:** true. */
   verbose?: boolean
+  /** Only these variants (for profiling one change); docs are not written then. */
+  only?: string[]
 }
 
 /** One variant: how to start it, and whether its chunk size means anything. */
@@ -265,6 +267,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       for (const chunk of chunks) {
         for (const v of VARIANTS) {
           if (v.kind === 'c' && noC) continue
+          if (opts.only && !opts.only.includes(v.name)) continue
           if (v.chunkless && chunk !== chunks[0]) continue
           if (v.minChunk !== undefined && chunk < v.minChunk && !opts.quick) continue
           plan.push([v, chunk])
@@ -305,12 +308,12 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     runs,
     rows: aggregate(runs),
   }
-  const json = opts.json ?? (opts.quick ? join(WORK, 'quick.json') : join(ROOT, 'docs', 'benchmarks.json'))
+  const json = opts.json ?? (opts.quick || opts.only ? join(WORK, 'partial.json') : join(ROOT, 'docs', 'benchmarks.json'))
   mkdirSync(resolve(json, '..'), { recursive: true })
   writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`)
   const { table, markdown, svg } = await import('./report')
   console.log(table(result))
-  if (!opts.quick) {
+  if (!opts.quick && !opts.only) {
     writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
     writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe])))
     log(opts, 'wrote docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json')
@@ -318,10 +321,19 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   return result
 }
 
-/** `npm run bench -- [--quick]`. */
+/** `npm run bench -- [--quick] [--only a,b] [--chunks 1024,4096] [--total BYTES] [--reps N]`. */
 if (require.main === module) {
-  const quick = process.argv.includes('--quick')
-  runBench({ quick }).catch((e) => {
+  const arg = (name: string): string | undefined => {
+    const i = process.argv.indexOf(name)
+    return i > 0 ? process.argv[i + 1] : undefined
+  }
+  runBench({
+    quick: process.argv.includes('--quick'),
+    only: arg('--only')?.split(','),
+    chunks: arg('--chunks')?.split(',').map(Number),
+    total: arg('--total') ? Number(arg('--total')) : undefined,
+    reps: arg('--reps') ? Number(arg('--reps')) : undefined,
+  }).catch((e) => {
     console.error(`bench failed: ${e.message}`)
     process.exit(1)
   })

@@ -1,11 +1,11 @@
-//! Sending a byte range of a file: reads into a few staging slots ahead of the socket, sends
-//! them in file order, one send in flight. Pure bookkeeping over slot indexes and offsets; the
-//! engine turns its [`FileOp`]s into io_uring requests.
+//! Sending a byte range of a file through staging slots: reads into a few slots ahead of the
+//! socket, sends them in file order, one send in flight. Pure bookkeeping over slot indexes and
+//! offsets; the engine turns its [`FileOp`]s into io_uring requests (`READ_FIXED` into slots
+//! registered with the ring, then `SEND` or fixed-buffer `SEND_ZC`).
 //!
-//! Why read + send rather than `sendfile(2)` or splice: measured on loopback here, C
-//! `sendfile` ran 1.26–1.54 GB/s and splice 1.21–1.47, while sends from hot buffers ran
-//! 2.2–3.3 GB/s; a page-cache read into a staging slot costs far less than the send, and the
-//! slots can be registered with the ring (fixed buffers) so zero-copy sends skip page pinning.
+//! The engine sends files with `sendfile(2)` by default (one copy on loopback, none on a NIC;
+//! measured faster here: 3.65 against 3.05 GB/s). This staged path serves files `sendfile`
+//! cannot read, and policies that ask for it.
 
 use crate::error::Errno;
 

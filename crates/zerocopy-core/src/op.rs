@@ -96,6 +96,11 @@ pub fn read_eventfd(fd: RawFd, buf: *mut u64, user_data: u64) -> squeue::Entry {
         .user_data(user_data)
 }
 
+/// `IORING_OP_POLL_ADD` for `POLLOUT`: completes once the socket has room to send.
+pub fn poll_out(fd: RawFd) -> squeue::Entry {
+    opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build()
+}
+
 /// `IORING_OP_ASYNC_CANCEL` of the request with `target` user_data.
 pub fn cancel(target: u64, user_data: u64) -> squeue::Entry {
     opcode::AsyncCancel::new(target)

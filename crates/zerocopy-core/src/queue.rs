@@ -47,6 +47,9 @@ pub struct Policy {
     pub plain_max: usize,
     /// Most writes coalesced into one plain request (iovec count).
     pub max_iov: usize,
+    /// Send files through staged reads and sends instead of `sendfile(2)` (which the engine
+    /// prefers, and leaves by itself for files it cannot read).
+    pub staged_files: bool,
 }
 
 impl Default for Policy {
@@ -57,6 +60,7 @@ impl Default for Policy {
             zc_chunk: 64 * 1024,
             plain_max: 4 * 1024 * 1024,
             max_iov: 64,
+            staged_files: false,
         }
     }
 }
@@ -601,6 +605,7 @@ mod tests {
             zc_chunk: 1000,
             plain_max: 10_000,
             max_iov: 4,
+            staged_files: false,
         }
     }
 

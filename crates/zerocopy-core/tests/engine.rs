@@ -194,18 +194,24 @@ fn wait_done(
 
 #[test]
 fn send_file_is_ordered_between_writes() {
-    for mode in [Mode::Auto, Mode::Always, Mode::Never] {
+    // sendfile(2) in each mode, and the staged read + send path (plain and zero-copy).
+    for staged_files in [false, true] {
+        for mode in [Mode::Auto, Mode::Always, Mode::Never] {
+            file_case(mode, staged_files);
+        }
+    }
+}
+
+fn file_case(mode: Mode, staged_files: bool) {
+    {
         let (engine, rx) = engine();
         let (tx, reader) = pair(Duration::ZERO);
-        let (conn, stats) = engine
-            .open(
-                tx.as_raw_fd(),
-                Policy {
-                    mode,
-                    ..Policy::default()
-                },
-            )
-            .unwrap();
+        let policy = Policy {
+            mode,
+            staged_files,
+            ..Policy::default()
+        };
+        let (conn, stats) = engine.open(tx.as_raw_fd(), policy).unwrap();
         let (file, data) = temp_file(3 * 1024 * 1024 + 123, 5);
         let a = b"before the file".to_vec();
         let b = vec![7u8; 100_000];
@@ -251,7 +257,10 @@ fn send_file_is_ordered_between_writes() {
         let mut expected = a.clone();
         expected.extend_from_slice(&data[1000..]);
         expected.extend_from_slice(&b);
-        assert!(got == expected, "{mode:?}: stream differs");
+        assert!(
+            got == expected,
+            "{mode:?} staged={staged_files}: stream differs"
+        );
         assert_eq!(
             stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed) as usize,
             expected.len()
@@ -262,9 +271,23 @@ fn send_file_is_ordered_between_writes() {
 
 #[test]
 fn a_file_that_shrinks_fails_cleanly() {
+    for staged_files in [false, true] {
+        shrink_case(staged_files);
+    }
+}
+
+fn shrink_case(staged_files: bool) {
     let (engine, rx) = engine();
     let (tx, _reader) = pair(Duration::ZERO);
-    let (conn, _) = engine.open(tx.as_raw_fd(), Policy::default()).unwrap();
+    let (conn, _) = engine
+        .open(
+            tx.as_raw_fd(),
+            Policy {
+                staged_files,
+                ..Policy::default()
+            },
+        )
+        .unwrap();
     let (file, data) = temp_file(1024 * 1024, 6);
     // Ask for more than the file holds, as if it shrank after the caller's stat().
     engine
