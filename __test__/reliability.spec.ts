@@ -177,3 +177,17 @@ function underSeccomp(args: string[]): Promise<{ code: number | null; stdout: st
   t.regex(r.stdout, /self-test: +4 MiB went out through the fallback/)
 })
 
+
+const DEBUG_ADDON = `${ROOT}build/debug/zerocopy-socket.node`
+
+;(existsSync(DEBUG_ADDON) ? zcTest : test.skip)('debug-assertion build: destroy() and aborts during in-flight SEND_ZC settle every write and leave nothing pinned', async (t) => {
+  const { code, json, stderr } = await runNode(fixture('destroy-abort.cjs'), [], { NAPI_RS_NATIVE_LIBRARY_PATH: DEBUG_ADDON })
+  t.is(code, 0, `no crash or failed debug assertion: ${stderr}`)
+  const r = json as { outcomes: Record<string, number>; unreleased: number; unhandled: string[] }
+  const total = Object.values(r.outcomes).reduce((a, b) => a + b, 0)
+  t.is(total, 20 * 12, 'every write settled')
+  for (const code of Object.keys(r.outcomes)) t.true(['fulfilled', 'ABORT_ERR', 'ERR_STREAM_DESTROYED'].includes(code), code)
+  t.true((r.outcomes.ABORT_ERR ?? 0) > 0 && (r.outcomes.ERR_STREAM_DESTROYED ?? 0) > 0, JSON.stringify(r.outcomes))
+  t.is(r.unreleased, 0, 'the Rust-side count of pinned requests is back to zero')
+  t.deepEqual(r.unhandled, [])
+})

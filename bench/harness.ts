@@ -7,7 +7,7 @@
  * `--quick` runs tiny totals to check that everything works, and writes nothing under docs/.
  */
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -100,6 +100,8 @@ export interface BenchResult {
   skipped: string[]
   runs: Run[]
   rows: Row[]
+  /** One long zc_auto run for the RSS goal (full runs only). */
+  longRun?: SenderResult
 }
 
 function log(opts: BenchOptions, line: string): void {
@@ -261,6 +263,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   const receiver = new Receiver()
   const { port } = await receiver.next()
   const runs: Run[] = []
+  let longRun: SenderResult | undefined
   try {
     for (let rep = 0; rep < reps; rep++) {
       const plan: [Variant, number][] = []
@@ -292,6 +295,13 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
         log(opts, `rep ${rep + 1}/${reps} ${v.name.padEnd(18)} ${String(chunk).padStart(8)}  ${(r.bytes / r.secs / 1e9).toFixed(2)} GB/s`)
       }
     }
+    if (!opts.quick && !opts.only && chunks.includes(256 * KiB)) {
+      const v = VARIANTS.find((x) => x.name === 'zc_auto')!
+      longRun = await runOne(v, port!, 256 * KiB, 8 * GiB, file)
+      const seen = await receiver.next()
+      if (!longRun.ok || seen.bytes !== longRun.bytes) throw new Error('the 8 GiB run lost bytes')
+      log(opts, `long run: zc_auto 256K 8 GiB ${(longRun.bytes / longRun.secs / 1e9).toFixed(2)} GB/s, peak RSS ${longRun.maxRssMiB.toFixed(0)} MiB`)
+    }
   } finally {
     receiver.stop()
   }
@@ -307,6 +317,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     skipped,
     runs,
     rows: aggregate(runs),
+    longRun,
   }
   const json = opts.json ?? (opts.quick || opts.only ? join(WORK, 'partial.json') : join(ROOT, 'docs', 'benchmarks.json'))
   mkdirSync(resolve(json, '..'), { recursive: true })
@@ -315,14 +326,29 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   console.log(table(result))
   if (!opts.quick && !opts.only) {
     writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
-    writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe])))
+    const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
+    writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe]), notes))
     log(opts, 'wrote docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json')
   }
   return result
 }
 
-/** `npm run bench -- [--quick] [--only a,b] [--chunks 1024,4096] [--total BYTES] [--reps N]`. */
-if (require.main === module) {
+/** Rewrites docs/benchmarks.md and .svg from docs/benchmarks.json (after editing the prose). */
+export async function reportOnly(): Promise<void> {
+  const result = JSON.parse(readFileSync(join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as BenchResult
+  const { markdown, svg } = await import('./report')
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
+  const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe]), notes))
+}
+
+/** `npm run bench -- [--quick] [--only a,b] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */
+if (require.main === module && process.argv.includes('--report-only')) {
+  reportOnly().catch((e) => {
+    console.error(`report failed: ${e.message}`)
+    process.exit(1)
+  })
+} else if (require.main === module) {
   const arg = (name: string): string | undefined => {
     const i = process.argv.indexOf(name)
     return i > 0 ? process.argv[i + 1] : undefined

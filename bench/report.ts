@@ -77,13 +77,19 @@ export function goals(r: BenchResult): Goal[] {
   out.push({ id: 'P3', text: '1–8 KiB writes with many in flight ≥ 1.0× net.Socket', pass: p3.length ? p3.every(([, x]) => x >= 1) : null, detail: p3.map(([c, x]) => `${chunkLabel(c)}: ${x.toFixed(2)}×`).join('; ') })
   const eld = r.rows.filter((x) => x.variant === 'zc_auto' && x.eventLoopP99Ms !== null).map((x) => x.eventLoopP99Ms!)
   out.push({ id: 'P4', text: 'event-loop delay p99 ≤ 5 ms during a saturating transfer (zc_auto)', pass: eld.length ? Math.max(...eld) <= 5 : null, detail: `worst median p99 ${eld.length ? Math.max(...eld).toFixed(2) : '-'} ms` })
+  const long = r.longRun
+  const base = find(r, 'zc_auto', long?.chunk ?? 0)?.maxRssMiB
+  if (long && base !== undefined && base !== null) {
+    const growth = long.maxRssMiB - base
+    out.push({ id: 'P6', text: `RSS flat (±32 MiB) over an ${(long.bytes / 2 ** 30).toFixed(0)} GiB transfer (zc_auto, ${chunkLabel(long.chunk)})`, pass: Math.abs(growth) <= 32, detail: `peak RSS ${long.maxRssMiB.toFixed(0)} MiB vs ${base.toFixed(0)} MiB for 1 GiB (${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB)` })
+  }
   const cpu = memChunks.map((c) => [c, find(r, 'zc_auto', c)?.cpuPerGB, find(r, 'node_write', c)?.cpuPerGB] as const).filter(([, a, b]) => a !== undefined && b !== undefined)
   out.push({ id: 'P5', text: 'sender CPU per GB ≤ net.Socket’s (zc_auto vs node_write)', pass: cpu.length ? cpu.every(([, a, b]) => a! <= b!) : null, detail: cpu.map(([c, a, b]) => `${chunkLabel(c)}: ${a!.toFixed(2)} vs ${b!.toFixed(2)} s/GB`).join('; ') })
   return out
 }
 
-/** docs/benchmarks.md: machine, method, the table, the chart and the goals. */
-export function markdown(r: BenchResult, described: [string, string][]): string {
+/** docs/benchmarks.md: machine, method, the table, the chart, the goals and `notes` (prose). */
+export function markdown(r: BenchResult, described: [string, string][], notes = ''): string {
   const chunks = r.options.chunks
   const rows = [...variantsOf(r, false), ...variantsOf(r, true)]
   const lines = [
@@ -111,6 +117,7 @@ export function markdown(r: BenchResult, described: [string, string][]): string 
   }
   lines.push('', '## Goals (ratios from this run)', '', '| goal | | result |', '|---|---|---|')
   for (const g of goals(r)) lines.push(`| ${g.id}: ${g.text} | ${g.pass === null ? 'n/a' : g.pass ? 'met' : '**missed**'} | ${g.detail} |`)
+  if (notes) lines.push('', notes.trim())
   lines.push('', '## Variants', '')
   for (const [name, what] of described) lines.push(`- \`${name}\`: ${what}`)
   for (const s of r.skipped) lines.push('', `**Skipped:** ${s}`)
