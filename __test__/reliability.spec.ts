@@ -1,13 +1,14 @@
 import { execFileSync, spawn } from 'node:child_process'
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs'
+import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import dgram from 'node:dgram'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { ZeroCopySocket, probe } from '../index'
+import { ZeroCopySocket, probe, sendZcSync } from '../index'
 import { unreleasedRequests } from '../lib/engine'
 import { collect, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
 
@@ -108,12 +109,25 @@ test('wrong types, NaN, negative, huge or missing arguments throw coded errors a
   bad(() => ZeroCopySocket.from(client, { zeroCopyChunk: 10 }), 'ERR_OUT_OF_RANGE')
   bad(() => ZeroCopySocket.from(client, { zeroCopy: 1 as unknown as 'auto' }), 'ERR_INVALID_ARG_TYPE')
   bad(() => ZeroCopySocket.from(undefined as unknown as net.Socket), 'ERR_INVALID_ARG_TYPE')
+  const udp = dgram.createSocket('udp4')
+  t.teardown(() => udp.close())
+  bad(() => ZeroCopySocket.from(udp as unknown as net.Socket), 'ERR_INVALID_ARG_TYPE')
   bad(() => ZeroCopySocket.connect(undefined as unknown as { port: number }), 'ERR_INVALID_ARG_TYPE')
   bad(() => ZeroCopySocket.connect({ port: 70000 }), 'ERR_OUT_OF_RANGE')
   bad(() => ZeroCopySocket.connect({ port: Number.NaN }), 'ERR_OUT_OF_RANGE')
   bad(() => ZeroCopySocket.connect({ port: 80, host: 5 as unknown as string }), 'ERR_INVALID_ARG_TYPE')
   await zs.end()
   t.is((await received).length, 0)
+})
+
+zcTest('a file descriptor where a socket is expected: sendZcSync fails with ENOTSOCK, nothing is written', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'zc-notsock-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const path = join(dir, 'file')
+  const fd = openSync(path, 'w')
+  t.teardown(() => closeSync(fd))
+  t.throws(() => sendZcSync(fd, Buffer.from('not for a file')), { code: 'ENOTSOCK' })
+  t.is(statSync(path).size, 0)
 })
 
 test('a FIFO passed as a socket: the engine refuses it (ENOTSOCK) and writes go through it unchanged', async (t) => {

@@ -81,6 +81,7 @@ pub fn code(errno: i32) -> &'static str {
         libc::ECONNRESET => "ECONNRESET",
         libc::EISCONN => "EISCONN",
         libc::ENOTCONN => "ENOTCONN",
+        #[cfg(unix)] // not in the Windows CRT's errno set
         libc::ESHUTDOWN => "ESHUTDOWN",
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ECONNREFUSED => "ECONNREFUSED",
