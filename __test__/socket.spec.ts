@@ -115,7 +115,9 @@ zcTest('peer reset mid-stream rejects pending writes with ECONNRESET/EPIPE and d
   const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected')
   t.true(rejected.length > 0, 'writes after the reset fail')
   for (const r of rejected) t.true(['ECONNRESET', 'EPIPE'].includes(r.reason.code), r.reason.code)
-  t.true(typeof rejected[0].reason.errno === 'number' && rejected[0].reason.syscall === 'sendZc')
+  // The first failure the connection saw: the engine's send, or the socket's own read.
+  t.true(typeof rejected[0].reason.errno === 'number', 'errno')
+  t.true(['sendZc', 'read', 'write'].includes(rejected[0].reason.syscall), String(rejected[0].reason.syscall))
   // Resolved writes form a prefix: nothing after a failure succeeded.
   const firstFail = settled.findIndex((s) => s.status === 'rejected')
   t.true(settled.slice(firstFail).every((s) => s.status === 'rejected'))

@@ -158,19 +158,25 @@ impl<H: Send + 'static> Engine<H> {
         Ok((conn, stats))
     }
 
-    /// Queues a write of `span` on `conn`, reported later by an [`Event::Done`] with `id`.
+    /// Queues a write of `span` on `conn` (whose counters, from [`Engine::open`], are `stats`),
+    /// reported later by an [`Event::Done`] with `id`.
     ///
     /// # Safety
     /// The memory of `span` must stay valid and unmodified for as long as `holder` lives; the
     /// engine drops `holder` only after the kernel released the memory (it comes back in the
     /// `Done` event). `id` must be unique among the socket's pending writes.
-    pub unsafe fn write(&self, conn: u32, id: u64, span: Span, holder: H) {
-        self.send(Cmd::Write {
+    pub unsafe fn write(&self, conn: u32, stats: &ConnStats, id: u64, span: Span, holder: H) {
+        self.push(Cmd::Write {
             conn,
             id,
             span,
             holder,
         });
+        // Pushed first, then read: if the worker cleared the flag before looking for commands
+        // one last time, we see it cleared and wake it (see `Worker::run`).
+        if !stats.transfer_in_flight.load(Ordering::SeqCst) {
+            self.wake();
+        }
     }
 
     /// Queues bytes `[offset, offset + len)` of the regular file `file` on `conn`, after every
@@ -239,7 +245,16 @@ impl<H: Send + 'static> Engine<H> {
     }
 
     fn send(&self, cmd: Cmd<H>) {
+        self.push(cmd);
+        self.wake();
+    }
+
+    fn push(&self, cmd: Cmd<H>) {
         self.shared.cmds.lock().expect("engine lock").push(cmd);
+    }
+
+    /// Wakes the worker if it said it is going to sleep.
+    fn wake(&self) {
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our own eventfd.

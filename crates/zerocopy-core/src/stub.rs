@@ -113,7 +113,7 @@ impl<H: Send + 'static> Engine<H> {
     ///
     /// # Safety
     /// Same contract as the Linux engine's `write`.
-    pub unsafe fn write(&self, _conn: u32, _id: u64, _span: Span, _holder: H) {}
+    pub unsafe fn write(&self, _conn: u32, _stats: &ConnStats, _id: u64, _span: Span, _holder: H) {}
 
     /// Never succeeds (no engine can exist).
     pub fn send_file(

@@ -711,6 +711,15 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        // SeqCst, before the last look at the command list in `run`: a writer that pushed after
+        // that look then sees `false` and wakes us.
+        let in_flight = c.queue.busy()
+            || c.job
+                .as_ref()
+                .is_some_and(|j| j.send.send_in_flight() || j.writing().is_some());
+        c.stats
+            .transfer_in_flight
+            .store(in_flight, Ordering::SeqCst);
         for done in c.queue.take_done() {
             c.files.remove(&done.id);
             let holder = c.holders.remove(&done.id);

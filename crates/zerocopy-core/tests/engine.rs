@@ -68,7 +68,7 @@ fn transfer(mode: Mode, writes: usize, max: usize, seed: u64) {
         };
         // SAFETY: the Vec is the holder; its heap memory does not move when the Vec is moved,
         // and the engine keeps it until the write is released.
-        unsafe { engine.write(conn, id, span, data) };
+        unsafe { engine.write(conn, &stats, id, span, data) };
     }
     engine.end(conn);
     let mut next_id = 0;
@@ -219,6 +219,7 @@ fn file_case(mode: Mode, staged_files: bool) {
         unsafe {
             engine.write(
                 conn,
+                &stats,
                 1,
                 Span {
                     addr: a.as_ptr() as usize,
@@ -235,6 +236,7 @@ fn file_case(mode: Mode, staged_files: bool) {
         unsafe {
             engine.write(
                 conn,
+                &stats,
                 3,
                 Span {
                     addr: b.as_ptr() as usize,
@@ -310,7 +312,7 @@ fn closing_the_callers_fd_and_reusing_its_number_never_redirects_bytes() {
     use std::os::fd::IntoRawFd;
     let (engine, rx) = engine();
     let (tx, reader) = pair(Duration::from_millis(300)); // the peer reads late: bytes queue up
-    let (conn, _) = engine
+    let (conn, stats) = engine
         .open(
             tx.as_raw_fd(),
             Policy {
@@ -324,6 +326,7 @@ fn closing_the_callers_fd_and_reusing_its_number_never_redirects_bytes() {
     unsafe {
         engine.write(
             conn,
+            &stats,
             1,
             Span {
                 addr: data.as_ptr() as usize,

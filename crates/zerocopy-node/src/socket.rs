@@ -202,7 +202,10 @@ impl BindingSocket {
         // backing store stays allocated until the holder is dropped, which the engine does only
         // after the kernel released the memory. JS is told not to modify the array until the
         // write's promise settles.
-        unsafe { self.engine.write(self.conn, id as u64, span, data) };
+        unsafe {
+            self.engine
+                .write(self.conn, &self.stats, id as u64, span, data)
+        };
     }
 
     /// Queues bytes `[offset, offset + length)` of the regular file `fd` as write `id`. The
