@@ -1,6 +1,6 @@
 //! Property tests of the pure state machines: the CQE tracker and the per-socket send queue,
 //! under random CQE orders, flags and results. Each runs `ZC_PROPTEST_CASES` cases
-//! (default 1,000,000 for the tracker, 100,000 for the queue; each queue case is a whole
+//! (default 1,000,000 each; each queue case is a whole
 //! random session of pushes, sends, short sends, errors, releases and aborts).
 
 use std::collections::{HashMap, HashSet};
@@ -172,7 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[test]
 fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
     let mut runner = TestRunner::new(Config {
-        cases: cases(100_000),
+        cases: cases(1_000_000),
         failure_persistence: None,
         ..Config::default()
     });
