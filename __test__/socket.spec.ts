@@ -280,3 +280,28 @@ test('connect(): refused connections reject with ECONNREFUSED; signal aborts', a
   t.throws(() => ZeroCopySocket.connect({ port: 80, zeroCopy: 'sometimes' as ZeroCopyMode }), { code: 'ERR_INVALID_ARG_VALUE' })
   t.throws(() => ZeroCopySocket.from({} as net.Socket), { code: 'ERR_INVALID_ARG_TYPE' })
 })
+
+zcTest('small writes are copied and acknowledged early, but never ahead of a larger write still pending', async (t) => {
+  const { client, server, close } = await loopbackPair()
+  t.teardown(close)
+  const zs = ZeroCopySocket.from(client)
+  const small = Buffer.from('small write')
+  // Idle socket: the small write resolves once copied; the caller may reuse the buffer.
+  await zs.write(small)
+  small.fill(0) // reusing it must not change what is sent
+  server.pause()
+  const big = zs.write(Buffer.alloc(16 << 20, 1)) // stays pending: the peer does not read
+  let smallDone = false
+  const after = zs.write(Buffer.from('after')).then(() => (smallDone = true))
+  await new Promise((r) => setTimeout(r, 50))
+  t.false(smallDone, 'not acknowledged while an earlier, larger write is pending')
+  const received = collect(server)
+  server.resume()
+  await big
+  await after
+  await zs.end()
+  const got = await received
+  t.is(got.subarray(0, 11).toString(), 'small write')
+  t.is(got.subarray(got.length - 5).toString(), 'after')
+  t.is(got.length, 11 + (16 << 20) + 5)
+})

@@ -103,6 +103,8 @@ interface Pending {
   /** For file sends: progress callback, and the syscall name errors carry. */
   onProgress?: (sent: number, total: number) => void
   syscall: string
+  /** A batch of small writes, not a caller's write or file. */
+  batch?: boolean
 }
 
 /** Result of {@link ZeroCopySocket.sendFile}. */
@@ -116,14 +118,22 @@ type HeldOp = { kind: 'write'; id: number; data: Uint8Array } | { kind: 'file'; 
 
 const MODES: readonly ZeroCopyMode[] = ['auto', 'always', 'never']
 /**
- * Writes smaller than this are copied into a shared batch buffer and handed to the engine
- * together (in `'auto'` and `'never'`): per-write native overhead made 1 KiB writes 0.41× as
- * fast as net.Socket before batching (docs/benchmarks.md). The copy makes the caller's buffer
- * reusable at once; the promise still settles when the batch was sent.
+ * Writes smaller than this (and, in `'auto'`, than `threshold`: those would be plain sends
+ * anyway) are copied into a shared batch buffer and handed to the engine together; never in
+ * `'always'`. Per-write native overhead made 1 KiB writes 0.41× as fast as net.Socket before
+ * batching. The copy makes the caller's buffer reusable at once.
  */
-const SMALL_WRITE = 8 * 1024
+const SMALL_WRITE = 16 * 1024
 /** Size of one batch buffer. */
 const BATCH_BYTES = 128 * 1024
+/**
+ * Bytes of copied small writes that may be acknowledged before they are sent, while no larger
+ * write is pending ahead of them: their promise resolves at once, as net.Socket's callback does
+ * once data is buffered (an awaited 4 KiB write took ~100 µs through the engine round trip
+ * against ~7 µs for net.Socket). Past this, small writes wait for their batch again
+ * (backpressure). A later failure of those bytes is reported by the next write and `end()`.
+ */
+const EARLY_LIMIT = 1 << 20
 
 interface BatchMember {
   resolve(result: WriteResult): void
@@ -185,9 +195,14 @@ export class ZeroCopySocket {
   #held: HeldOp[] | null = null
   #draining = false
   /** Small writes copied and waiting to go to the engine together; see {@link SMALL_WRITE}. */
-  #batch: { buf: Buffer; used: number; members: BatchMember[] } | null = null
+  #batch: { buf: Buffer; used: number; early: number; members: BatchMember[] } | null = null
   #batchScheduled = false
-  #batchable: boolean
+  /** Writes below this many bytes are batched (0: never). */
+  #batchBelow: number
+  /** Copied small-write bytes already acknowledged to callers but not yet sent. */
+  #earlyBytes = 0
+  /** Caller writes and files in flight or held (not batches): early acks wait behind them. */
+  #largePending = 0
   /** Batch buffers whose sends settled, for reuse: a fresh 128 KiB buffer per batch made V8
    * collect external memory often enough to stall the event loop for tens of milliseconds. */
   #batchFree: Buffer[] = []
@@ -205,7 +220,7 @@ export class ZeroCopySocket {
     const mode = options?.zeroCopy ?? 'auto'
     const threshold = options?.threshold ?? 16384
     const chunk = options?.zeroCopyChunk ?? 65536
-    this.#batchable = mode !== 'always'
+    this.#batchBelow = mode === 'always' ? 0 : mode === 'auto' ? Math.min(threshold, SMALL_WRITE) : SMALL_WRITE
     this.#fallbackReason = this.#nativeUnusable()
     if (this.#fallbackReason === null) {
       this.#held = []
@@ -302,7 +317,11 @@ export class ZeroCopySocket {
 
   /**
    * Sends `data` after every earlier write. Resolves once the kernel has the bytes *and* has
-   * released the buffer, so `data` may be reused right after `await`.
+   * released the buffer, so `data` may be reused right after `await`. Writes below 16 KiB (below
+   * `threshold` in `'auto'`; never in `'always'`) are copied into a batch instead: they resolve as
+   * soon as they are copied while less than 1 MiB of such copies waits to be sent and no larger
+   * write is pending ahead of them (as net.Socket acknowledges buffered data); a later failure of
+   * those bytes is reported by the next write and by `end()`.
    * @param data - The bytes; not to be modified until the promise settles.
    * @param options - An optional `signal`.
    * @returns How the write went out.
@@ -326,7 +345,7 @@ export class ZeroCopySocket {
       this.#flushBatch()
       return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
     }
-    if (bytes < SMALL_WRITE && signal === undefined && this.#batchable && this.#native !== null && this.#held === null) {
+    if (bytes < this.#batchBelow && signal === undefined && this.#native !== null && this.#held === null) {
       return this.#batchWrite(data)
     }
     this.#flushBatch()
@@ -342,6 +361,7 @@ export class ZeroCopySocket {
         syscall: 'sendZc',
       }
       this.#pending.set(id, p)
+      this.#largePending++
       this.#inFlightBytes += bytes
       if (signal) {
         p.onAbort = () => this.#abort(id, p)
@@ -392,6 +412,7 @@ export class ZeroCopySocket {
         syscall: 'sendFile',
       }
       this.#pending.set(id, p)
+      this.#largePending++
       if (signal) {
         p.onAbort = () => this.#abort(id, p)
         signal.addEventListener('abort', p.onAbort, { once: true })
@@ -464,10 +485,11 @@ export class ZeroCopySocket {
     if (error && this.#error === null) this.#error = error
     const batch = this.#batch
     this.#batch = null
-    for (const m of batch?.members ?? []) {
-      this.#inFlightBytes -= m.bytes
-      m.reject(this.#error ?? destroyedError())
+    if (batch) {
+      this.#inFlightBytes -= batch.used
+      this.#earlyBytes -= batch.early
     }
+    for (const m of batch?.members ?? []) m.reject(this.#error ?? destroyedError())
     const held = this.#held ?? []
     this.#held = null
     for (const op of held) {
@@ -511,7 +533,7 @@ export class ZeroCopySocket {
     const bytes = data.byteLength
     if (this.#batch !== null && this.#batch.used + bytes > this.#batch.buf.length) this.#flushBatch()
     if (this.#batch === null) {
-      this.#batch = { buf: this.#batchFree.pop() ?? Buffer.allocUnsafe(BATCH_BYTES), used: 0, members: [] }
+      this.#batch = { buf: this.#batchFree.pop() ?? Buffer.allocUnsafe(BATCH_BYTES), used: 0, early: 0, members: [] }
       if (!this.#batchScheduled) {
         this.#batchScheduled = true
         setImmediate(() => {
@@ -524,6 +546,11 @@ export class ZeroCopySocket {
     batch.buf.set(data, batch.used)
     batch.used += bytes
     this.#inFlightBytes += bytes
+    if (this.#largePending === 0 && this.#earlyBytes + bytes <= EARLY_LIMIT) {
+      this.#earlyBytes += bytes
+      batch.early += bytes
+      return Promise.resolve({ bytes, zeroCopy: false, copied: false })
+    }
     return new Promise<WriteResult>((resolve, reject) => batch.members.push({ resolve, reject, bytes }))
   }
 
@@ -535,6 +562,7 @@ export class ZeroCopySocket {
     const id = this.#nextId++
     // Settled means the kernel released the buffer: it may be reused for a later batch.
     const recycle = (): void => {
+      this.#earlyBytes -= batch.early
       if (this.#batchFree.length < 16) this.#batchFree.push(batch.buf)
     }
     this.#pending.set(id, {
@@ -549,6 +577,7 @@ export class ZeroCopySocket {
       bytes: batch.used,
       aborted: false,
       syscall: 'sendZc',
+      batch: true,
     })
     this.#nativeWrite(id, batch.buf.subarray(0, batch.used))
   }
@@ -567,6 +596,7 @@ export class ZeroCopySocket {
     const p = this.#pending.get(id)
     if (p === undefined) return
     this.#pending.delete(id)
+    if (!p.batch) this.#largePending--
     this.#inFlightBytes -= p.bytes
     if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort)
     how(p)
