@@ -47,6 +47,8 @@ export declare class BindingSocket {
   end(): void
   /** Cancels pending writes and closes the engine's dup once the kernel released everything. */
   close(): void
+  /** `auto` found the kernel copies zero-copy sends on this route anyway (cheaper than `stats`). */
+  get copiesAnyway(): boolean
   /** Current counters. */
   get stats(): BindingStats
 }

@@ -124,6 +124,12 @@ const MODES: readonly ZeroCopyMode[] = ['auto', 'always', 'never']
  * batching. The copy makes the caller's buffer reusable at once.
  */
 const SMALL_WRITE = 16 * 1024
+/**
+ * In `'auto'`, once the kernel reports that it copies zero-copy sends on this route anyway
+ * (loopback), writes up to this size are batched too: zero-copy buys nothing there, and one
+ * copy into a batch is cheaper than a native call and an engine round trip per write.
+ */
+const COPYING_ROUTE_BATCH = 64 * 1024
 /** Size of one batch buffer. */
 const BATCH_BYTES = 128 * 1024
 /**
@@ -199,7 +205,9 @@ export class ZeroCopySocket {
   #batchScheduled = false
   /** Writes below this many bytes are batched (0: never). */
   #batchBelow: number
-  /** Copied small-write bytes already acknowledged to callers but not yet sent. */
+  #mode: ZeroCopyMode
+  #threshold: number
+  #writesSinceRouteCheck = 0  /** Copied small-write bytes already acknowledged to callers but not yet sent. */
   #earlyBytes = 0
   /** Caller writes and files in flight or held (not batches): early acks wait behind them. */
   #largePending = 0
@@ -220,6 +228,8 @@ export class ZeroCopySocket {
     const mode = options?.zeroCopy ?? 'auto'
     const threshold = options?.threshold ?? 16384
     const chunk = options?.zeroCopyChunk ?? 65536
+    this.#mode = mode
+    this.#threshold = threshold
     this.#batchBelow = mode === 'always' ? 0 : mode === 'auto' ? Math.min(threshold, SMALL_WRITE) : SMALL_WRITE
     this.#fallbackReason = this.#nativeUnusable()
     if (this.#fallbackReason === null) {
@@ -318,7 +328,8 @@ export class ZeroCopySocket {
   /**
    * Sends `data` after every earlier write. Resolves once the kernel has the bytes *and* has
    * released the buffer, so `data` may be reused right after `await`. Writes below 16 KiB (below
-   * `threshold` in `'auto'`; never in `'always'`) are copied into a batch instead: they resolve as
+   * `threshold` in `'auto'`, or up to 64 KiB once the kernel reports that it copies on this route
+   * anyway; never in `'always'`) are copied into a batch instead: they resolve as
    * soon as they are copied while less than 1 MiB of such copies waits to be sent and no larger
    * write is pending ahead of them (as net.Socket acknowledges buffered data); a later failure of
    * those bytes is reported by the next write and by `end()`.
@@ -344,6 +355,9 @@ export class ZeroCopySocket {
     if (bytes === 0) {
       this.#flushBatch()
       return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
+    }
+    if (this.#mode === 'auto' && this.#native !== null && (++this.#writesSinceRouteCheck & 63) === 0) {
+      this.#batchBelow = this.#native.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#threshold, SMALL_WRITE)
     }
     if (bytes < this.#batchBelow && signal === undefined && this.#native !== null && this.#held === null) {
       return this.#batchWrite(data)

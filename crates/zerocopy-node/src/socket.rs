@@ -247,6 +247,12 @@ impl BindingSocket {
         self.engine.close(self.conn);
     }
 
+    /// `auto` found the kernel copies zero-copy sends on this route anyway (cheaper than `stats`).
+    #[napi(getter)]
+    pub fn copies_anyway(&self) -> bool {
+        self.stats.copies_anyway.load(Relaxed)
+    }
+
     /// Current counters.
     #[napi(getter)]
     pub fn stats(&self) -> BindingStats {
