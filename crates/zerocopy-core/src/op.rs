@@ -7,55 +7,30 @@ use io_uring::{opcode, squeue, types};
 /// `IORING_SEND_ZC_REPORT_USAGE`: ask notifications to say whether the kernel copied (6.2+).
 pub const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 
+/// Flags of the blocking primitive's sends: a closed peer gives `-EPIPE`, not `SIGPIPE`.
+pub const ONE_SHOT: i32 = libc::MSG_NOSIGNAL;
+
+/// `MSG_WAITALL | MSG_NOSIGNAL`: the kernel retries a stream send internally until every byte
+/// is queued (fewer CQEs), and a closed peer gives `-EPIPE` instead of `SIGPIPE`.
+pub const STREAM: i32 = libc::MSG_WAITALL | libc::MSG_NOSIGNAL;
+
 /// `IORING_OP_SEND_ZC` of `len` bytes at `buf`, equivalent to `send(2)` with `MSG_ZEROCOPY`;
 /// see `io_uring_prep_send_zc(3)`. Completes with a transfer CQE and, when it carries
-/// `IORING_CQE_F_MORE`, a notification CQE once the kernel has let go of `buf`.
+/// `IORING_CQE_F_MORE`, a notification CQE once the kernel has let go of `buf`. With `fixed`,
+/// `buf` lies in that registered buffer (`IORING_RECVSEND_FIXED_BUF`): its pages were pinned
+/// once at registration, not per send.
 pub fn send_zc(
     fd: RawFd,
     buf: *const u8,
     len: u32,
     zc_flags: u16,
-    user_data: u64,
+    fixed: Option<u16>,
+    msg_flags: i32,
 ) -> squeue::Entry {
     opcode::SendZc::new(types::Fd(fd), buf, len)
         .zc_flags(zc_flags)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data)
-}
-
-/// `MSG_WAITALL | MSG_NOSIGNAL`: the kernel retries a stream send internally until every byte
-/// is queued (fewer CQEs), and a closed peer gives `-EPIPE` instead of `SIGPIPE`.
-const STREAM_FLAGS: i32 = libc::MSG_WAITALL | libc::MSG_NOSIGNAL;
-
-/// `IORING_OP_SEND_ZC` for the engine: like [`send_zc`], but with `MSG_WAITALL`.
-pub fn stream_send_zc(
-    fd: RawFd,
-    buf: *const u8,
-    len: u32,
-    zc_flags: u16,
-    user_data: u64,
-) -> squeue::Entry {
-    opcode::SendZc::new(types::Fd(fd), buf, len)
-        .zc_flags(zc_flags)
-        .flags(STREAM_FLAGS)
-        .build()
-        .user_data(user_data)
-}
-
-/// [`stream_send_zc`] from a registered buffer (`IORING_RECVSEND_FIXED_BUF`): the pages were
-/// pinned once at registration, not per send.
-pub fn stream_send_zc_fixed(
-    fd: RawFd,
-    buf: *const u8,
-    len: u32,
-    zc_flags: u16,
-    buf_index: u16,
-) -> squeue::Entry {
-    opcode::SendZc::new(types::Fd(fd), buf, len)
-        .zc_flags(zc_flags)
-        .buf_index(Some(buf_index))
-        .flags(STREAM_FLAGS)
+        .buf_index(fixed)
+        .flags(msg_flags)
         .build()
 }
 
@@ -76,7 +51,7 @@ pub fn read_fixed(fd: RawFd, buf: *mut u8, len: u32, off: u64, buf_index: u16) -
 /// `IORING_OP_SEND`, equivalent to `send(2)`: the kernel copies the bytes before completing.
 pub fn stream_send(fd: RawFd, buf: *const u8, len: u32, user_data: u64) -> squeue::Entry {
     opcode::Send::new(types::Fd(fd), buf, len)
-        .flags(STREAM_FLAGS)
+        .flags(STREAM)
         .build()
         .user_data(user_data)
 }
@@ -84,7 +59,7 @@ pub fn stream_send(fd: RawFd, buf: *const u8, len: u32, user_data: u64) -> squeu
 /// `IORING_OP_SENDMSG`, equivalent to `sendmsg(2)`: one vectored, copying send of several writes.
 pub fn stream_sendmsg(fd: RawFd, msg: *const libc::msghdr, user_data: u64) -> squeue::Entry {
     opcode::SendMsg::new(types::Fd(fd), msg)
-        .flags(STREAM_FLAGS as u32)
+        .flags(STREAM as u32)
         .build()
         .user_data(user_data)
 }

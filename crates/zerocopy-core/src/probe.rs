@@ -233,7 +233,15 @@ pub(crate) mod linux {
             return false;
         }
         let byte = [0u8; 1];
-        let sqe = crate::op::send_zc(fds[0], byte.as_ptr(), 1, 0, 1);
+        let sqe = crate::op::send_zc(
+            fds[0],
+            byte.as_ptr(),
+            1,
+            crate::op::SEND_ZC_REPORT_USAGE,
+            None,
+            crate::op::ONE_SHOT,
+        )
+        .user_data(1);
         let mut accepted = false;
         // SAFETY: `byte` lives on this stack frame until the loop below has seen the transfer
         // CQE and, when F_MORE says one follows, the notification; only then may it go.

@@ -181,7 +181,8 @@ pub fn try_send_zc(
             "user_data already in flight",
         ));
     }
-    let sqe = op::send_zc(fd, buf.as_ptr(), len, ring.zc_flags, user_data);
+    let sqe =
+        op::send_zc(fd, buf.as_ptr(), len, ring.zc_flags, None, op::ONE_SHOT).user_data(user_data);
     // SAFETY: `buf` is borrowed for this whole call and `wait_for` returns only once the
     // tracker saw the notification (or a transfer CQE without F_MORE), or once the kernel
     // provably never took the SQE; so the kernel never reads `buf` after we return.

@@ -491,17 +491,15 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         let (sqe, msg) = if req.zero_copy {
             stats.zero_copy_sends.fetch_add(1, Ordering::Relaxed);
             let s = req.spans[0];
-            let mut sqe =
-                op::stream_send_zc(fd, s.addr as *const u8, s.len as u32, self.zc_flags, 0);
-            if let Some(index) = self.fixed_index(s.addr, s.len) {
-                sqe = op::stream_send_zc_fixed(
-                    fd,
-                    s.addr as *const u8,
-                    s.len as u32,
-                    self.zc_flags,
-                    index,
-                );
-            }
+            let fixed = self.fixed_index(s.addr, s.len);
+            let sqe = op::send_zc(
+                fd,
+                s.addr as *const u8,
+                s.len as u32,
+                self.zc_flags,
+                fixed,
+                op::STREAM,
+            );
             (sqe, None)
         } else if req.spans.len() == 1 {
             stats.copy_sends.fetch_add(1, Ordering::Relaxed);
@@ -584,12 +582,10 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 } => {
                     // SAFETY: as above.
                     let ptr = unsafe { base.add(slot * FILE_SLOT_SIZE as usize + at as usize) };
-                    let sqe = match (zero_copy, fixed) {
-                        (true, Some(index)) => {
-                            op::stream_send_zc_fixed(fd, ptr, len, self.zc_flags, index)
-                        }
-                        (true, None) => op::stream_send_zc(fd, ptr, len, self.zc_flags, 0),
-                        (false, _) => op::stream_send(fd, ptr, len, 0),
+                    let sqe = if zero_copy {
+                        op::send_zc(fd, ptr, len, self.zc_flags, fixed, op::STREAM)
+                    } else {
+                        op::stream_send(fd, ptr, len, 0)
                     };
                     if zero_copy {
                         stats.zero_copy_sends.fetch_add(1, Ordering::Relaxed);

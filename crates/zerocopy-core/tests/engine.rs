@@ -1,11 +1,10 @@
 //! The async engine through the real kernel over loopback TCP.
 #![cfg(all(target_os = "linux", not(feature = "force-unsupported")))]
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+mod common;
+use common::pair;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use zerocopy_core::{probe, Engine, Event, Mode, Policy, Span};
@@ -21,19 +20,6 @@ fn engine() -> (Engine<Holder>, mpsc::Receiver<Event<Holder>>) {
     })
     .unwrap_or_else(|e| panic!("engine needs io_uring SEND_ZC: {e} ({:?})", probe().reason));
     (engine, rx)
-}
-
-fn pair(delay: Duration) -> (TcpStream, thread::JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reader = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        thread::sleep(delay);
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got
-    });
-    (TcpStream::connect(addr).unwrap(), reader)
 }
 
 /// xorshift sizes and bytes, reproducible.

@@ -1,8 +1,10 @@
 //! Blocking SEND_ZC through the real kernel over loopback TCP, every byte compared.
 #![cfg(all(target_os = "linux", not(feature = "force-unsupported")))]
 
-use std::io::Read;
 use std::net::{TcpListener, TcpStream};
+
+mod common;
+use common::pair;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::thread;
@@ -24,20 +26,6 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u64).wrapping_mul(2_654_435_761).to_le_bytes()[3])
         .collect()
-}
-
-/// A connected pair; the returned thread reads everything after `delay` and returns it.
-fn pair(delay: Duration) -> (TcpStream, thread::JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reader = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        thread::sleep(delay);
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got
-    });
-    (TcpStream::connect(addr).unwrap(), reader)
 }
 
 fn round_trip(len: usize, delay: Duration) -> usize {
