@@ -183,6 +183,9 @@ impl<H: Send + 'static> Engine<H> {
     /// earlier write and before every later one. The engine reads them into its own staging
     /// slots on its thread; [`Event::Progress`] reports bytes sent, [`Event::Done`] the end.
     /// The engine works on a `dup` of `file`: the caller may close its descriptor at once.
+    /// Files go out with `sendfile(2)` on the engine thread, which waits for room with
+    /// `POLL_ADD` only if the socket is non-blocking (Node's always are); on a blocking socket
+    /// each call blocks the engine thread until the socket took its bytes.
     pub fn send_file(
         &self,
         conn: u32,

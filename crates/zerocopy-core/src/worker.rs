@@ -659,7 +659,6 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             return;
         }
         let mut budget = SENDFILE_BUDGET;
-        let mut wait = false;
         while f.next < f.end && budget > 0 {
             let want = (f.end - f.next).min(SENDFILE_CHUNK).min(budget) as usize;
             let mut off = f.next as libc::off_t;
@@ -674,7 +673,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 f.error = Some(crate::file::FILE_SHRANK);
             } else {
                 match last_errno().0 {
-                    libc::EAGAIN => wait = true,
+                    libc::EAGAIN => {} // full socket: wait for POLLOUT below
                     libc::EINTR => continue,
                     libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP if f.next == f.start => {
                         // This file cannot be sendfile()d (no splice_read): stage it instead.
@@ -690,10 +689,9 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             }
         }
         if f.error.is_none() && f.next < f.end {
-            // Full socket (`wait`): the poll completes once there is room. Out of budget: the
-            // socket is writable, so the poll completes at once and requeues this job behind
-            // the other sockets' work.
-            let _ = wait;
+            // Full socket: the poll completes once there is room. Out of budget: the socket is
+            // writable, so the poll completes at once and requeues this job behind the other
+            // sockets' work.
             let ud = self.submit(op::poll_out(fd), Req::FilePoll { conn: id });
             let c = self.conns.get_mut(&id).expect("conn exists");
             if let Some(f) = c.job.as_mut().and_then(|j| j.sendfile.as_mut()) {
