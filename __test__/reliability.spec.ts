@@ -51,14 +51,14 @@ zcSerial('GC storm: thousands of writes whose buffers are dropped at once, gc() 
   t.is(unreleasedRequests(), 0)
 })
 
-zcTest('a receiver that stops reading: no busy loop, in-flight bytes bounded by highWaterMark, resumes', async (t) => {
+for (const chunkBytes of [256 * 1024, 4 * 1024]) zcTest(`a receiver that stops reading (${chunkBytes / 1024} KiB chunks): no busy loop, in-flight bytes bounded by highWaterMark, resumes`, async (t) => {
   const { client, server, close } = await loopbackPair()
   t.teardown(close)
   server.pause()
   const zs = ZeroCopySocket.from(client)
-  const hwm = 1 << 20
+  const hwm = chunkBytes < 16384 ? 64 * 1024 : 1 << 20
   const ws = zs.createWriteStream({ highWaterMark: hwm })
-  const chunk = Buffer.alloc(256 * 1024, 3)
+  const chunk = Buffer.alloc(chunkBytes, 3)
   let written = 0
   let maxInFlight = 0
   const total = 64 << 20

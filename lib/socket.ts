@@ -343,6 +343,11 @@ export class ZeroCopySocket {
    *   the socket is destroyed and every pending write rejects the same way.
    */
   write(data: Uint8Array, options?: WriteOptions): Promise<WriteResult> {
+    return this.#write(data, options, true)
+  }
+
+  /** `write()`; `earlyAck` false for the Writable, whose own buffer already bounds memory. */
+  #write(data: Uint8Array, options: WriteOptions | undefined, earlyAck: boolean): Promise<WriteResult> {
     validateUint8Array(data, 'data')
     validateOptions(options, 'options')
     const signal = options?.signal
@@ -360,7 +365,7 @@ export class ZeroCopySocket {
       this.#batchBelow = this.#native.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#threshold, SMALL_WRITE)
     }
     if (bytes < this.#batchBelow && signal === undefined && this.#native !== null && this.#held === null) {
-      return this.#batchWrite(data)
+      return this.#batchWrite(data, earlyAck)
     }
     this.#flushBatch()
     const id = this.#nextId++
@@ -451,10 +456,10 @@ export class ZeroCopySocket {
     return new Writable({
       highWaterMark,
       write: (chunk: Buffer, _encoding, callback) => {
-        this.write(chunk).then(() => callback(), callback)
+        this.#write(chunk, undefined, false).then(() => callback(), callback)
       },
       writev: (chunks, callback) => {
-        Promise.all(chunks.map(({ chunk }) => this.write(chunk as Buffer))).then(() => callback(), callback)
+        Promise.all(chunks.map(({ chunk }) => this.#write(chunk as Buffer, undefined, false))).then(() => callback(), callback)
       },
       final: (callback) => {
         this.end().then(() => {
@@ -543,7 +548,7 @@ export class ZeroCopySocket {
   }
 
   /** Copies a small write into the current batch (starting one, and its flush, if needed). */
-  #batchWrite(data: Uint8Array): Promise<WriteResult> {
+  #batchWrite(data: Uint8Array, earlyAck: boolean): Promise<WriteResult> {
     const bytes = data.byteLength
     if (this.#batch !== null && this.#batch.used + bytes > this.#batch.buf.length) this.#flushBatch()
     if (this.#batch === null) {
@@ -560,7 +565,7 @@ export class ZeroCopySocket {
     batch.buf.set(data, batch.used)
     batch.used += bytes
     this.#inFlightBytes += bytes
-    if (this.#largePending === 0 && this.#earlyBytes + bytes <= EARLY_LIMIT) {
+    if (earlyAck && this.#largePending === 0 && this.#earlyBytes + bytes <= EARLY_LIMIT) {
       this.#earlyBytes += bytes
       batch.early += bytes
       return Promise.resolve({ bytes, zeroCopy: false, copied: false })
