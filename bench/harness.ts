@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline'
 
 import { probe } from '../index'
 import type { SenderResult } from './sender'
+import { runSink, type SinkResult } from './sink'
 
 const ROOT = resolve(__dirname, '..')
 const WORK = join(ROOT, '.bench')
@@ -102,6 +103,8 @@ export interface BenchResult {
   rows: Row[]
   /** One long zc_auto run for the RSS goal (full runs only). */
   longRun?: SenderResult
+  /** UDP SEND_ZC vs SEND into a packet sink off loopback (see bench/sink.ts). */
+  sink?: SinkResult
 }
 
 function log(opts: BenchOptions, line: string): void {
@@ -305,6 +308,14 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   } finally {
     receiver.stop()
   }
+  let sink: SinkResult | undefined
+  if (!opts.only || opts.only.includes('sink')) {
+    sink = runSink(opts.quick ? 64 * MiB : 4 * GiB, reps, (line) => log(opts, line))
+    if ('skipped' in sink) {
+      skipped.push(`zero-copy off loopback (UDP into a sink device): ${sink.skipped}`)
+      log(opts, `!!! sink SKIPPED: ${sink.skipped}`)
+    }
+  }
   const result: BenchResult = {
     machine: {
       kernel: probe().kernel || os.release(),
@@ -318,6 +329,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     runs,
     rows: aggregate(runs),
     longRun,
+    sink,
   }
   const json = opts.json ?? (opts.quick || opts.only ? join(WORK, 'partial.json') : join(ROOT, 'docs', 'benchmarks.json'))
   mkdirSync(resolve(json, '..'), { recursive: true })
@@ -342,7 +354,7 @@ export async function reportOnly(): Promise<void> {
   writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe]), notes))
 }
 
-/** `npm run bench -- [--quick] [--only a,b] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */
+/** `npm run bench -- [--quick] [--only a,b,sink] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */
 if (require.main === module && process.argv.includes('--report-only')) {
   reportOnly().catch((e) => {
     console.error(`report failed: ${e.message}`)
