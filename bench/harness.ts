@@ -12,6 +12,8 @@ import os from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 
+import { Command, InvalidArgumentError } from 'commander'
+
 import { probe } from '../index'
 import type { SenderResult } from './sender'
 import { runSink, type SinkResult } from './sink'
@@ -355,25 +357,28 @@ export async function reportOnly(): Promise<void> {
 }
 
 /** `npm run bench -- [--quick] [--only a,b,sink] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */
-if (require.main === module && process.argv.includes('--report-only')) {
-  reportOnly().catch((e) => {
-    console.error(`report failed: ${e.message}`)
-    process.exit(1)
-  })
-} else if (require.main === module) {
-  const arg = (name: string): string | undefined => {
-    const i = process.argv.indexOf(name)
-    return i > 0 ? process.argv[i + 1] : undefined
-  }
-  runBench({
-    quick: process.argv.includes('--quick'),
-    only: arg('--only')?.split(','),
-    chunks: arg('--chunks')?.split(',').map(Number),
-    total: arg('--total') ? Number(arg('--total')) : undefined,
-    reps: arg('--reps') ? Number(arg('--reps')) : undefined,
-  }).catch((e) => {
+if (require.main === module) {
+  const list = (v: string): string[] => v.split(',')
+  const sizes = (v: string): number[] => v.split(',').map((x) => validInt(x, 'a size in bytes'))
+  const opts = new Command('bench')
+    .description('loopback benchmark: writes docs/benchmarks.{md,svg,json} (full runs only)')
+    .option('--quick', 'tiny totals: check that everything runs, not how fast')
+    .option('--only <variants>', 'only these variants (and `sink`); docs are not written', list)
+    .option('--chunks <sizes>', 'chunk sizes in bytes, comma-separated', sizes)
+    .option('--total <bytes>', 'bytes per run', (v) => validInt(v, 'bytes'))
+    .option('--reps <n>', 'repetitions', (v) => validInt(v, 'a count'))
+    .option('--report-only', 'rewrite docs/benchmarks.md and .svg from docs/benchmarks.json')
+    .parse()
+    .opts<{ quick?: boolean; only?: string[]; chunks?: number[]; total?: number; reps?: number; reportOnly?: boolean }>()
+  const done = opts.reportOnly ? reportOnly() : runBench({ quick: opts.quick ?? false, only: opts.only, chunks: opts.chunks, total: opts.total, reps: opts.reps })
+  done.catch((e) => {
     console.error(`bench failed: ${e.message}`)
     process.exit(1)
   })
 }
 
+function validInt(v: string, what: string): number {
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected ${what}, got '${v}'`)
+  return n
+}
