@@ -101,9 +101,16 @@ export interface BindingStats {
 }
 
 /**
+ * Re-arms the engine's doorbell after JS handled the last batch, and returns the records
+ * that arrived meanwhile (often none; JS handles them and arms again later).
+ */
+export declare function engineArm(): Float64Array
+
+/**
  * Starts this thread's send engine (once). `onEvents` receives batches of
  * `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed, 4 file
- * progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
+ * progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted),
+ * possibly empty. After each call it is not called again until JS calls `engineArm()`.
  * Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
  */
 export declare function engineStart(onEvents: (arg: Float64Array) => void): boolean

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.BindingPool = nativeBinding.BindingPool
 module.exports.BindingSocket = nativeBinding.BindingSocket
+module.exports.engineArm = nativeBinding.engineArm
 module.exports.engineStart = nativeBinding.engineStart
 module.exports.engineUnreleased = nativeBinding.engineUnreleased
 module.exports.probe = nativeBinding.probe

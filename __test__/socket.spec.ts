@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises'
 import test from 'ava'
 
 import { ZeroCopySocket, type ZeroCopyMode } from '../index'
-import { unreleasedRequests } from '../lib/engine'
+import { eventDeliveries, unreleasedRequests } from '../lib/engine'
 import { collect, hashReceived, loopbackPair, patternBytes, sha256, zcSerial, zcTest } from './helpers'
 
 /** Writes of random sizes, many of them close to the 16 KiB threshold on either side. */
@@ -304,4 +304,40 @@ zcTest('small writes are copied and acknowledged early, but never ahead of a lar
   t.is(got.subarray(0, 11).toString(), 'small write')
   t.is(got.subarray(got.length - 5).toString(), 'after')
   t.is(got.length, 11 + (16 << 20) + 5)
+})
+
+zcTest('a busy engine cannot starve the event loop: at most a few event batches per loop turn', async (t) => {
+  const { client, server, close } = await loopbackPair()
+  t.teardown(close)
+  const received = hashReceived(server)
+  const zs = ZeroCopySocket.from(client)
+  // Like a sender that keeps ~1 MiB of 1 KiB writes in flight: completions arrive while the
+  // JS thread is busy issuing writes. Each batch used to be its own threadsafe call, which
+  // Node dispatches up to 1000 at a time before returning to timers.
+  const chunks = Array.from({ length: 1024 }, (_, i) => patternBytes(1024, i))
+  let maxPerTurn = 0
+  let last = eventDeliveries()
+  const start = last
+  let running = true
+  const turn = (): void => {
+    const now = eventDeliveries()
+    maxPerTurn = Math.max(maxPerTurn, now - last)
+    last = now
+    if (running) setImmediate(turn)
+  }
+  setImmediate(turn)
+  const window: Promise<unknown>[] = []
+  const total = 64 * 1024
+  for (let i = 0; i < total; i++) {
+    if (window.length === chunks.length) await window.shift()
+    window.push(zs.write(chunks[i % chunks.length]))
+  }
+  await Promise.all(window)
+  await zs.end()
+  running = false
+  const got = await received
+  t.is(got.bytes, total * 1024)
+  t.is(got.sha256, sha256(...Array.from({ length: total / chunks.length }, () => chunks).flat()))
+  t.true(eventDeliveries() - start >= 8, `the engine delivered events (${eventDeliveries() - start} batches)`)
+  t.true(maxPerTurn <= 3, `batches handled between two loop turns: ${maxPerTurn}`)
 })

@@ -46,7 +46,37 @@ export function keepAlive(delta: number): void {
   }
 }
 
+let armScheduled = false
+
+/**
+ * The engine's doorbell: a batch of event records. The engine does not ring again until
+ * {@link arm}, which runs from `setImmediate`, so a busy engine cannot keep this thread from
+ * its timers and I/O (see the binding's `Mailbox`).
+ */
 function onEvents(records: Float64Array): void {
+  handle(records)
+  if (!armScheduled) {
+    armScheduled = true
+    setImmediate(arm)
+  }
+}
+
+/** Re-arms the doorbell, handling what arrived meanwhile and arming again a turn later. */
+function arm(): void {
+  armScheduled = false
+  const records = binding.engineArm()
+  if (records.length > 0) onEvents(records)
+}
+
+let deliveries = 0
+
+/** Non-empty batches of event records handled so far on this thread (for tests). */
+export function eventDeliveries(): number {
+  return deliveries
+}
+
+function handle(records: Float64Array): void {
+  if (records.length > 0) deliveries++
   for (let i = 0; i + STRIDE <= records.length; i += STRIDE) {
     const handler = handlers.get(records[i + 1])
     if (handler === undefined) continue

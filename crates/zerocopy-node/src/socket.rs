@@ -3,8 +3,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
@@ -32,6 +33,26 @@ thread_local! {
     // One engine per JS thread (main thread, each worker): completions must reach the Node
     // environment that owns the promises. See the core's engine docs.
     static ENGINE: RefCell<Option<Rc<Engine<Holder>>>> = const { RefCell::new(None) };
+    static MAILBOX: RefCell<Option<Arc<Mailbox>>> = const { RefCell::new(None) };
+}
+
+/// Where the engine thread leaves events for the JS thread, which collects them.
+///
+/// The engine rings the doorbell (a threadsafe-function call) only while JS is *armed*, and
+/// JS re-arms from `setImmediate` once it has handled what it took (`engineArm`). Handing every
+/// batch through its own threadsafe call let a busy engine keep Node dispatching calls (up to
+/// 1000 per turn, microtasks after each) without ever returning to timers: 5–17 ms event-loop
+/// stalls with 1 KiB writes. Now JS handles at most a few collections per loop turn, and while
+/// it is busy the engine only appends here: no wake-up of the JS thread at all.
+struct Mailbox {
+    events: Mutex<Vec<Event<Holder>>>,
+    armed: AtomicBool,
+}
+
+impl Mailbox {
+    fn take(&self) -> Vec<Event<Holder>> {
+        std::mem::take(&mut *self.events.lock().expect("mailbox lock"))
+    }
 }
 
 pub(crate) fn engine() -> Option<Rc<Engine<Holder>>> {
@@ -77,7 +98,8 @@ fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
 
 /// Starts this thread's send engine (once). `onEvents` receives batches of
 /// `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed, 4 file
-/// progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted).
+/// progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted),
+/// possibly empty. After each call it is not called again until JS calls `engineArm()`.
 /// Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
 #[napi]
 pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Result<bool> {
@@ -87,26 +109,60 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
     if !zerocopy_core::probe().supported {
         return Ok(false);
     }
+    let mailbox = Arc::new(Mailbox {
+        events: Mutex::new(Vec::new()),
+        armed: AtomicBool::new(true),
+    });
+    let js_box = mailbox.clone();
     let tsfn = on_events
-        .build_threadsafe_function::<Vec<Event<Holder>>>()
+        .build_threadsafe_function::<()>()
         .weak::<true>()
         .callee_handled::<false>()
-        .build_callback(|ctx: ThreadsafeCallContext<Vec<Event<Holder>>>| {
-            Ok(Float64Array::new(encode(ctx.value)))
+        .build_callback(move |_: ThreadsafeCallContext<()>| {
+            // On the JS thread: the holders taken here are dropped where napi requires.
+            Ok(Float64Array::new(encode(js_box.take())))
         })?;
+    let engine_box = mailbox.clone();
     let started = Engine::start(move |events| {
-        // If the environment is gone the events (and holders) are dropped by napi's
-        // teardown-safe path; nothing is left for JS to settle.
-        let _ = tsfn.call(events, ThreadsafeFunctionCallMode::NonBlocking);
+        engine_box
+            .events
+            .lock()
+            .expect("mailbox lock")
+            .extend(events);
+        // Appended first, then disarmed: JS either sees these events when it re-arms and looks
+        // again, or gets this call. If the environment is gone, napi drops the call; the events
+        // (and holders) stay in the mailbox, which lives as long as this thread's engine.
+        if engine_box.armed.swap(false, SeqCst) {
+            let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
     });
     match started {
         Ok(e) => {
             ENGINE.with(|slot| *slot.borrow_mut() = Some(Rc::new(e)));
+            MAILBOX.with(|slot| *slot.borrow_mut() = Some(mailbox));
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(false),
         Err(e) => error::throw(&env, error::io("io_uring_setup", e)),
     }
+}
+
+/// Re-arms the engine's doorbell after JS handled the last batch, and returns the records
+/// that arrived meanwhile (often none; JS handles them and arms again later).
+#[napi]
+pub fn engine_arm() -> Float64Array {
+    let Some(mailbox) = MAILBOX.try_with(|m| m.borrow().clone()).ok().flatten() else {
+        return Float64Array::new(Vec::new());
+    };
+    // Armed first, then looked: an event appended before arming is taken here; one appended
+    // after it finds the doorbell armed and rings (the call may then find an empty mailbox).
+    mailbox.armed.store(true, SeqCst);
+    let events = mailbox.take();
+    if !events.is_empty() {
+        // JS handles these now and arms again afterwards: no doorbell needed until then.
+        mailbox.armed.store(false, SeqCst);
+    }
+    Float64Array::new(encode(events))
 }
 
 /// Requests the kernel has not released yet over all of this thread's sockets: buffers
