@@ -8,6 +8,7 @@
  * Needs root (to create the namespace and the device); otherwise it is skipped with the reason.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 
 const ROOT = resolve(__dirname, '..')
@@ -34,6 +35,9 @@ export function runSink(total: number, reps: number, log: (line: string) => void
   for (const tool of ['unshare', 'ip']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return { skipped: `\`${tool}\` is not installed` }
   }
+  const source = join(ROOT, 'crates', 'zerocopy-core', 'examples', 'udp_sink.rs')
+  if (!existsSync(source)) return { skipped: 'the Rust sources are not here (an installed package): run it from a checkout' }
+  if (spawnSync('sh', ['-c', 'command -v cargo']).status !== 0) return { skipped: 'cargo is not installed' }
   const check = spawnSync('unshare', ['--net', 'sh', '-c', SETUP], { encoding: 'utf8' })
   if (check.status !== 0) return { skipped: `cannot create the sink device in a private namespace: ${check.stderr.trim()}` }
   log('building the UDP sink sender (cargo build --release --example udp_sink) ...')
