@@ -205,3 +205,14 @@ const DEBUG_ADDON = `${ROOT}build/debug/zerocopy-socket.node`
   t.is(r.unreleased, 0, 'the Rust-side count of pinned requests is back to zero')
   t.deepEqual(r.unhandled, [])
 })
+
+zcTest('worker threads that end mid-transfer: every connection ends for its peer, and no descriptor, ring or thread is left', async (t) => {
+  const env: Record<string, string> = existsSync(DEBUG_ADDON) ? { NAPI_RS_NATIVE_LIBRARY_PATH: DEBUG_ADDON } : {}
+  const { code, json, stderr } = await runNode(fixture('workers.cjs'), ['6'], env)
+  t.is(code, 0, `no crash or failed debug assertion: ${stderr}`)
+  const r = json as { outcomes: { stalled: boolean; peer: string }[]; fdsBefore: number; fdsAfter: number }
+  t.is(r.outcomes.length, 6)
+  for (const [i, o] of r.outcomes.entries()) t.is(o.peer, 'closed', `worker ${i} (${o.stalled ? 'peer not reading' : 'peer reading'})`)
+  // Each ended worker used to leave its engine's dups, ring and eventfd open.
+  t.true(r.fdsAfter <= r.fdsBefore, `descriptors before ${r.fdsBefore}, after ${r.fdsAfter}`)
+})

@@ -57,6 +57,10 @@ pub(crate) enum Cmd<H> {
     Close {
         conn: u32,
     },
+    /// Close every socket; once none is left, reply and end the engine thread.
+    Shutdown {
+        reply: mpsc::Sender<()>,
+    },
     /// Register `region` as a fixed buffer; the reply says why not when it cannot be.
     Register {
         region: Arc<Region>,
@@ -226,6 +230,19 @@ impl<H: Send + 'static> Engine<H> {
     /// kernel holds nothing of the socket's, closes the engine's dup and reports `Closed`.
     pub fn close(&self, conn: u32) {
         self.send(Cmd::Close { conn });
+    }
+
+    /// Ends the engine, for its owner's teardown (a worker thread that ends, or process exit):
+    /// closes every socket as [`Engine::close`] does and, once the kernel released everything
+    /// and no socket is left, ends the engine thread, closing its ring and eventfd. Waits up to
+    /// `timeout` for that; returns `false` on timeout (a peer that does not read can hold
+    /// zero-copy pages until its connection is reset), and the thread then ends by itself
+    /// later. Without it, the engine's dups would keep those connections open, and the thread
+    /// and ring would stay, for the life of the process. Use no other method afterwards.
+    pub fn shutdown(&self, timeout: std::time::Duration) -> bool {
+        let (reply, answer) = mpsc::channel();
+        self.send(Cmd::Shutdown { reply });
+        answer.recv_timeout(timeout).is_ok()
     }
 
     /// Registers `region` with the ring as a fixed buffer, so zero-copy sends from it skip

@@ -144,6 +144,11 @@ impl<H: Send + 'static> Engine<H> {
     /// No-op.
     pub fn close(&self, _conn: u32) {}
 
+    /// Nothing to end: `true`.
+    pub fn shutdown(&self, _timeout: std::time::Duration) -> bool {
+        true
+    }
+
     /// Always zero.
     pub fn unreleased(&self) -> u64 {
         0

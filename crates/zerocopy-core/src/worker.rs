@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use io_uring::{squeue, IoUring};
 
@@ -118,6 +118,17 @@ impl<H> Conn<H> {
     fn raw_fd(&self) -> i32 {
         self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
+
+    /// Starts closing: pending writes fail with `ECANCELED`, the request in flight is cancelled
+    /// on the next pump, and the conn goes once the kernel released everything.
+    fn close(&mut self) {
+        self.closing = true;
+        self.queue.fail(Errno(libc::ECANCELED));
+        if let Some(job) = self.job.as_mut() {
+            job.stop(Errno(libc::ECANCELED));
+        }
+        self.dirty = true;
+    }
 }
 
 /// The memory a vectored plain send points into: kept until the request is released.
@@ -172,6 +183,8 @@ pub(crate) struct Worker<H, F> {
     table: BufTable,
     /// Regions registered as fixed buffers: (region, table index).
     fixed: Vec<(Arc<Region>, u16)>,
+    /// Set by `Shutdown`: answer this and end once no socket is left.
+    shutdown: Option<mpsc::Sender<()>>,
 }
 
 impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
@@ -196,6 +209,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             wake_buf: Box::new(0),
             table,
             fixed: Vec::new(),
+            shutdown: None,
         }
     }
 
@@ -235,6 +249,14 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             self.apply_commands();
             self.pump();
             self.flush();
+            if self.conns.is_empty() {
+                if let Some(reply) = self.shutdown.take() {
+                    // After `flush`: the last events are with the sink before the answer.
+                    // Dropping the ring (with `self`) waits for nothing: no request is left.
+                    let _ = reply.send(());
+                    return;
+                }
+            }
             // Announce sleep, then look for commands that raced with the announcement.
             self.shared.sleeping.store(true, Ordering::SeqCst);
             if !self.shared.cmds.lock().expect("engine lock").is_empty() {
@@ -389,16 +411,15 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                     }),
                 },
                 Cmd::Close { conn } => match self.conns.get_mut(&conn) {
-                    Some(c) => {
-                        c.closing = true;
-                        c.queue.fail(Errno(libc::ECANCELED));
-                        if let Some(job) = c.job.as_mut() {
-                            job.stop(Errno(libc::ECANCELED));
-                        }
-                        c.dirty = true;
-                    }
+                    Some(c) => c.close(),
                     None => self.events.push(Event::Closed { conn }),
                 },
+                Cmd::Shutdown { reply } => {
+                    for c in self.conns.values_mut() {
+                        c.close();
+                    }
+                    self.shutdown = Some(reply);
+                }
                 Cmd::Register { region, reply } => {
                     let _ = reply.send(self.register(region).map(drop));
                 }

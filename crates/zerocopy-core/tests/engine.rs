@@ -348,3 +348,66 @@ fn closing_the_callers_fd_and_reusing_its_number_never_redirects_bytes() {
     drop(victim);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn shutdown_closes_every_socket_settles_every_write_and_ends() {
+    use std::io::Read;
+    let (engine, rx) = engine();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tx = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let mut conns = Vec::new();
+    for mode in [Mode::Always, Mode::Never] {
+        let (conn, stats) = engine
+            .open(
+                tx.as_raw_fd(),
+                Policy {
+                    mode,
+                    ..Policy::default()
+                },
+            )
+            .unwrap();
+        // More than the socket buffers take while the peer does not read: requests stay in
+        // flight and zero-copy pages stay pinned.
+        for id in 0..32u64 {
+            let data = vec![id as u8; 256 * 1024];
+            let span = Span {
+                addr: data.as_ptr() as usize,
+                len: data.len(),
+            };
+            // SAFETY: the Vec is the holder; its heap memory does not move with it, and the
+            // engine keeps it until the write is released.
+            unsafe { engine.write(conn, &stats, id, span, data) };
+        }
+        conns.push(conn);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    drop(tx); // as a Node environment's handles are closed before its cleanup hooks
+    assert!(
+        engine.shutdown(Duration::from_secs(5)),
+        "shutdown waits until the kernel released everything"
+    );
+    let mut done = 0;
+    let mut closed = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        match event {
+            Event::Done { holder, .. } => {
+                assert!(holder.is_some(), "every write's memory comes back");
+                done += 1;
+            }
+            Event::Closed { conn } => closed.push(conn),
+            _ => {}
+        }
+    }
+    assert_eq!(done, 64, "every write settled before shutdown returned");
+    closed.sort();
+    assert_eq!(closed, conns, "every socket reported closed");
+    // The engine's dups are gone: the peer sees the end of the stream (EOF or a reset).
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = Vec::new();
+    let end = peer.read_to_end(&mut sink);
+    assert!(
+        end.is_ok() || end.as_ref().unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+        "the connection ended: {end:?}"
+    );
+}

@@ -140,10 +140,27 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
         Ok(e) => {
             ENGINE.with(|slot| *slot.borrow_mut() = Some(Rc::new(e)));
             MAILBOX.with(|slot| *slot.borrow_mut() = Some(mailbox));
+            env.add_env_cleanup_hook((), |()| teardown())?;
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(false),
         Err(e) => error::throw(&env, error::io("io_uring_setup", e)),
+    }
+}
+
+/// Runs when this thread's Node environment goes away (a worker that ends, or process exit):
+/// closes the engine's sockets and ends its thread (see the core's `Engine::shutdown`), so
+/// neither the connections nor the thread and ring outlive this environment; waits a little for
+/// the kernel to release the sockets' buffers, and drops the events that arrived meanwhile here,
+/// while napi references can still be released. Whatever the kernel still holds after that (a
+/// peer that does not read) stays with the engine until the connection is reset, never freed
+/// early.
+fn teardown() {
+    if let Some(engine) = ENGINE.try_with(|e| e.borrow_mut().take()).ok().flatten() {
+        engine.shutdown(std::time::Duration::from_secs(1));
+    }
+    if let Some(mailbox) = MAILBOX.try_with(|m| m.borrow_mut().take()).ok().flatten() {
+        drop(mailbox.take());
     }
 }
 
