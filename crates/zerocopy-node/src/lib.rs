@@ -5,6 +5,7 @@
 // napi-derive registers #[napi] items only in the cdylib build; the test build sees them unused.
 #![cfg_attr(test, allow(dead_code))]
 
+mod engine;
 mod error;
 mod pool;
 mod socket;

@@ -8,8 +8,8 @@ use napi::Env;
 use napi_derive::napi;
 use zerocopy_core::buf::{memlock_limit, Region};
 
+use crate::engine::engine;
 use crate::error;
-use crate::socket::engine;
 
 /// `count` buffers of `size` bytes in one region, registered with the ring when possible.
 #[napi]

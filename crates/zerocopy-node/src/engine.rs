@@ -1,0 +1,191 @@
+//! This JS thread's send engine: `engineStart`, the mailbox its events come through
+//! (`engineArm`), `engineUnreleased`, and its teardown with the Node environment.
+//! Converts values only; ordering, lifetimes and policy live in the core.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::{Float64Array, Function, Uint8Array};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
+use napi::Env;
+use napi_derive::napi;
+use zerocopy_core::{Engine, Event};
+
+use crate::error;
+
+/// What keeps a write's memory alive: a strong reference to the JS typed array. It is dropped
+/// on the JS thread, in the events callback, once the kernel has released the memory.
+pub(crate) type Holder = Uint8Array;
+
+/// Event record width in the Float64Array handed to JS: `[kind, conn, id, value, flags]`.
+const STRIDE: usize = 5;
+const KIND_DONE: f64 = 1.0;
+const KIND_ENDED: f64 = 2.0;
+const KIND_CLOSED: f64 = 3.0;
+const KIND_PROGRESS: f64 = 4.0;
+const FLAG_ZERO_COPY: u32 = 1;
+const FLAG_COPIED: u32 = 2;
+const FLAG_ABORTED: u32 = 4;
+
+thread_local! {
+    // One engine per JS thread (main thread, each worker): completions must reach the Node
+    // environment that owns the promises. See the core's engine docs.
+    static ENGINE: RefCell<Option<Rc<Engine<Holder>>>> = const { RefCell::new(None) };
+    static MAILBOX: RefCell<Option<Arc<Mailbox>>> = const { RefCell::new(None) };
+}
+
+/// Where the engine thread leaves events for the JS thread, which collects them.
+///
+/// The engine rings the doorbell (a threadsafe-function call) only while JS is *armed*, and
+/// JS re-arms from `setImmediate` once it has handled what it took (`engineArm`). Handing every
+/// batch through its own threadsafe call let a busy engine keep Node dispatching calls (up to
+/// 1000 per turn, microtasks after each) without ever returning to timers: 5–17 ms event-loop
+/// stalls with 1 KiB writes. Now JS handles at most a few collections per loop turn, and while
+/// it is busy the engine only appends here: no wake-up of the JS thread at all.
+struct Mailbox {
+    events: Mutex<Vec<Event<Holder>>>,
+    armed: AtomicBool,
+}
+
+impl Mailbox {
+    fn take(&self) -> Vec<Event<Holder>> {
+        std::mem::take(&mut *self.events.lock().expect("mailbox lock"))
+    }
+}
+
+pub(crate) fn engine() -> Option<Rc<Engine<Holder>>> {
+    // `try_with`: finalizers may run while the thread's locals are being torn down.
+    ENGINE.try_with(|e| e.borrow().clone()).ok().flatten()
+}
+
+/// Flattens a batch of events into `[kind, conn, id, value, flags]` records. Runs on the JS
+/// thread, so the holders dropped here release their references where napi requires.
+fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(events.len() * STRIDE);
+    for event in events {
+        match event {
+            Event::Done { conn, done, holder } => {
+                drop(holder);
+                let value = match done.result {
+                    Ok(n) => n as f64,
+                    Err(e) => -f64::from(e.0),
+                };
+                let flags = (u32::from(done.zero_copy) * FLAG_ZERO_COPY)
+                    | (u32::from(done.copied) * FLAG_COPIED)
+                    | (u32::from(done.aborted) * FLAG_ABORTED);
+                out.extend([
+                    KIND_DONE,
+                    f64::from(conn),
+                    done.id as f64,
+                    value,
+                    f64::from(flags),
+                ]);
+            }
+            Event::Ended { conn, result } => {
+                let value = result.err().map_or(0.0, |e| -f64::from(e.0));
+                out.extend([KIND_ENDED, f64::from(conn), 0.0, value, 0.0]);
+            }
+            Event::Closed { conn } => out.extend([KIND_CLOSED, f64::from(conn), 0.0, 0.0, 0.0]),
+            Event::Progress { conn, id, sent } => {
+                out.extend([KIND_PROGRESS, f64::from(conn), id as f64, sent as f64, 0.0])
+            }
+        }
+    }
+    out
+}
+
+/// Starts this thread's send engine (once). `onEvents` receives batches of
+/// `[kind, conn, id, value, flags]` records (kind 1 write done, 2 ended, 3 closed, 4 file
+/// progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted),
+/// possibly empty. After each call it is not called again until JS calls `engineArm()`.
+/// Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
+#[napi]
+pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Result<bool> {
+    if engine().is_some() {
+        return Ok(true);
+    }
+    if !zerocopy_core::probe().supported {
+        return Ok(false);
+    }
+    let mailbox = Arc::new(Mailbox {
+        events: Mutex::new(Vec::new()),
+        armed: AtomicBool::new(true),
+    });
+    let js_box = mailbox.clone();
+    let tsfn = on_events
+        .build_threadsafe_function::<()>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(move |_: ThreadsafeCallContext<()>| {
+            // On the JS thread: the holders taken here are dropped where napi requires.
+            Ok(Float64Array::new(encode(js_box.take())))
+        })?;
+    let engine_box = mailbox.clone();
+    let started = Engine::start(move |events| {
+        engine_box
+            .events
+            .lock()
+            .expect("mailbox lock")
+            .extend(events);
+        // Appended first, then disarmed: JS either sees these events when it re-arms and looks
+        // again, or gets this call. If the environment is gone, napi drops the call; the events
+        // (and holders) stay in the mailbox, which lives as long as this thread's engine.
+        if engine_box.armed.swap(false, SeqCst) {
+            let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    });
+    match started {
+        Ok(e) => {
+            ENGINE.with(|slot| *slot.borrow_mut() = Some(Rc::new(e)));
+            MAILBOX.with(|slot| *slot.borrow_mut() = Some(mailbox));
+            env.add_env_cleanup_hook((), |()| teardown())?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(false),
+        Err(e) => error::throw(&env, error::io("io_uring_setup", e)),
+    }
+}
+
+/// Runs when this thread's Node environment goes away (a worker that ends, or process exit):
+/// closes the engine's sockets and ends its thread (see the core's `Engine::shutdown`), so
+/// neither the connections nor the thread and ring outlive this environment; waits a little for
+/// the kernel to release the sockets' buffers, and drops the events that arrived meanwhile here,
+/// while napi references can still be released. Whatever the kernel still holds after that (a
+/// peer that does not read) stays with the engine until the connection is reset, never freed
+/// early.
+fn teardown() {
+    if let Some(engine) = ENGINE.try_with(|e| e.borrow_mut().take()).ok().flatten() {
+        engine.shutdown(std::time::Duration::from_secs(1));
+    }
+    if let Some(mailbox) = MAILBOX.try_with(|m| m.borrow_mut().take()).ok().flatten() {
+        drop(mailbox.take());
+    }
+}
+
+/// Re-arms the engine's doorbell after JS handled the last batch, and returns the records
+/// that arrived meanwhile (often none; JS handles them and arms again later).
+#[napi]
+pub fn engine_arm() -> Float64Array {
+    let Some(mailbox) = MAILBOX.try_with(|m| m.borrow().clone()).ok().flatten() else {
+        return Float64Array::new(Vec::new());
+    };
+    // Armed first, then looked: an event appended before arming is taken here; one appended
+    // after it finds the doorbell armed and rings (the call may then find an empty mailbox).
+    mailbox.armed.store(true, SeqCst);
+    let events = mailbox.take();
+    if !events.is_empty() {
+        // JS handles these now and arms again afterwards: no doorbell needed until then.
+        mailbox.armed.store(false, SeqCst);
+    }
+    Float64Array::new(encode(events))
+}
+
+/// Requests the kernel has not released yet over all of this thread's sockets: buffers
+/// still pinned. Zero when nothing is in flight.
+#[napi]
+pub fn engine_unreleased() -> f64 {
+    engine().map_or(0.0, |e| e.unreleased() as f64)
+}
