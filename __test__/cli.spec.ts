@@ -73,6 +73,8 @@ test('errors exit non-zero with one line and no stack trace', async (t) => {
     [['recv', '--port', '70000'], /^error: option .*--port.* argument '70000' is invalid/],
     [['send', dir, '--to', '127.0.0.1:9'], /^zerocopy-socket: is a directory: .* \(EISDIR\)$/],
     [['frobnicate'], /^error: unknown command 'frobnicate'/],
+    [['bench', '--reps', 'x'], /^error: option '--reps <n>' argument 'x' is invalid\. expected a count, got 'x'$/],
+    [['bench', '--chunks', '1024,-5'], /^error: option '--chunks <sizes>' argument '1024,-5' is invalid\. expected a size in bytes, got '-5'$/],
   ]
   for (const [args, message] of cases) {
     const r = await cli(args)

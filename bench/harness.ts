@@ -12,9 +12,10 @@ import os from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 
-import { Command, InvalidArgumentError } from 'commander'
+import { Command } from 'commander'
 
 import { probe } from '../index'
+import { benchOptions, type BenchFlags } from './options'
 import type { SenderResult } from './sender'
 import { runSink, type SinkResult } from './sink'
 
@@ -357,28 +358,18 @@ export async function reportOnly(): Promise<void> {
 }
 
 /** `npm run bench -- [--quick] [--only a,b,sink] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */
+export function runFromFlags(flags: BenchFlags): Promise<unknown> {
+  if (flags.reportOnly) return reportOnly()
+  return runBench({ quick: flags.quick ?? false, only: flags.only, chunks: flags.chunks, total: flags.total, reps: flags.reps })
+}
+
 if (require.main === module) {
-  const list = (v: string): string[] => v.split(',')
-  const sizes = (v: string): number[] => v.split(',').map((x) => validInt(x, 'a size in bytes'))
-  const opts = new Command('bench')
+  const flags = benchOptions(new Command('bench'))
     .description('loopback benchmark: writes docs/benchmarks.{md,svg,json} (full runs only)')
-    .option('--quick', 'tiny totals: check that everything runs, not how fast')
-    .option('--only <variants>', 'only these variants (and `sink`); docs are not written', list)
-    .option('--chunks <sizes>', 'chunk sizes in bytes, comma-separated', sizes)
-    .option('--total <bytes>', 'bytes per run', (v) => validInt(v, 'bytes'))
-    .option('--reps <n>', 'repetitions', (v) => validInt(v, 'a count'))
-    .option('--report-only', 'rewrite docs/benchmarks.md and .svg from docs/benchmarks.json')
     .parse()
-    .opts<{ quick?: boolean; only?: string[]; chunks?: number[]; total?: number; reps?: number; reportOnly?: boolean }>()
-  const done = opts.reportOnly ? reportOnly() : runBench({ quick: opts.quick ?? false, only: opts.only, chunks: opts.chunks, total: opts.total, reps: opts.reps })
-  done.catch((e) => {
+    .opts<BenchFlags>()
+  runFromFlags(flags).catch((e) => {
     console.error(`bench failed: ${e.message}`)
     process.exit(1)
   })
-}
-
-function validInt(v: string, what: string): number {
-  const n = Number(v)
-  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected ${what}, got '${v}'`)
-  return n
 }

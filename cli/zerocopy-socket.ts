@@ -2,6 +2,7 @@
 /** The `zerocopy-socket` command: send, recv, bench, doctor. */
 import { Command, InvalidArgumentError, Option } from 'commander'
 
+import { benchOptions, type BenchFlags } from '../bench/options'
 import { doctor } from './doctor'
 import { recv } from './recv'
 import { formatReport, parseTarget, send, type SendMode } from './send'
@@ -63,13 +64,11 @@ program
     console.log(await doctor().catch(fail))
   })
 
-program
-  .command('bench')
-  .description('loopback throughput of net.Socket, ZeroCopySocket and C senders, side by side')
-  .option('--quick', 'tiny totals: check that everything runs, not how fast')
-  .action(async (opts: { quick?: boolean }) => {
-    const { runBench } = await import('../bench/harness')
-    await runBench({ quick: opts.quick ?? false }).catch(fail)
+benchOptions(program.command('bench'))
+  .description('loopback throughput of net.Socket, ZeroCopySocket and C senders, side by side (writes docs/ on full runs)')
+  .action(async (flags: BenchFlags) => {
+    const { runFromFlags } = await import('../bench/harness')
+    await runFromFlags(flags).catch(fail)
   })
 
 program.parseAsync().catch(fail)
