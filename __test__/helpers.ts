@@ -92,6 +92,9 @@ export function patternBytes(length: number, seed = 1): Buffer {
 }
 
 /** The addon built with the `force-unsupported` feature: what macOS and Windows load. */
+/** Path of a script in `__test__/fixtures/`. */
+export const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+
 export const STUB_ADDON = fileURLToPath(new URL('../build/stub/zerocopy-socket.node', import.meta.url))
 
 /** Runs `node <file> <args...>` and returns its exit code, last stdout line as JSON, and stderr. */

@@ -10,9 +10,8 @@ import test from 'ava'
 
 import { ZeroCopySocket, probe, sendZcSync } from '../index'
 import { unreleasedRequests } from '../lib/engine'
-import { collect, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
+import { collect, fixture, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
 
-const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 zcTest('peer resets at random points: pending writes reject with ECONNRESET/EPIPE, resolved ones are a prefix, no fd leaks', async (t) => {

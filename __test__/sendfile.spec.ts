@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import { ZeroCopySocket } from '../index'
-import { collect, loopbackPair, patternBytes, zcTest } from './helpers'
+import { collect, fixture, loopbackPair, patternBytes, runNode, zcTest } from './helpers'
 
 const dir = mkdtempSync(join(tmpdir(), 'zc-sendfile-'))
 test.after.always(() => rmSync(dir, { recursive: true, force: true }))
@@ -153,4 +153,14 @@ zcTest('AbortSignal withdraws a queued sendFile', async (t) => {
   const got = await received
   t.is(got.length, 8 * 1024 * 1024 + 10)
   t.true(got.subarray(8 * 1024 * 1024).equals(data.subarray(0, 10)))
+})
+
+zcTest('a throwing onProgress is reported as an uncaught exception and loses nothing', async (t) => {
+  const { code, json, stderr } = await runNode(fixture('throwing-progress.cjs'))
+  t.is(code, 0, stderr)
+  const r = json as { caught: string[]; bytes: number; match: boolean; progressCalls: number }
+  t.true(r.match, 'the writes and the file arrived whole, in order')
+  t.is(r.bytes, 100000 + (32 << 20) + 300000)
+  t.true(r.progressCalls > 0)
+  t.is(r.caught.length, r.progressCalls, 'every throw surfaced, once')
 })

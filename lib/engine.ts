@@ -54,11 +54,12 @@ let armScheduled = false
  * its timers and I/O (see the binding's `Mailbox`).
  */
 function onEvents(records: Float64Array): void {
-  handle(records)
+  // Scheduled first: whatever happens while handling, the doorbell gets re-armed.
   if (!armScheduled) {
     armScheduled = true
     setImmediate(arm)
   }
+  handle(records)
 }
 
 /** Re-arms the doorbell, handling what arrived meanwhile and arming again a turn later. */
@@ -75,26 +76,42 @@ export function eventDeliveries(): number {
   return deliveries
 }
 
+/**
+ * Routes each record to its socket. A throwing handler (a caller's `onProgress`) cannot make
+ * the rest of the batch go missing, whose buffers the engine has already let go of: every record
+ * is handled, and each error is rethrown on its own as an uncaught exception, as Node does for
+ * a throwing callback.
+ */
 function handle(records: Float64Array): void {
   if (records.length > 0) deliveries++
   for (let i = 0; i + STRIDE <= records.length; i += STRIDE) {
-    const handler = handlers.get(records[i + 1])
-    if (handler === undefined) continue
-    switch (records[i]) {
-      case 1:
-        handler.done(records[i + 2], records[i + 3], records[i + 4])
-        break
-      case 2:
-        handler.ended(records[i + 3])
-        break
-      case 3:
-        handlers.delete(records[i + 1])
-        handler.closed()
-        break
-      case 4:
-        handler.progress(records[i + 2], records[i + 3])
-        break
+    try {
+      dispatch(records, i)
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error
+      })
     }
+  }
+}
+
+function dispatch(records: Float64Array, i: number): void {
+  const handler = handlers.get(records[i + 1])
+  if (handler === undefined) return
+  switch (records[i]) {
+    case 1:
+      handler.done(records[i + 2], records[i + 3], records[i + 4])
+      break
+    case 2:
+      handler.ended(records[i + 3])
+      break
+    case 3:
+      handlers.delete(records[i + 1])
+      handler.closed()
+      break
+    case 4:
+      handler.progress(records[i + 2], records[i + 3])
+      break
   }
 }
 
