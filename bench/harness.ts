@@ -16,6 +16,7 @@ import { Command } from 'commander'
 
 import { probe } from '../index'
 import { benchOptions, type BenchFlags } from './options'
+import { markdown, median, svg, table } from './report'
 import type { SenderResult } from './sender'
 import { runSink, type SinkResult } from './sink'
 
@@ -224,11 +225,6 @@ function shuffle<T>(items: T[], seed: number): T[] {
   return out
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
-
 function aggregate(runs: Run[]): Row[] {
   const groups = new Map<string, Run[]>()
   for (const r of runs) {
@@ -337,7 +333,6 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   const json = opts.json ?? (opts.quick || opts.only ? join(WORK, 'partial.json') : join(ROOT, 'docs', 'benchmarks.json'))
   mkdirSync(resolve(json, '..'), { recursive: true })
   writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`)
-  const { table, markdown, svg } = await import('./report')
   console.log(table(result))
   if (!opts.quick && !opts.only) {
     writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
@@ -351,7 +346,6 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
 /** Rewrites docs/benchmarks.md and .svg from docs/benchmarks.json (after editing the prose). */
 export async function reportOnly(): Promise<void> {
   const result = JSON.parse(readFileSync(join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as BenchResult
-  const { markdown, svg } = await import('./report')
   writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
   const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
   writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe]), notes))

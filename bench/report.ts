@@ -113,7 +113,8 @@ export function sinkSummary(r: BenchResult): Record<'zc' | 'send', { gbps: numbe
   return { zc: of('zc'), send: of('send') }
 }
 
-function median(xs: number[]): number {
+/** The middle value (the mean of the two middle ones for an even count). */
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
