@@ -1,10 +1,8 @@
-import { fileURLToPath } from 'node:url'
-
 import test from 'ava'
 
-import { runNode, STUB_ADDON } from './helpers'
+import { fixture, runNode, STUB_ADDON } from './helpers'
 
-const TRANSFER = fileURLToPath(new URL('./fixtures/transfer.cjs', import.meta.url))
+const TRANSFER = fixture('transfer.cjs')
 
 interface Outcome {
   probe: { supported: boolean; reason: { code: string } | null }

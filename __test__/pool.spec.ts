@@ -1,10 +1,9 @@
-import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import { BufferPool, ZeroCopySocket } from '../index'
 import { unreleasedRequests } from '../lib/engine'
-import { collect, hashReceived, loopbackPair, patternBytes, sha256, zcSerial, zcTest } from './helpers'
+import { collect, fixture, hashReceived, loopbackPair, patternBytes, sha256, zcSerial, zcTest } from './helpers'
 
 zcTest('a pool registers its memory with the ring and hands out each buffer once', (t) => {
   const pool = new BufferPool({ size: 4096, count: 3 })
@@ -97,7 +96,7 @@ zcSerial('pool buffers survive GC of the pool while their writes are in flight',
   t.is(unreleasedRequests(), 0)
 })
 
-const POOL_CHILD = fileURLToPath(new URL('./fixtures/pool-memlock.cjs', import.meta.url))
+const POOL_CHILD = fixture('pool-memlock.cjs')
 
 const isRoot = process.getuid?.() === 0
 if (!isRoot) console.error('\n!!! not root: the RLIMIT_MEMLOCK pool test is SKIPPED (it drops CAP_IPC_LOCK with setpriv)\n')
