@@ -200,9 +200,21 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
             let mut done: HashMap<u64, Result<usize, Errno>> = HashMap::new();
             let mut done_order: Vec<u64> = Vec::new();
             let mut failed = false;
-            let drive = |q: &mut SendQueue,
-                         in_flight: &mut Option<(u64, Vec<Span>)>,
-                         unreleased: &mut Vec<u64>| {
+            // After each kernel step: start the file the queue waits at, issue the next request,
+            // and record finished writes (each exactly once).
+            let advance = |q: &mut SendQueue,
+                           in_flight: &mut Option<(u64, Vec<Span>)>,
+                           unreleased: &mut Vec<u64>,
+                           external_running: &mut Option<u64>,
+                           done: &mut HashMap<u64, Result<usize, Errno>>,
+                           done_order: &mut Vec<u64>|
+             -> Result<(), TestCaseError> {
+                if external_running.is_none() {
+                    if let Some((id, _)) = q.external_at_cursor() {
+                        q.start_external(id);
+                        *external_running = Some(id);
+                    }
+                }
                 if in_flight.is_none() {
                     if let Some(r) = q.next_request(&policy) {
                         assert!(!r.spans.is_empty() && r.spans.iter().all(|s| s.len > 0));
@@ -213,6 +225,15 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                         *in_flight = Some((r.token, r.spans));
                     }
                 }
+                for d in q.take_done() {
+                    prop_assert!(
+                        done.insert(d.id, d.result).is_none(),
+                        "write {} finished twice",
+                        d.id
+                    );
+                    done_order.push(d.id);
+                }
+                Ok(())
             };
             for op in ops {
                 match op {
@@ -291,21 +312,14 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                         }
                     }
                 }
-                if external_running.is_none() {
-                    if let Some((id, _)) = q.external_at_cursor() {
-                        q.start_external(id);
-                        external_running = Some(id);
-                    }
-                }
-                drive(&mut q, &mut in_flight, &mut unreleased);
-                for d in q.take_done() {
-                    prop_assert!(
-                        done.insert(d.id, d.result).is_none(),
-                        "write {} finished twice",
-                        d.id
-                    );
-                    done_order.push(d.id);
-                }
+                advance(
+                    &mut q,
+                    &mut in_flight,
+                    &mut unreleased,
+                    &mut external_running,
+                    &mut done,
+                    &mut done_order,
+                )?;
             }
             // Drain: the kernel completes and releases everything; every write must finish.
             for _ in 0..10_000 {
@@ -324,21 +338,14 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                     wire.push((id as usize, 0, len));
                     q.complete_external(id, Ok(len));
                 }
-                if external_running.is_none() {
-                    if let Some((id, _)) = q.external_at_cursor() {
-                        q.start_external(id);
-                        external_running = Some(id);
-                    }
-                }
-                drive(&mut q, &mut in_flight, &mut unreleased);
-                for d in q.take_done() {
-                    prop_assert!(
-                        done.insert(d.id, d.result).is_none(),
-                        "write {} finished twice",
-                        d.id
-                    );
-                    done_order.push(d.id);
-                }
+                advance(
+                    &mut q,
+                    &mut in_flight,
+                    &mut unreleased,
+                    &mut external_running,
+                    &mut done,
+                    &mut done_order,
+                )?;
                 if q.idle() && external_running.is_none() {
                     break;
                 }
