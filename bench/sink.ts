@@ -32,12 +32,11 @@ export type SinkResult = { datagram: number; runs: SinkRun[] } | { skipped: stri
 export function runSink(total: number, reps: number, log: (line: string) => void): SinkResult {
   if (process.platform !== 'linux') return { skipped: 'not Linux' }
   if (process.getuid?.() !== 0) return { skipped: 'needs root to create a network namespace and a sink device' }
-  for (const tool of ['unshare', 'ip']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return { skipped: `\`${tool}\` is not installed` }
-  }
   const source = join(ROOT, 'crates', 'zerocopy-core', 'examples', 'udp_sink.rs')
   if (!existsSync(source)) return { skipped: 'the Rust sources are not here (an installed package): run it from a checkout' }
-  if (spawnSync('sh', ['-c', 'command -v cargo']).status !== 0) return { skipped: 'cargo is not installed' }
+  for (const tool of ['unshare', 'ip', 'cargo']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return { skipped: `\`${tool}\` is not installed` }
+  }
   const check = spawnSync('unshare', ['--net', 'sh', '-c', SETUP], { encoding: 'utf8' })
   if (check.status !== 0) return { skipped: `cannot create the sink device in a private namespace: ${check.stderr.trim()}` }
   log('building the UDP sink sender (cargo build --release --example udp_sink) ...')
