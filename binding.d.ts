@@ -101,10 +101,24 @@ export interface BindingStats {
 }
 
 /**
+ * Duplicates the caller's descriptor `fd` (close-on-exec) and returns the new one, which the
+ * caller must close: the duplicate keeps naming the same open file whatever happens to `fd`.
+ * Throws `EBADF` for a closed descriptor; `ENOSYS` on Windows.
+ */
+export declare function dupFd(fd: number): number
+
+/**
  * Re-arms the engine's doorbell after JS handled the last batch, and returns the records
  * that arrived meanwhile (often none; JS handles them and arms again later).
  */
 export declare function engineArm(): Float64Array
+
+/**
+ * The errno name (`EBADF`, ...) `io_uring_enter` failed with if this thread's engine failed
+ * for good: its sockets' writes then failed with `ERR_ZC_ENGINE_FAILED` and new sockets are
+ * refused. `null` while it works (or was never started).
+ */
+export declare function engineFailure(): string | null
 
 /**
  * Starts this thread's send engine (once). `onEvents` receives batches of

@@ -14,8 +14,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 
 use io_uring::IoUring;
@@ -78,6 +78,11 @@ pub(crate) struct Shared<H> {
     pub(crate) wake: OwnedFd,
     /// Requests the kernel has not released yet, over all sockets (buffers pinned).
     pub(crate) unreleased: AtomicU64,
+    /// The errno `io_uring_enter` failed with for good, or 0. From then on the engine thread
+    /// answers every command at once (see `worker::failure`) and waits on `failed_wake`.
+    pub(crate) failed: AtomicI32,
+    /// Wakes the failed engine thread when a command was pushed (with `cmds`' mutex).
+    pub(crate) failed_wake: Condvar,
 }
 
 /// Handle to a running engine; the engine thread lives as long as the process.
@@ -115,6 +120,8 @@ impl<H: Send + 'static> Engine<H> {
             sleeping: AtomicBool::new(false),
             wake,
             unreleased: AtomicU64::new(0),
+            failed: AtomicI32::new(0),
+            failed_wake: Condvar::new(),
         });
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -149,7 +156,12 @@ impl<H: Send + 'static> Engine<H> {
     ///
     /// Errors: `EBADF` for a closed fd, `ENOTSOCK` for a non-socket (file, pipe), `EPROTOTYPE`
     /// for a socket that is not a byte stream (UDP), whose datagrams must not be split.
+    /// Fails with [`crate::error::ENGINE_FAILED`] once the engine's ring has failed (see
+    /// [`Engine::failure`]): callers then send another way.
     pub fn open(&self, fd: RawFd, policy: Policy) -> Result<(u32, Arc<ConnStats>), Errno> {
+        if self.failure().is_some() {
+            return Err(crate::error::ENGINE_FAILED);
+        }
         let dup = dup_stream_socket(fd)?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::new(ConnStats::default());
@@ -198,13 +210,7 @@ impl<H: Send + 'static> Engine<H> {
         offset: u64,
         len: u64,
     ) -> Result<(), Errno> {
-        // SAFETY: fcntl returns a new descriptor we own, or -1.
-        let dup = unsafe { libc::fcntl(file, libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(last_errno());
-        }
-        // SAFETY: `dup` is a fresh descriptor nobody else owns.
-        let file = unsafe { OwnedFd::from_raw_fd(dup) };
+        let file = crate::fd::dup_cloexec(file)?;
         self.send(Cmd::SendFile {
             conn,
             id,
@@ -259,6 +265,16 @@ impl<H: Send + 'static> Engine<H> {
         self.send(Cmd::Unregister { addr });
     }
 
+    /// The errno `io_uring_enter` failed with, if the engine's ring failed for good. Every
+    /// write of its sockets then failed with [`crate::error::ENGINE_FAILED`], memory the kernel
+    /// may still read is kept for the life of the process, and new sockets are refused.
+    pub fn failure(&self) -> Option<Errno> {
+        match self.shared.failed.load(Ordering::SeqCst) {
+            0 => None,
+            e => Some(Errno(e)),
+        }
+    }
+
     /// Requests the kernel has not released yet, over all sockets (pinned buffers).
     pub fn unreleased(&self) -> u64 {
         self.shared.unreleased.load(Ordering::Acquire)
@@ -273,12 +289,18 @@ impl<H: Send + 'static> Engine<H> {
         self.shared.cmds.lock().expect("engine lock").push(cmd);
     }
 
-    /// Wakes the worker if it said it is going to sleep.
+    /// Wakes the worker if it said it is going to sleep, or if it failed (it then waits on a
+    /// condition variable instead of the ring). Called after the push: the worker publishes
+    /// `sleeping`/`failed` before its last look at the command list, so either it sees the
+    /// command there or we see the flag here (SeqCst on both flags, and the mutex orders the
+    /// push before its look); see `Worker::run` and `worker::failure`.
     fn wake(&self) {
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
             unsafe { libc::write(self.shared.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        } else if self.shared.failed.load(Ordering::SeqCst) != 0 {
+            self.shared.failed_wake.notify_one();
         }
     }
 }
@@ -330,11 +352,5 @@ fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
     if ty != libc::SOCK_STREAM {
         return Err(Errno(libc::EPROTOTYPE));
     }
-    // SAFETY: fcntl returns a new descriptor we own, or -1.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: `dup` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    crate::fd::dup_cloexec(fd)
 }

@@ -11,6 +11,11 @@ use std::io;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
 
+/// The engine's ring failed (`io_uring_enter` returned an error it cannot go on from): every
+/// write of its sockets fails with this. Outside the kernel's errno range, named
+/// `ERR_ZC_ENGINE_FAILED` by [`code`]; the engine's [`crate::Engine::failure`] has the errno.
+pub const ENGINE_FAILED: Errno = Errno(0x1_0002);
+
 impl Errno {
     /// Takes a CQE `res` (negative errno) and returns the error it carries.
     pub fn from_res(res: i32) -> Self {
@@ -89,6 +94,7 @@ pub fn code(errno: i32) -> &'static str {
         libc::EALREADY => "EALREADY",
         libc::ECANCELED => "ECANCELED",
         0x1_0001 => "ERR_ZC_FILE_SHRANK",
+        0x1_0002 => "ERR_ZC_ENGINE_FAILED",
         _ => "EUNKNOWN",
     }
 }

@@ -133,12 +133,17 @@ impl FileSend {
         self.send_in_flight.is_some()
     }
 
-    /// Everything sent (or failed/stopped) and no slot is held by the kernel.
-    pub fn finished(&self) -> bool {
-        let quiet = self.send_in_flight.is_none()
+    /// Everything sent (or failed/stopped) and no read or send is in flight: the outcome is
+    /// final, though zero-copy sends may still pin slots until their notifications.
+    pub fn settled(&self) -> bool {
+        self.send_in_flight.is_none()
             && self.reads_in_flight == 0
-            && self.slots.iter().all(|s| s.pins == 0);
-        quiet && (self.error.is_some() || self.next_send == self.end)
+            && (self.error.is_some() || self.next_send == self.end)
+    }
+
+    /// [`FileSend::settled`] and no slot is held by the kernel: the staging memory may go.
+    pub fn finished(&self) -> bool {
+        self.settled() && self.slots.iter().all(|s| s.pins == 0)
     }
 
     fn issue_read(&mut self, slot: usize, off: u64, len: u32, at: u32) -> FileOp {

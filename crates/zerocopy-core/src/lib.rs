@@ -13,6 +13,7 @@ pub mod buf;
 pub mod classify;
 pub mod error;
 pub mod events;
+pub mod fd;
 pub mod file;
 pub mod probe;
 pub mod queue;

@@ -584,6 +584,36 @@ impl SendQueue {
         }
     }
 
+    /// Gives every write up with `e`, for an engine that can no longer reap completions: the
+    /// writes finished so far, then every other one failed, in order. Each comes with whether
+    /// the kernel may still hold its memory (a request covered it): such memory must never be
+    /// freed, since no release will ever be seen. The queue is empty afterwards.
+    pub fn abandon(&mut self, e: Errno) -> Vec<(Done, bool)> {
+        let mut out: Vec<(Done, bool)> = self.take_done().into_iter().map(|d| (d, false)).collect();
+        self.front_seq += self.writes.len() as u64;
+        for w in self.writes.drain(..) {
+            if w.withdrawn {
+                continue; // reported when it was withdrawn
+            }
+            let touched = w.sent > 0 || w.pending > 0;
+            out.push((
+                Done {
+                    id: w.id,
+                    result: Err(e),
+                    zero_copy: w.zero_copy,
+                    copied: w.copied,
+                    aborted: w.aborted,
+                },
+                touched,
+            ));
+        }
+        self.cursor = self.front_seq;
+        self.in_flight = None;
+        self.unreleased.clear();
+        self.failed.get_or_insert(e);
+        out
+    }
+
     /// Takes the writes finished since the last call, in the order they became final.
     pub fn take_done(&mut self) -> Vec<Done> {
         std::mem::take(&mut self.done)

@@ -149,6 +149,11 @@ impl<H: Send + 'static> Engine<H> {
         true
     }
 
+    /// Never failed (never ran).
+    pub fn failure(&self) -> Option<Errno> {
+        None
+    }
+
     /// Always zero.
     pub fn unreleased(&self) -> u64 {
         0

@@ -22,6 +22,8 @@ use crate::file::{FileOp, FileSend};
 use crate::queue::{Done, Mode, Policy, SendQueue, SentOutcome};
 use crate::{op, Errno};
 
+mod failure;
+
 const WAKE: u64 = u64::MAX;
 const CANCEL: u64 = u64::MAX - 1;
 /// Size of the sparse fixed-buffer table registered at start.
@@ -75,11 +77,17 @@ impl FileJob {
             .map_or(self.send.error(), |f| f.error)
     }
 
-    fn finished(&self) -> bool {
+    /// The outcome is final: nothing of it is in flight that could still move bytes.
+    fn settled(&self) -> bool {
         match &self.sendfile {
             Some(f) => f.poll_ud.is_none() && (f.error.is_some() || f.next == f.end),
-            None => self.send.finished(),
+            None => self.send.settled(),
         }
+    }
+
+    /// Settled, and the kernel holds none of its staging memory: the job may be dropped.
+    fn finished(&self) -> bool {
+        self.settled() && (self.sendfile.is_some() || self.send.finished())
     }
 
     fn stop(&mut self, why: Errno) {
@@ -105,6 +113,9 @@ struct Conn<H> {
     /// File sends queued but not started: id → (file, offset).
     files: HashMap<u64, (OwnedFd, u64)>,
     job: Option<FileJob>,
+    /// File sends already reported done whose zero-copy staging slots the kernel still pins
+    /// (a peer that does not read keeps them in the socket's send queue): kept until released.
+    retired: Vec<FileJob>,
     queue_ud: Option<u64>,
     end_requested: bool,
     ended: bool,
@@ -115,6 +126,14 @@ struct Conn<H> {
 }
 
 impl<H> Conn<H> {
+    /// The running or retired file job of write `id`.
+    fn file_job(&mut self, id: u64) -> Option<&mut FileJob> {
+        match self.job.as_mut() {
+            Some(job) if job.id == id => Some(job),
+            _ => self.retired.iter_mut().find(|j| j.id == id),
+        }
+    }
+
     fn raw_fd(&self) -> i32 {
         self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
@@ -146,10 +165,13 @@ enum Req {
     },
     FileRead {
         conn: u32,
+        /// The file send's write id: the job may have retired meanwhile.
+        job: u64,
         slot: usize,
     },
     FileSend {
         conn: u32,
+        job: u64,
         slot: usize,
         zero_copy: bool,
     },
@@ -185,6 +207,8 @@ pub(crate) struct Worker<H, F> {
     fixed: Vec<(Arc<Region>, u16)>,
     /// Set by `Shutdown`: answer this and end once no socket is left.
     shutdown: Option<mpsc::Sender<()>>,
+    /// `io_uring_enter` failed with an error the ring cannot go on from: see [`failure`].
+    broken: Option<Errno>,
 }
 
 impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
@@ -210,6 +234,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             table,
             fixed: Vec::new(),
             shutdown: None,
+            broken: None,
         }
     }
 
@@ -219,11 +244,23 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             // request: callers' holders stay in `conns` until their writes are done, staging
             // regions and `MsgBuf`s stay in `conns`/`reqs` until the tracker reports the request
             // released, and `wake_buf` lives as long as the worker.
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() || self.broken.is_some() {
                 return;
             }
-            // Queue full: hand what we have to the kernel and try again.
-            let _ = self.ring.submit();
+            // Queue full: hand what we have to the kernel and try again. If the kernel refuses
+            // for good, stop here (never spin): `run` sees `broken` and fails every socket.
+            if let Err(e) = self.ring.submit() {
+                self.note_enter_error(&e);
+            }
+        }
+    }
+
+    /// Records a fatal `io_uring_enter` error; transient ones (`EINTR`, `EAGAIN`, `EBUSY`: the
+    /// completion queue is full and is reaped next) are retried by the caller.
+    fn note_enter_error(&mut self, e: &std::io::Error) {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        if !matches!(errno, libc::EINTR | libc::EAGAIN | libc::EBUSY) {
+            self.broken.get_or_insert(Errno(errno));
         }
     }
 
@@ -249,6 +286,9 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             self.apply_commands();
             self.pump();
             self.flush();
+            if let Some(e) = self.broken {
+                return self.fail(e);
+            }
             if self.conns.is_empty() {
                 if let Some(reply) = self.shutdown.take() {
                     // After `flush`: the last events are with the sink before the answer.
@@ -263,14 +303,8 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 self.shared.sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) => {}
-                Err(e) => panic!("io_uring_enter failed in the engine: {e}"),
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                self.note_enter_error(&e);
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
             self.reap();
@@ -345,6 +379,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                             stats,
                             files: HashMap::new(),
                             job: None,
+                            retired: Vec::new(),
                             queue_ud: None,
                             end_requested: false,
                             ended: false,
@@ -394,10 +429,18 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 Cmd::Abort { conn, id } => {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.queue.abort(id);
+                        let mut waiting = None;
                         if let Some(job) = c.job.as_mut().filter(|j| j.id == id) {
                             job.stop(Errno(libc::ECANCELED));
+                            // A running file send may wait for room (a peer that does not
+                            // read): cancel that wait, or the abort would only take effect
+                            // once the peer reads again. Its CQE finishes the job.
+                            waiting = job.writing();
                         }
                         c.dirty = true;
+                        if let Some(target) = waiting {
+                            self.push(&op::cancel(target, CANCEL));
+                        }
                     }
                 }
                 Cmd::End { conn } => match self.conns.get_mut(&conn) {
@@ -441,24 +484,33 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         }
     }
 
+    /// Runs one socket's steps until none of them made another one due.
+    ///
+    /// Why no progress is lost: every step that can make more work due on this thread sets
+    /// `dirty` (a file send that finished lets the queue, or the next file, go on; a write
+    /// finished at the front may let `end` go out), and the loop only stops after a whole round
+    /// that left `dirty` clear. What is still to do then waits for something outside this
+    /// thread: a CQE of the request in flight (`reap` marks the socket dirty) or a command
+    /// (`apply_commands` marks it dirty). Before, one round ran per wake-up, so a file that
+    /// finished inside the round left the next file queued until some unrelated wake-up.
     fn pump_conn(&mut self, id: u32) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        c.dirty = false;
-        let mut cancels = Vec::new();
-        if c.closing && !c.cancel_sent {
-            c.cancel_sent = true;
-            cancels.extend(c.queue_ud);
-            cancels.extend(c.job.as_ref().and_then(|j| j.writing()));
+        while let Some(c) = self.conns.get_mut(&id).filter(|c| c.dirty) {
+            c.dirty = false;
+            let mut cancels = Vec::new();
+            if c.closing && !c.cancel_sent {
+                c.cancel_sent = true;
+                cancels.extend(c.queue_ud);
+                cancels.extend(c.job.as_ref().and_then(|j| j.writing()));
+            }
+            for target in cancels {
+                self.push(&op::cancel(target, CANCEL));
+            }
+            self.start_file(id);
+            self.send_from_queue(id);
+            self.send_from_file(id);
+            self.sweep_retired(id);
+            self.finish_conn(id);
         }
-        for target in cancels {
-            self.push(&op::cancel(target, CANCEL));
-        }
-        self.start_file(id);
-        self.send_from_queue(id);
-        self.send_from_file(id);
-        self.finish_conn(id);
     }
 
     /// Starts the file send the queue is waiting at, if any.
@@ -582,7 +634,8 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             return self.finish_file(id);
         }
         let ops = job.send.next_ops(zero_copy);
-        let (file, base, fixed) = (job.file.as_raw_fd(), job.region.as_ptr(), job.fixed);
+        let (file, base, fixed, job_id) =
+            (job.file.as_raw_fd(), job.region.as_ptr(), job.fixed, job.id);
         for op_ in ops {
             match op_ {
                 FileOp::Read { slot, at, off, len } => {
@@ -593,7 +646,14 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                         Some(index) => op::read_fixed(file, ptr, len, off, index),
                         None => op::read(file, ptr, len, off),
                     };
-                    self.submit(sqe, Req::FileRead { conn: id, slot });
+                    self.submit(
+                        sqe,
+                        Req::FileRead {
+                            conn: id,
+                            job: job_id,
+                            slot,
+                        },
+                    );
                 }
                 FileOp::Send {
                     slot,
@@ -617,6 +677,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                         sqe,
                         Req::FileSend {
                             conn: id,
+                            job: job_id,
                             slot,
                             zero_copy,
                         },
@@ -645,21 +706,41 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 sent: job.reported,
             });
         }
-        if job.finished() {
+        if job.settled() {
             let job = c.job.take().expect("job exists");
             let result = match job.error() {
                 Some(e) => Err(e),
                 None => Ok(job.len as usize),
             };
             c.queue.complete_external(job.id, result);
+            // The queue (or the next file) may go on now: `pump_conn` runs another round.
             c.dirty = true;
-            if job.fixed.is_some() {
-                self.unregister(job.region.addr());
+            // Its outcome is final, but zero-copy slots may still be pinned: those keep the
+            // staging region until released (`sweep_retired`), not the caller's promise.
+            c.retired.push(job);
+            self.sweep_retired(id);
+        }
+    }
+
+    /// Drops retired file jobs the kernel no longer holds any memory of.
+    fn sweep_retired(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        c.retired.retain_mut(|job| {
+            if !job.finished() {
+                return true;
             }
-            // Dropping the job closes its file dup and frees the staging region: no request
-            // of it is left in the kernel (`finished` waited for every one).
-            drop(job);
-            self.send_from_queue(id);
+            gone.push((job.fixed.is_some(), job.region.addr()));
+            false
+        });
+        // The jobs dropped above closed their file dups and freed their staging regions: no
+        // request of theirs is left in the kernel (`finished` waited for every one).
+        for (fixed, addr) in gone {
+            if fixed {
+                self.unregister(addr);
+            }
         }
     }
 
@@ -763,7 +844,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             || c.job
                 .as_ref()
                 .is_some_and(|j| j.send.send_in_flight() || j.writing().is_some());
-        let pinned = c.queue.unreleased() > 0 || c.job.is_some();
+        let pinned = c.queue.unreleased() > 0 || c.job.is_some() || !c.retired.is_empty();
         if c.closing && !transfer_in_flight && pinned {
             // Zero-copy pages still sit in the socket's send queue (a peer that stopped
             // reading). Only freeing that queue releases them: close our dup with SO_LINGER 0,
@@ -773,7 +854,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 reset_on_close(&fd);
             }
         }
-        if c.closing && c.queue.idle() && c.job.is_none() {
+        if c.closing && c.queue.idle() && c.job.is_none() && c.retired.is_empty() {
             debug_assert!(c.holders.is_empty(), "holders outlive their writes");
             // Dropping the Conn closes the dup: no request of it is left in the kernel.
             self.conns.remove(&id);
@@ -876,40 +957,42 @@ fn on_step<H>(
                 }
             }
         }
-        Req::FileRead { slot, .. } => {
-            if let (Some(result), Some(job)) = (sent, c.job.as_mut()) {
+        Req::FileRead { slot, job, .. } => {
+            if let (Some(result), Some(job)) = (sent, c.file_job(job)) {
                 job.send
                     .on_read(slot, result.map_or_else(|e| -e.0, |n| n as i32));
             }
         }
         Req::FileSend {
-            slot, zero_copy, ..
+            slot,
+            zero_copy,
+            job,
+            ..
         } => {
-            let Some(job) = c.job.as_mut() else {
+            let stats = c.stats.clone();
+            let Some(job) = c.file_job(job) else {
                 return;
             };
             if let Some(result) = sent {
                 job.send_ud = None;
                 match job.send.on_sent(result) {
                     Ok(n) => {
-                        c.stats
-                            .bytes_sent
-                            .fetch_add(u64::from(n), Ordering::Relaxed);
+                        stats.bytes_sent.fetch_add(u64::from(n), Ordering::Relaxed);
                     }
                     Err(e) if zero_copy && e.0 == libc::EOPNOTSUPP => {
                         job.plain = true;
-                        c.stats.zero_copy_unsupported.store(true, Ordering::Relaxed);
+                        stats.zero_copy_unsupported.store(true, Ordering::Relaxed);
                     }
                     Err(e) if zero_copy && (e.0 == libc::ENOMEM || e.0 == libc::ENOBUFS) => {
                         job.plain = true;
-                        c.stats.zero_copy_no_memory.fetch_add(1, Ordering::Relaxed);
+                        stats.zero_copy_no_memory.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_) => {}
                 }
             }
             if let (Some(copied), true) = (released, zero_copy) {
                 job.send.on_released(slot);
-                count_notification(&c.stats, copied);
+                count_notification(&stats, copied);
                 if let Some(copied) = copied {
                     c.queue.note_notification(copied);
                 }

@@ -183,6 +183,16 @@ pub fn engine_arm() -> Float64Array {
     Float64Array::new(encode(events))
 }
 
+/// The errno name (`EBADF`, ...) `io_uring_enter` failed with if this thread's engine failed
+/// for good: its sockets' writes then failed with `ERR_ZC_ENGINE_FAILED` and new sockets are
+/// refused. `null` while it works (or was never started).
+#[napi]
+pub fn engine_failure() -> Option<String> {
+    engine()
+        .and_then(|e| e.failure())
+        .map(|e| e.code().to_string())
+}
+
 /// Requests the kernel has not released yet over all of this thread's sockets: buffers
 /// still pinned. Zero when nothing is in flight.
 #[napi]

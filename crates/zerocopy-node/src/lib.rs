@@ -106,6 +106,14 @@ pub fn probe() -> BindingProbeReport {
     }
 }
 
+/// Duplicates the caller's descriptor `fd` (close-on-exec) and returns the new one, which the
+/// caller must close: the duplicate keeps naming the same open file whatever happens to `fd`.
+/// Throws `EBADF` for a closed descriptor; `ENOSYS` on Windows.
+#[napi]
+pub fn dup_fd(env: Env, fd: i32) -> napi::Result<i32> {
+    zerocopy_core::fd::dup_raw(fd).or_else(|e| error::throw(&env, error::errno("dup", e)))
+}
+
 thread_local! {
   static RING: RefCell<Option<zerocopy_core::BlockingRing>> = const { RefCell::new(None) };
 }
