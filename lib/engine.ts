@@ -117,8 +117,18 @@ function dispatch(records: Float64Array, i: number): void {
 
 let failure: string | null = null
 
-/** Starts this thread's engine on first use; `false` when zero-copy is unavailable here. */
+/**
+ * Starts this thread's engine on first use; `false` when zero-copy is unavailable here, or
+ * once the engine failed for good (its ring's `io_uring_enter` errored: later sockets fall back).
+ */
 export function engineAvailable(): boolean {
+  if (started === true) {
+    const failed = binding.engineFailure()
+    if (failed !== null) {
+      started = false
+      failure = `the send engine failed (io_uring_enter ${failed}); sockets adopted since use plain sends`
+    }
+  }
   if (started === undefined) {
     try {
       started = binding.engineStart(onEvents)

@@ -52,6 +52,11 @@ export type ZeroCopyErrorCode =
   | 'ERR_ZC_POOL_EXHAUSTED'
   /** `sendFile`: the file ended before the requested range (it shrank while being sent). */
   | 'ERR_ZC_FILE_SHRANK'
+  /**
+   * This thread's io_uring engine failed for good (`io_uring_enter` returned an error): every
+   * write of its sockets fails with this, and later sockets use plain sends.
+   */
+  | 'ERR_ZC_ENGINE_FAILED'
   /** `sendFile`: a path names a directory. */
   | 'EISDIR'
   /** `sendFile`: a path names no file. */

@@ -5,9 +5,10 @@
  */
 import { constants as fsConstants, type Stats } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { read as readCb, fstat as fstatCb } from 'node:fs'
+import { closeSync, read as readCb, fstat as fstatCb } from 'node:fs'
 import { promisify } from 'node:util'
 
+import * as binding from '../binding.js'
 import { codedError, errnoError, invalidArgType, invalidArgValue, outOfRange, type ZeroCopyError } from './errors'
 import { validateAbortSignal, validateInteger, validateOptions } from './validate'
 
@@ -34,7 +35,7 @@ export interface PreparedFile {
   fd: number
   offset: number
   length: number
-  /** Closes the file if `sendFile` opened it (a path); a no-op for callers' fds and handles. */
+  /** Closes what `sendFile` opened (a path) or duplicated (a caller's fd or handle). */
   close(): Promise<void>
 }
 
@@ -62,25 +63,58 @@ function withPath(err: ZeroCopyError, path: string | undefined): ZeroCopyError {
 }
 
 /**
- * Opens (for a path) and checks the file, and resolves the byte range. Rejects with `ENOENT`
- * and the other open errors, `EISDIR` for a directory, `ERR_INVALID_ARG_VALUE` for something
- * that is not a regular file, and `RangeError` `ERR_OUT_OF_RANGE` for a range past the end.
+ * The caller's file, taken synchronously when `sendFile` is called: a path (opened later), or a
+ * duplicate of the caller's descriptor (of a number or a `FileHandle`), which stays valid and
+ * names the same file whatever the caller does with its own descriptor once the call returned.
  */
-export async function prepareFile(file: FileSource, options: SendFileOptions | undefined): Promise<PreparedFile> {
+export type TakenFile = { path: string } | { fd: number; owned: boolean }
+
+/**
+ * Takes `file` for a later {@link prepareFile}. Throws `EBADF` (with `syscall: 'sendFile'`) for
+ * a closed descriptor or `FileHandle`. Where descriptors cannot be duplicated (Windows), the
+ * caller's own is used, and must stay open until the send settles.
+ */
+export function takeFile(file: FileSource): TakenFile {
+  if (typeof file === 'string') return { path: file }
+  const fd = typeof file === 'number' ? file : file.fd
+  if (fd < 0) throw errnoError('EBADF', 'sendFile')
+  try {
+    return { fd: binding.dupFd(fd), owned: true }
+  } catch (e) {
+    const code = (e as ZeroCopyError).code
+    if (code === 'ENOSYS') return { fd, owned: false }
+    throw errnoError(code ?? 'EBADF', 'sendFile')
+  }
+}
+
+/** Closes what {@link takeFile} took, for a send that will not happen. */
+export function releaseTaken(taken: TakenFile): void {
+  if ('fd' in taken && taken.owned) closeSync(taken.fd)
+}
+
+/**
+ * Opens (for a path) and checks the taken file, and resolves the byte range. Rejects with
+ * `ENOENT` and the other open errors, `EISDIR` for a directory, `ERR_INVALID_ARG_VALUE` for
+ * something that is not a regular file, and `RangeError` `ERR_OUT_OF_RANGE` for a range past
+ * the end. The result's `close()` closes what was opened or duplicated (never the caller's own).
+ */
+export async function prepareFile(taken: TakenFile, options: SendFileOptions | undefined): Promise<PreparedFile> {
   let handle: FileHandle | undefined
   let fd: number
-  const path = typeof file === 'string' ? file : undefined
-  if (typeof file === 'string') {
-    handle = await open(file, fsConstants.O_RDONLY)
+  let dup: number | undefined
+  const path = 'path' in taken ? taken.path : undefined
+  if ('path' in taken) {
+    handle = await open(taken.path, fsConstants.O_RDONLY)
     fd = handle.fd
-  } else if (typeof file === 'number') {
-    fd = file
   } else {
-    fd = file.fd
+    fd = taken.fd
+    if (taken.owned) dup = fd
   }
   const close = async (): Promise<void> => {
     await handle?.close()
     handle = undefined
+    if (dup !== undefined) closeSync(dup)
+    dup = undefined
   }
   try {
     let stats: Stats

@@ -7,14 +7,15 @@ import net from 'node:net'
 import { constants } from 'node:os'
 import { Writable } from 'node:stream'
 import tls from 'node:tls'
+import { markAsUntransferable } from 'node:worker_threads'
 
 import * as binding from '../binding.js'
 import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, engineFailure, keepAlive, register } from './engine'
 import { trackWrite } from './pool'
-import { fileShrankError, prepareFile, readChunks, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions } from './file'
+import { fileShrankError, prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
 import { probeReason } from './probe'
-import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateUint8Array } from './validate'
+import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateSendable, validateUint8Array } from './validate'
 
 /** How a socket chooses between plain and zero-copy sends. */
 export type ZeroCopyMode = 'auto' | 'always' | 'never'
@@ -148,10 +149,43 @@ interface BatchMember {
 }
 /** The engine's errno-like value for a file that shrank while being sent (outside errno range). */
 const FILE_SHRANK = 0x10001
+/** The engine's errno-like value for writes of an engine whose ring failed (outside errno range). */
+const ENGINE_FAILED = 0x10002
+const libcECANCELED = constants.errno.ECANCELED
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
+
+/** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
+const owned = new WeakSet<net.Socket>()
 
 function destroyedError(): ZeroCopyError {
   return codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed')
+}
+
+/** Writing after the peer's FIN ended the socket, worded as node:net's `writeAfterFIN`. */
+function peerEndedError(): ZeroCopyError {
+  return codedError('EPIPE', 'This socket has been ended by the other party')
+}
+
+/** The error for an engine result `errno` (positive): an errno name, or one of the engine's own. */
+function engineError(errno: number, syscall: string): ZeroCopyError {
+  if (errno === FILE_SHRANK) return fileShrankError()
+  if (errno === ENGINE_FAILED) {
+    return codedError(
+      'ERR_ZC_ENGINE_FAILED',
+      `This thread's io_uring send engine failed (io_uring_enter ${binding.engineFailure() ?? 'failed'}); later sockets use plain sends`,
+    )
+  }
+  return errnoError(ERRNO_NAMES.get(errno) ?? 'EIO', syscall)
+}
+
+/**
+ * Keeps `data`'s memory where it is while the kernel may read it: an `ArrayBuffer` marked
+ * untransferable is copied, not moved, by `postMessage`/`structuredClone` transfers, so a
+ * transfer can no longer free the memory of a queued write under the kernel (the mark stays on
+ * the buffer). Shared memory cannot be transferred at all.
+ */
+function pin(data: Uint8Array): void {
+  if (data.buffer instanceof ArrayBuffer) markAsUntransferable(data.buffer)
 }
 
 function socketFd(socket: net.Socket): number {
@@ -219,11 +253,14 @@ export class ZeroCopySocket {
   #endedWaiter: { resolve(): void; reject(e: unknown): void } | null = null
   #idleWaiters: (() => void)[] = []
   #destroyed = false
+  /** The peer's FIN ended the socket (no half-open): later writes fail with `EPIPE`, as node:net's. */
+  #peerEnded = false
   #error: Error | null = null
   #origEnd: (this: net.Socket, cb?: () => void) => net.Socket
 
   private constructor(socket: net.Socket, options: ZeroCopyOptions | undefined) {
     this.socket = socket
+    owned.add(socket)
     this.#origEnd = socket.end as (this: net.Socket, cb?: () => void) => net.Socket
     const mode = options?.zeroCopy ?? 'auto'
     const threshold = options?.threshold ?? 16384
@@ -241,6 +278,10 @@ export class ZeroCopySocket {
     // EPIPE/ECONNRESET would also be thrown as an uncaught 'error' event.
     socket.on('error', (err) => {
       if (this.#error === null) this.#error = err
+    })
+    // Registered after the socket's own 'end' handler, which schedules the automatic end().
+    socket.on('end', () => {
+      if (!socket.allowHalfOpen) this.#peerEnded = true
     })
     socket.once('close', () => {
       const cause = (socket as unknown as { errored?: Error | null }).errored
@@ -263,6 +304,7 @@ export class ZeroCopySocket {
     if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket)
     validateZeroCopyOptions(options)
     if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed')
+    if (owned.has(socket)) throw codedError('ERR_ZC_SOCKET_OWNED', 'This socket is already owned by a ZeroCopySocket: use that one (two would interleave their bytes)')
     return new ZeroCopySocket(socket, options)
   }
 
@@ -349,12 +391,12 @@ export class ZeroCopySocket {
   /** `write()`; `earlyAck` false for the Writable, whose own buffer already bounds memory. */
   #write(data: Uint8Array, options: WriteOptions | undefined, earlyAck: boolean): Promise<WriteResult> {
     validateUint8Array(data, 'data')
+    validateSendable(data, 'data')
     validateOptions(options, 'options')
     const signal = options?.signal
     validateAbortSignal(signal, 'options.signal')
-    if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
-    if (this.#ending) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'))
-    if (signal?.aborted) return Promise.reject(abortError(signal))
+    const refused = this.#refusal(signal)
+    if (refused) return Promise.reject(refused)
     this.#writes++
     const bytes = data.byteLength
     if (bytes === 0) {
@@ -368,6 +410,7 @@ export class ZeroCopySocket {
       return this.#batchWrite(data, earlyAck)
     }
     this.#flushBatch()
+    pin(data) // held from here until the kernel released it
     const id = this.#nextId++
     return new Promise<WriteResult>((resolve, reject) => {
       const untrack = trackWrite(data)
@@ -412,13 +455,19 @@ export class ZeroCopySocket {
   sendFile(file: FileSource, options?: SendFileOptions): Promise<SendFileResult> {
     validateSendFile(file, options)
     const signal = options?.signal
-    if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
-    if (this.#ending) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'))
-    if (signal?.aborted) return Promise.reject(abortError(signal))
+    const refused = this.#refusal(signal)
+    if (refused) return Promise.reject(refused)
+    // The caller may close its descriptor as soon as this returns: take a duplicate now.
+    let taken: TakenFile
+    try {
+      taken = takeFile(file)
+    } catch (e) {
+      return Promise.reject(e)
+    }
     this.#writes++
     this.#flushBatch()
     const id = this.#nextId++
-    const prepared = prepareFile(file, options)
+    const prepared = prepareFile(taken, options)
     prepared.catch(() => {}) // settled through the held queue
     return new Promise<SendFileResult>((resolve, reject) => {
       const p: Pending = {
@@ -515,6 +564,8 @@ export class ZeroCopySocket {
       if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
       this.#settle(op.id, (p) => p.reject(this.#error ?? destroyedError()))
     }
+    // `#held` is gone: whoever waits for it (end()) must look again, or it would wait forever.
+    this.#wakeHeldWaiters()
     if (this.#fallbackReason !== null) {
       for (const id of this.#pending.keys()) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     }
@@ -528,23 +579,44 @@ export class ZeroCopySocket {
   }
 
   async #end(): Promise<void> {
-    if (this.#fallbackReason !== null) {
-      while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
-      await new Promise<void>((resolve, reject) => {
-        this.#origEnd.call(this.socket, () => resolve())
-        this.socket.once('error', reject)
-      })
-      await this.#idle()
-      return
-    }
-    const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
+    // Every wake-up of these waiters comes from `#drain` finishing or from `destroy`, the only
+    // two places that set `#held` to null; the loop re-checks, so a stale wake-up is harmless.
     while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
     if (this.#destroyed) throw this.#error ?? destroyedError()
+    if (this.#fallbackReason !== null) {
+      await new Promise<void>((resolve, reject) => {
+        // The socket's own end(): its callback gets an error if the socket is destroyed before
+        // the FIN went out, as the engine path rejects then.
+        this.#origEnd.call(this.socket, ((err?: Error | null) => {
+          if (err || this.#destroyed) reject(this.#error ?? destroyedError())
+          else resolve()
+        }) as () => void)
+      })
+      await this.#idle()
+      if (this.#destroyed && this.#error) throw this.#error
+      return
+    }
+    // Created only now, and awaited at once: a destroy() that rejects it always has a listener.
+    const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
     keepAlive(1)
     this.#native!.end()
     await ended
     await this.#idle()
     if (this.#error) throw this.#error
+  }
+
+  #wakeHeldWaiters(): void {
+    const waiters = this.#heldWaiters
+    this.#heldWaiters = []
+    for (const w of waiters) w()
+  }
+
+  /** Why a new write or file send cannot be queued now, or `null`; as node:net words it. */
+  #refusal(signal: AbortSignal | undefined): Error | null {
+    if (this.#destroyed) return this.#error ?? destroyedError()
+    if (this.#ending) return this.#peerEnded ? peerEndedError() : codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end')
+    if (signal?.aborted) return abortError(signal)
+    return null
   }
 
   /** Copies a small write into the current batch (starting one, and its flush, if needed). */
@@ -740,9 +812,7 @@ export class ZeroCopySocket {
       this.#held = null
     } finally {
       this.#draining = false
-      const waiters = this.#heldWaiters
-      this.#heldWaiters = []
-      for (const w of waiters) w()
+      this.#wakeHeldWaiters()
     }
   }
 
@@ -810,18 +880,10 @@ export class ZeroCopySocket {
     this.#settle(id, (p) => {
       if (flags & FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & FLAG_ZERO_COPY) !== 0, copied: (flags & FLAG_COPIED) !== 0 })
-      if (-value === FILE_SHRANK) {
-        const err = fileShrankError()
-        if (this.#error === null) this.#error = err
-        p.reject(err)
-        queueMicrotask(() => this.destroy())
-        return
-      }
-      const code = ERRNO_NAMES.get(-value) ?? 'EIO'
-      if (code === 'ECANCELED') return p.reject(this.#error ?? destroyedError())
-      const err = errnoError(code, p.syscall)
+      if (-value === libcECANCELED) return p.reject(this.#error ?? destroyedError())
+      const err = engineError(-value, p.syscall)
       if (this.#error === null) this.#error = err
-      p.reject(this.#error)
+      p.reject(-value === FILE_SHRANK ? err : this.#error)
       // The connection is unusable: tear it down (without making the socket emit 'error').
       queueMicrotask(() => this.destroy())
     })
@@ -831,7 +893,7 @@ export class ZeroCopySocket {
     const waiter = this.#endedWaiter
     this.#endedWaiter = null
     if (errno === 0) waiter?.resolve()
-    else waiter?.reject(this.#error ?? errnoError(ERRNO_NAMES.get(-errno) ?? 'EIO', 'shutdown'))
+    else waiter?.reject(this.#error ?? engineError(-errno, 'shutdown'))
   }
 
   #fallbackWrite(id: number, data: Uint8Array): void {

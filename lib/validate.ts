@@ -10,6 +10,17 @@ export function validateUint8Array(value: unknown, name: string): asserts value 
   if (!(value instanceof Uint8Array)) throw invalidArgType(name, 'an instance of Buffer or Uint8Array', value)
 }
 
+/**
+ * Throws `ERR_INVALID_ARG_VALUE` for a view of a resizable `ArrayBuffer`: shrinking it while
+ * the kernel may still read the memory cannot be prevented, so such buffers are refused up
+ * front (growable `SharedArrayBuffer`s only grow, and stay).
+ */
+export function validateSendable(value: Uint8Array, name: string): void {
+  if ((value.buffer as ArrayBuffer & { resizable?: boolean }).resizable === true) {
+    throw invalidArgValue(name, 'must not be a view of a resizable ArrayBuffer (its memory could shrink while the kernel reads it); copy it into a Buffer first', value)
+  }
+}
+
 /** Throws unless `value` is an integer in `[min, max]`. */
 export function validateInteger(value: unknown, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): asserts value is number {
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
