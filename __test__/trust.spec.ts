@@ -136,7 +136,7 @@ for (const mode of MODES) {
     const second = zs.write(mine)
     await new Promise((r) => setTimeout(r, 50))
     // Move the memory to a new owner, drop it and collect: the write must not follow it.
-    let moved: ArrayBuffer | null = structuredClone(mine.buffer, { transfer: [mine.buffer as ArrayBuffer] })
+    let moved: unknown = structuredClone(mine.buffer, { transfer: [mine.buffer as ArrayBuffer] })
     moved = null
     void moved
     for (let i = 0; i < 3; i++) globalThis.gc?.()
@@ -227,7 +227,7 @@ test('6: on the fallback path end() then destroy() rejects ERR_STREAM_DESTROYED,
       server.close()
       console.log(JSON.stringify(out))
     })`
-  for (const env of [{ ZEROCOPY_SOCKET_DISABLE: '1' }, {}]) {
+  for (const env of [{ ZEROCOPY_SOCKET_DISABLE: '1' }, {}] as Record<string, string>[]) {
     const { code, json, stderr } = await runChild(script, env)
     t.is(code, 0, stderr)
     const rows = json as [boolean, string, string][]
