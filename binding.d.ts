@@ -101,6 +101,12 @@ export interface BindingStats {
 }
 
 /**
+ * Closes a descriptor `dupFd` returned. (Closing it with `fs.closeSync` works too, but Node
+ * warns about descriptors it did not open when that runs in a worker thread.)
+ */
+export declare function closeFd(fd: number): void
+
+/**
  * Duplicates the caller's descriptor `fd` (close-on-exec) and returns the new one, which the
  * caller must close: the duplicate keeps naming the same open file whatever happens to `fd`.
  * Throws `EBADF` for a closed descriptor; `ENOSYS` on Windows.

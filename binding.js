@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.BindingPool = nativeBinding.BindingPool
 module.exports.BindingSocket = nativeBinding.BindingSocket
+module.exports.closeFd = nativeBinding.closeFd
 module.exports.dupFd = nativeBinding.dupFd
 module.exports.engineArm = nativeBinding.engineArm
 module.exports.engineFailure = nativeBinding.engineFailure

@@ -5,7 +5,7 @@
  */
 import { constants as fsConstants, type Stats } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { closeSync, read as readCb, fstat as fstatCb } from 'node:fs'
+import { read as readCb, fstat as fstatCb } from 'node:fs'
 import { promisify } from 'node:util'
 
 import * as binding from '../binding.js'
@@ -89,7 +89,7 @@ export function takeFile(file: FileSource): TakenFile {
 
 /** Closes what {@link takeFile} took, for a send that will not happen. */
 export function releaseTaken(taken: TakenFile): void {
-  if ('fd' in taken && taken.owned) closeSync(taken.fd)
+  if ('fd' in taken && taken.owned) binding.closeFd(taken.fd)
 }
 
 /**
@@ -113,7 +113,7 @@ export async function prepareFile(taken: TakenFile, options: SendFileOptions | u
   const close = async (): Promise<void> => {
     await handle?.close()
     handle = undefined
-    if (dup !== undefined) closeSync(dup)
+    if (dup !== undefined) binding.closeFd(dup)
     dup = undefined
   }
   try {

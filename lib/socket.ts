@@ -859,7 +859,7 @@ export class ZeroCopySocket {
           this.#pending.get(id)?.onProgress?.(sent, file.length)
           if (sent === file.length) this.#settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
         })
-        if (!ok) await new Promise((resolve) => this.socket.once('drain', resolve))
+        if (!ok) await this.#drained()
       }
     } catch (e) {
       // The bytes already written stay written; the stream is broken mid-file.
@@ -868,6 +868,24 @@ export class ZeroCopySocket {
     } finally {
       await file.close()
     }
+  }
+
+  /**
+   * Resolves on the socket's next 'drain', or once it closed: a socket destroyed while full
+   * never drains, and waiting for 'drain' alone left the file send (and its file) behind forever.
+   */
+  #drained(): Promise<void> {
+    const s = this.socket
+    if (s.destroyed) return Promise.resolve()
+    return new Promise((resolve) => {
+      const done = (): void => {
+        s.off('drain', done)
+        s.off('close', done)
+        resolve()
+      }
+      s.on('drain', done)
+      s.on('close', done)
+    })
   }
 
   #nativeWrite(id: number, data: Uint8Array): void {

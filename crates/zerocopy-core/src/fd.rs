@@ -29,6 +29,23 @@ pub fn dup_raw(fd: i32) -> Result<i32, Errno> {
     dup_cloexec(fd).map(IntoRawFd::into_raw_fd)
 }
 
+/// Closes a descriptor [`dup_raw`] returned. Errors: `EBADF`.
+#[cfg(unix)]
+pub fn close_raw(fd: i32) -> Result<(), Errno> {
+    // SAFETY: closes a descriptor the caller owns (from `dup_raw`); no memory is touched.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(Errno(libc::EBADF))
+    }
+}
+
+/// Not available: CRT descriptors cannot be closed this way here.
+#[cfg(not(unix))]
+pub fn close_raw(_fd: i32) -> Result<(), Errno> {
+    Err(Errno(libc::ENOSYS))
+}
+
 /// Not available: CRT descriptors cannot be duplicated this way here.
 #[cfg(not(unix))]
 pub fn dup_raw(_fd: i32) -> Result<i32, Errno> {

@@ -114,6 +114,13 @@ pub fn dup_fd(env: Env, fd: i32) -> napi::Result<i32> {
     zerocopy_core::fd::dup_raw(fd).or_else(|e| error::throw(&env, error::errno("dup", e)))
 }
 
+/// Closes a descriptor `dupFd` returned. (Closing it with `fs.closeSync` works too, but Node
+/// warns about descriptors it did not open when that runs in a worker thread.)
+#[napi]
+pub fn close_fd(env: Env, fd: i32) -> napi::Result<()> {
+    zerocopy_core::fd::close_raw(fd).or_else(|e| error::throw(&env, error::errno("close", e)))
+}
+
 thread_local! {
   static RING: RefCell<Option<zerocopy_core::BlockingRing>> = const { RefCell::new(None) };
 }
