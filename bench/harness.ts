@@ -5,11 +5,13 @@
  *
  * `npm run bench` (or `zerocopy-socket bench`) runs the full set (1 GiB per run, 3 repetitions);
  * `--quick` runs tiny totals to check that everything works, and writes nothing under docs/.
+ * Scratch files (the compiled C programs, the data file) live in a fresh directory under
+ * `os.tmpdir()`, removed when the run ends, however it ends.
  */
-import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 
 import { Command } from 'commander'
@@ -19,9 +21,9 @@ import { benchOptions, type BenchFlags } from './options'
 import { markdown, median, svg, table } from './report'
 import type { SenderResult } from './sender'
 import { runSink, type SinkResult } from './sink'
+import { VARIANTS, type Variant } from './variants'
 
 const ROOT = resolve(__dirname, '..')
-const WORK = join(ROOT, '.bench')
 const KiB = 1024
 const MiB = 1024 * KiB
 const GiB = 1024 * MiB
@@ -36,50 +38,13 @@ export interface BenchOptions {
   reps?: number
   /** Chunk sizes. **Default:** 1, 4, 16, 64, 256 KiB and 1 MiB. */
   chunks?: number[]
-  /** Where the JSON goes. **Default:** docs/benchmarks.json (quick: .bench/quick.json). */
+  /** Where the JSON goes. **Default:** docs/benchmarks.json on full runs; none on quick or `only` runs. */
   json?: string
   /** Print progress lines. **Default:** true. */
   verbose?: boolean
   /** Only these variants (for profiling one change); docs are not written then. */
   only?: string[]
 }
-
-/** One variant: how to start it, and whether its chunk size means anything. */
-interface Variant {
-  name: string
-  kind: 'node' | 'c'
-  file: boolean
-  /** csend mode and its qd/slots arguments, for C variants. */
-  c?: [string, number, number]
-  /** A single run per repetition, not one per chunk size (chunk column `-`). */
-  chunkless?: boolean
-  /** Smallest chunk size worth running (1 KiB pipes take a minute per GiB and prove nothing new). */
-  minChunk?: number
-  describe: string
-}
-
-const VARIANTS: Variant[] = [
-  { name: 'node_write', kind: 'node', file: false, describe: 'net.Socket.write + drain' },
-  { name: 'zc_auto', kind: 'node', file: false, describe: "ZeroCopySocket.write, zeroCopy 'auto' (default)" },
-  { name: 'zc_always', kind: 'node', file: false, describe: "ZeroCopySocket.write, zeroCopy 'always'" },
-  { name: 'zc_never', kind: 'node', file: false, describe: "ZeroCopySocket.write, zeroCopy 'never'" },
-  { name: 'zc_pool', kind: 'node', file: false, describe: 'ZeroCopySocket.write of BufferPool (registered) buffers' },
-  { name: 'c_send', kind: 'c', file: false, c: ['send', 1, 8], describe: 'C send() loop' },
-  { name: 'c_uring_send', kind: 'c', file: false, c: ['uring', 1, 8], describe: 'C io_uring SEND, 1 in flight' },
-  {
-    name: 'c_zc_ring8',
-    kind: 'c',
-    file: false,
-    c: ['zc', 1, 8],
-    minChunk: 16 * KiB,
-    describe: 'C SEND_ZC, 1 in flight, 8 rotating buffers, chunks ≥ 16 KiB (below that it waits for notifications that TCP autocorking holds back, and stalls)',
-  },
-  { name: 'node_pipe', kind: 'node', file: true, minChunk: 64 * KiB, describe: 'fs.createReadStream(highWaterMark = chunk).pipe(socket), chunks ≥ 64 KiB' },
-  { name: 'node_pipe_default', kind: 'node', file: true, chunkless: true, describe: 'fs.createReadStream().pipe(socket), default highWaterMark' },
-  { name: 'zc_sendfile', kind: 'node', file: true, chunkless: true, describe: 'ZeroCopySocket.sendFile()' },
-  { name: 'c_sendfile', kind: 'c', file: true, c: ['sendfile', 1, 1], describe: 'C sendfile(2), chunk bytes per call' },
-  { name: 'c_splice', kind: 'c', file: true, c: ['splice', 1, 1], describe: 'C splice(2) file → pipe → socket' },
-]
 
 /** One measured run. */
 export interface Run extends SenderResult {
@@ -115,10 +80,14 @@ function log(opts: BenchOptions, line: string): void {
   if (opts.verbose !== false) process.stderr.write(`${line}\n`)
 }
 
-/** Compiles the C receiver and, with liburing, the C senders; returns why C senders are skipped, if they are. */
-function buildTools(opts: BenchOptions): string | null {
-  mkdirSync(WORK, { recursive: true })
-  execFileSync('gcc', ['-O2', '-Wall', '-o', join(WORK, 'receiver'), join(__dirname, 'receiver.c')])
+/** Compiles the C receiver and, with liburing, the C senders into `work`; returns why C senders are skipped, if they are. */
+function buildTools(opts: BenchOptions, work: string): string | null {
+  try {
+    execFileSync('gcc', ['-O2', '-Wall', '-o', join(work, 'receiver'), join(__dirname, 'receiver.c')])
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+    throw Object.assign(new Error('gcc is not installed: the benchmark compiles its C receiver'), { code: 'ENOENT' })
+  }
   if (!existsSync('/usr/include/liburing.h') && !opts.quick && process.getuid?.() === 0) {
     log(opts, 'installing liburing-dev from Debian for the C reference senders ...')
     try {
@@ -133,20 +102,18 @@ function buildTools(opts: BenchOptions): string | null {
     }
   }
   if (!existsSync('/usr/include/liburing.h')) return 'liburing-dev is not installed (apt-get install liburing-dev): C reference senders SKIPPED'
-  execFileSync('gcc', ['-O2', '-Wall', '-o', join(WORK, 'csend'), join(__dirname, 'csend.c'), '-luring'])
+  execFileSync('gcc', ['-O2', '-Wall', '-o', join(work, 'csend'), join(__dirname, 'csend.c'), '-luring'])
   return null
 }
 
-/** A page-cached data file of `size` bytes (kept between runs). */
-function dataFile(size: number): string {
-  const path = join(WORK, `data-${size}.bin`)
-  if (!existsSync(path) || statSync(path).size !== size) {
-    const block = Buffer.alloc(MiB)
-    for (let i = 0; i < block.length; i += 8) block.writeBigUInt64LE(BigInt(i), i)
-    const fd = openSync(path, 'w')
-    for (let written = 0; written < size; written += MiB) writeFileSync(fd, block.subarray(0, Math.min(MiB, size - written)))
-    closeSync(fd)
-  }
+/** A page-cached data file of `size` bytes in `work`. */
+function dataFile(size: number, work: string): string {
+  const path = join(work, `data-${size}.bin`)
+  const block = Buffer.alloc(MiB)
+  for (let i = 0; i < block.length; i += 8) block.writeBigUInt64LE(BigInt(i), i)
+  const out = openSync(path, 'w')
+  for (let written = 0; written < size; written += MiB) writeFileSync(out, block.subarray(0, Math.min(MiB, size - written)))
+  closeSync(out)
   // Read it once so it is in the page cache.
   const fd = openSync(path, 'r')
   const buf = Buffer.allocUnsafe(MiB)
@@ -158,9 +125,11 @@ function dataFile(size: number): string {
 class Receiver {
   #lines: string[] = []
   #waiters: ((line: string) => void)[] = []
-  readonly child = spawn(join(WORK, 'receiver'), ['0'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  constructor() {
-    createInterface({ input: this.child.stdout }).on('line', (line) => {
+  readonly child: ChildProcess
+  constructor(work: string) {
+    const child = spawn(join(work, 'receiver'), ['0'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    this.child = child
+    createInterface({ input: child.stdout }).on('line', (line) => {
       const w = this.#waiters.shift()
       if (w) w(line)
       else this.#lines.push(line)
@@ -183,17 +152,18 @@ function runProcess(cmd: string, args: string[]): Promise<string> {
     let err = ''
     child.stdout.on('data', (c: Buffer) => (out += c))
     child.stderr.on('data', (c: Buffer) => (err += c))
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim()}`))))
+    // One line: the child's first (a stack trace follows it when a Node sender throws).
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${basename(cmd)} ${args[0]} exited ${code}: ${err.trim().split('\n')[0]}`))))
   })
 }
 
-async function runOne(v: Variant, port: number, chunk: number, total: number, file: string): Promise<SenderResult> {
+async function runOne(v: Variant, port: number, chunk: number, total: number, file: string, work: string): Promise<SenderResult> {
   if (v.kind === 'node') {
     const out = await runProcess(process.execPath, [join(__dirname, 'sender.js'), v.name, String(port), String(chunk), String(total), file])
     return JSON.parse(out.trim().split('\n').pop()!)
   }
   const [mode, qd, slots] = v.c!
-  const out = await runProcess(join(WORK, 'csend'), [mode, String(port), String(chunk), String(total), String(qd), String(slots), file])
+  const out = await runProcess(join(work, 'csend'), [mode, String(port), String(chunk), String(total), String(qd), String(slots), file])
   const kv = Object.fromEntries(out.trim().split(/\s+/).map((p) => p.split('=')))
   const notifications = Number(kv.notifs ?? 0)
   return {
@@ -249,39 +219,60 @@ function aggregate(runs: Run[]): Row[] {
   })
 }
 
-/** Runs the benchmark. */
+/** Runs the benchmark in a fresh scratch directory under `os.tmpdir()`, removed afterwards even when the run fails. */
 export async function runBench(opts: BenchOptions): Promise<BenchResult> {
+  const work = mkdtempSync(join(os.tmpdir(), 'zerocopy-bench-'))
+  try {
+    return await measure(opts, work)
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+/** The (variant, chunk) runs of one repetition, in table order. */
+function planOf(opts: BenchOptions, chunks: number[], noC: boolean): [Variant, number][] {
+  const plan: [Variant, number][] = []
+  for (const chunk of chunks) {
+    for (const v of VARIANTS) {
+      if (v.kind === 'c' && noC) continue
+      if (opts.only && !opts.only.includes(v.name)) continue
+      if (v.chunkless && chunk !== chunks[0]) continue
+      if (v.minChunk !== undefined && chunk < v.minChunk && !opts.quick) continue
+      plan.push([v, chunk])
+    }
+  }
+  return plan
+}
+
+/** The benchmark proper, with its scratch files in `work`. */
+async function measure(opts: BenchOptions, work: string): Promise<BenchResult> {
   const total = opts.total ?? (opts.quick ? 4 * MiB : GiB)
   const reps = opts.reps ?? (opts.quick ? 1 : 3)
   const chunks = opts.chunks ?? [KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB]
   const skipped: string[] = []
-  const noC = buildTools(opts)
+  const noC = buildTools(opts, work)
   if (noC) {
     skipped.push(noC)
     log(opts, `!!! ${noC}`)
   }
+  const plan = planOf(opts, chunks, noC !== null)
+  const withSink = !opts.only || opts.only.includes('sink')
+  if (plan.length === 0 && !withSink) {
+    // `--only` names known variants (bench/options.ts), but none of them runs here at these chunk sizes.
+    throw Object.assign(new Error(`nothing to run: ${opts.only?.join(',')} at chunk sizes ${chunks.join(',')}${noC ? ` (${noC})` : ''}`), { code: 'ERR_INVALID_ARG_VALUE' })
+  }
   const fileSize = Math.min(total, 256 * MiB)
-  const file = dataFile(fileSize)
-  const receiver = new Receiver()
+  const file = dataFile(fileSize, work)
+  const receiver = new Receiver(work)
   const { port } = await receiver.next()
   const runs: Run[] = []
   let longRun: SenderResult | undefined
   try {
     for (let rep = 0; rep < reps; rep++) {
-      const plan: [Variant, number][] = []
-      for (const chunk of chunks) {
-        for (const v of VARIANTS) {
-          if (v.kind === 'c' && noC) continue
-          if (opts.only && !opts.only.includes(v.name)) continue
-          if (v.chunkless && chunk !== chunks[0]) continue
-          if (v.minChunk !== undefined && chunk < v.minChunk && !opts.quick) continue
-          plan.push([v, chunk])
-        }
-      }
       for (const [v, chunk] of shuffle(plan, 42 + rep)) {
         let r: SenderResult
         try {
-          r = await runOne(v, port!, chunk, total, file)
+          r = await runOne(v, port!, chunk, total, file, work)
         } catch (e) {
           if (v.kind !== 'c') throw e
           // A C reference sender failing is a finding, not a harness failure.
@@ -299,7 +290,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     }
     if (!opts.quick && !opts.only && chunks.includes(256 * KiB)) {
       const v = VARIANTS.find((x) => x.name === 'zc_auto')!
-      longRun = await runOne(v, port!, 256 * KiB, 8 * GiB, file)
+      longRun = await runOne(v, port!, 256 * KiB, 8 * GiB, file, work)
       const seen = await receiver.next()
       if (!longRun.ok || seen.bytes !== longRun.bytes) throw new Error('the 8 GiB run lost bytes')
       log(opts, `long run: zc_auto 256K 8 GiB ${(longRun.bytes / longRun.secs / 1e9).toFixed(2)} GB/s, peak RSS ${longRun.maxRssMiB.toFixed(0)} MiB`)
@@ -308,7 +299,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     receiver.stop()
   }
   let sink: SinkResult | undefined
-  if (!opts.only || opts.only.includes('sink')) {
+  if (withSink) {
     sink = runSink(opts.quick ? 64 * MiB : 4 * GiB, reps, (line) => log(opts, line))
     if ('skipped' in sink) {
       skipped.push(`zero-copy off loopback (UDP into a sink device): ${sink.skipped}`)
@@ -330,9 +321,11 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     longRun,
     sink,
   }
-  const json = opts.json ?? (opts.quick || opts.only ? join(WORK, 'partial.json') : join(ROOT, 'docs', 'benchmarks.json'))
-  mkdirSync(resolve(json, '..'), { recursive: true })
-  writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`)
+  const json = opts.json ?? (opts.quick || opts.only ? null : join(ROOT, 'docs', 'benchmarks.json'))
+  if (json !== null) {
+    mkdirSync(resolve(json, '..'), { recursive: true })
+    writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`)
+  }
   console.log(table(result))
   if (!opts.quick && !opts.only) {
     writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))

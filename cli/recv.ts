@@ -1,8 +1,8 @@
 /** `zerocopy-socket recv`: accept one connection, store or discard it, report its SHA-256. */
 import { createHash } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
-import net from 'node:net'
 import { once } from 'node:events'
+import { open, type FileHandle } from 'node:fs/promises'
+import net from 'node:net'
 
 import { gbps, humanBytes, progressBar } from './format'
 import { HEADER_BYTES, ackLine, parseHeader } from './protocol'
@@ -15,8 +15,20 @@ export interface RecvOptions {
   quiet: boolean
 }
 
+/** Opens (creates or truncates) `path` for writing; a missing directory says so. */
+async function openOut(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'w')
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+    throw Object.assign(new Error(`cannot create ${path}: its directory does not exist`, { cause: e }), { code: 'ENOENT' })
+  }
+}
+
 /** Runs `recv`; resolves with the byte count and SHA-256 once the sender has finished. */
 export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: string }> {
+  // Opened before listening: an --out that cannot be written fails before any sender connects.
+  const handle = opts.out ? await openOut(opts.out) : null
   // Half-open: after the sender's FIN we still answer with the confirmation line.
   const server = net.createServer({ allowHalfOpen: true })
   server.listen(opts.port, opts.host)
@@ -26,7 +38,7 @@ export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: 
   const [socket] = (await once(server, 'connection')) as [net.Socket]
   server.close()
 
-  const out = opts.out ? createWriteStream(opts.out) : null
+  const out = handle?.createWriteStream() ?? null
   const hash = createHash('sha256')
   let bytes = 0
   let announced: number | null = null
@@ -62,7 +74,11 @@ export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: 
     take(chunk)
   })
   const ended = once(socket, 'end')
-  const failed = once(socket, 'error').then(([e]) => Promise.reject(e))
+  // A failing write to --out (a full disk) fails the command like a failing socket does.
+  const failed = new Promise<never>((_, reject) => {
+    socket.once('error', reject)
+    out?.once('error', reject)
+  })
   await Promise.race([ended, failed])
   if (head !== null && head.length > 0) take(head) // a raw stream shorter than a header
   if (out) {

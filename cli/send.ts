@@ -24,12 +24,28 @@ export interface SendReport {
   peer: { bytes: number; sha256: string } | null
 }
 
-/** Splits `HOST:PORT` (`[::1]:PORT` for IPv6). */
+/** Splits `HOST:PORT` (`[::1]:PORT` for IPv6); PORT must be 1 to 65535 (0 is no port to connect to). */
 export function parseTarget(to: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(to)
-  const port = m ? Number(m[3]) : Number.NaN
-  if (!m || port > 65535) throw new Error(`--to must be HOST:PORT, got '${to}'`)
+  const port = m ? Number(m[3]) : 0
+  if (!m || port < 1 || port > 65535) {
+    throw Object.assign(new Error(`--to must be HOST:PORT with a port from 1 to 65535, got '${to}'`), { code: 'ERR_INVALID_ARG_VALUE' })
+  }
   return { host: m[1] ?? m[2], port }
+}
+
+/**
+ * Codes a transfer fails with when the receiver went away (reset, closed, died). `send` calls
+ * `end()` only after its last write has settled, so a write-after-end can only be the peer's FIN.
+ */
+const RECEIVER_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ENOTCONN', 'ETIMEDOUT', 'ERR_SOCKET_CLOSED', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END'])
+
+/** A failure of the connection as one sentence with the original code; any other error as it is. */
+function receiverGone(e: unknown, opts: SendOptions, sent: number, size: number): unknown {
+  const code = (e as { code?: unknown } | null)?.code
+  if (typeof code !== 'string' || !RECEIVER_GONE.has(code)) return e
+  const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host
+  return Object.assign(new Error(`the receiver at ${host}:${opts.port} closed the connection after ${sent} of ${size} bytes`, { cause: e }), { code })
 }
 
 async function writeFromPool(zs: ZeroCopySocket, path: string, size: number, onBytes: (n: number) => void): Promise<void> {
@@ -45,13 +61,15 @@ async function writeFromPool(zs: ZeroCopySocket, path: string, size: number, onB
       const { bytesRead } = await file.read(buf, 0, Math.min(buf.length, size - position), position)
       if (bytesRead === 0) throw new Error('the file shrank while being sent')
       position += bytesRead
-      inFlight.push(
-        zs.write(buf.subarray(0, bytesRead)).finally(() => {
-          pool.release(buf)
-          sent += bytesRead
-          onBytes(sent)
-        }),
-      )
+      const written = zs
+        .write(buf.subarray(0, bytesRead))
+        .then(() => onBytes((sent += bytesRead)))
+        .finally(() => pool.release(buf))
+      // Each write is awaited in turn (shift, or Promise.all); when the receiver dies, the later
+      // ones reject while an earlier one is awaited, or after a failure ended the loop. Marked
+      // handled here, so the first failure is the one reported and none escapes as unhandled.
+      written.catch(() => {})
+      inFlight.push(written)
     }
     await Promise.all(inFlight)
   } finally {
@@ -71,12 +89,20 @@ export async function send(path: string, opts: SendOptions): Promise<SendReport>
     zs.socket.on('close', () => resolve(text))
   })
   const bar = progressBar(size, opts.quiet)
+  let sent = 0
+  const progress = (bytes: number): void => {
+    sent = bytes
+    bar.update(bytes)
+  }
   const started = process.hrtime.bigint()
   try {
     await zs.write(header(size))
-    if (opts.mode === 'file') await zs.sendFile(path, { onProgress: (sent) => bar.update(sent) })
-    else await writeFromPool(zs, path, size, (sent) => bar.update(sent))
+    if (opts.mode === 'file') await zs.sendFile(path, { onProgress: progress })
+    else await writeFromPool(zs, path, size, progress)
     await zs.end()
+  } catch (e) {
+    zs.destroy()
+    throw receiverGone(e, opts, sent, size)
   } finally {
     bar.stop()
   }

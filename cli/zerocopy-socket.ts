@@ -27,7 +27,8 @@ function fail(e: unknown): never {
 
 const program = new Command('zerocopy-socket')
   .description('io_uring zero-copy TCP file transfer for Node.js')
-  .showHelpAfterError('(run with --help for usage)')
+  // Usage errors too are one line: the hint goes on the error's own line. Subcommands inherit this.
+  .configureOutput({ outputError: (text, write) => write(`${text.trimEnd()} (run with --help for usage)\n`) })
 
 program
   .command('recv')
