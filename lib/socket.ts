@@ -233,6 +233,11 @@ export class ZeroCopySocket {
    * drained, and behind a file that is still being opened. `null` when nothing waits.
    */
   #held: HeldOp[] | null = null
+  /**
+   * `#drain` is running. A second call returns at once without losing work: the running one
+   * loops until `#held` is empty, and every push to `#held` happens on this thread before that
+   * loop's next look (it only yields at `await`s, after which it looks again).
+   */
   #draining = false
   /** Small writes copied and waiting to go to the engine together; see {@link SMALL_WRITE}. */
   #batch: { buf: Buffer; used: number; early: number; members: BatchMember[] } | null = null
