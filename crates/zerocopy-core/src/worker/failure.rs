@@ -63,13 +63,16 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         // Requests' `msghdr`s and the registered regions: the kernel may still use them.
         std::mem::forget(std::mem::take(&mut self.reqs));
         std::mem::forget(std::mem::take(&mut self.fixed));
-        if let Some(reply) = self.shutdown.take() {
-            self.flush();
-            let _ = reply.send(());
-            return std::mem::forget(self);
-        }
-        self.flush();
+        let mut shutdown = self.shutdown.take();
         loop {
+            self.flush();
+            if let Some(reply) = shutdown.take() {
+                let _ = reply.send(());
+                // The ring's descriptor and mappings, and `wake_buf` (an eventfd read may still
+                // be armed), stay: closing a descriptor this thread no longer trusts could close
+                // someone else's, and the kernel may still write into the mappings.
+                return std::mem::forget(self);
+            }
             let cmds = {
                 let mut cmds = self.shared.cmds.lock().expect("engine lock");
                 while cmds.is_empty() {
@@ -77,7 +80,6 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 }
                 std::mem::take(&mut *cmds)
             };
-            let mut shutdown = None;
             for cmd in cmds {
                 match cmd {
                     Cmd::Write {
@@ -95,14 +97,6 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                     Cmd::Shutdown { reply } => shutdown = Some(reply),
                     Cmd::Open { .. } | Cmd::Abort { .. } | Cmd::Unregister { .. } => {}
                 }
-            }
-            self.flush();
-            if let Some(reply) = shutdown {
-                let _ = reply.send(());
-                // The ring's descriptor and mappings, and `wake_buf` (an eventfd read may still
-                // be armed), stay: closing a descriptor this thread no longer trusts could close
-                // someone else's, and the kernel may still write into the mappings.
-                return std::mem::forget(self);
             }
         }
     }
