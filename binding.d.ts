@@ -47,6 +47,11 @@ export declare class BindingSocket {
   end(): void
   /** Cancels pending writes and closes the engine's dup once the kernel released everything. */
   close(): void
+  /**
+   * Hands the socket back: once every queued byte went out and was released, closes the
+   * engine's dup without cancelling or resetting anything, and reports `closed`.
+   */
+  detach(): void
   /** `auto` found the kernel copies zero-copy sends on this route anyway (cheaper than `stats`). */
   get copiesAnyway(): boolean
   /** Current counters. */

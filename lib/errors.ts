@@ -48,6 +48,8 @@ export type ZeroCopyErrorCode =
   | 'ERR_SOCKET_CLOSED'
   /** `socket.write()` was called directly on a socket the engine owns. */
   | 'ERR_ZC_SOCKET_OWNED'
+  /** Written, sent or ended after `release()` handed the socket back. */
+  | 'ERR_ZC_SOCKET_RELEASED'
   /** `BufferPool.acquire()`: every buffer is acquired or still in flight. */
   | 'ERR_ZC_POOL_EXHAUSTED'
   /** `sendFile`: the file ended before the requested range (it shrank while being sent). */

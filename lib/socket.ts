@@ -161,6 +161,10 @@ function destroyedError(): ZeroCopyError {
   return codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed')
 }
 
+function releasedError(): ZeroCopyError {
+  return codedError('ERR_ZC_SOCKET_RELEASED', 'This ZeroCopySocket has handed its socket back (release()): write on the socket, or adopt it again with ZeroCopySocket.from()')
+}
+
 /** Writing after the peer's FIN ended the socket, worded as node:net's `writeAfterFIN`. */
 function peerEndedError(): ZeroCopyError {
   return codedError('EPIPE', 'This socket has been ended by the other party')
@@ -262,6 +266,18 @@ export class ZeroCopySocket {
   #peerEnded = false
   #error: Error | null = null
   #origEnd: (this: net.Socket, cb?: () => void) => net.Socket
+  /** The socket's own `write`/`end` properties before {@link #takeOver}, to put back on release. */
+  #ownMethods: { write?: PropertyDescriptor; end?: PropertyDescriptor } = {}
+  /** Our listeners on {@link socket}, removed when it is handed back. */
+  #listeners: [event: string, fn: (...args: never[]) => void][] = []
+  #releasing: Promise<net.Socket> | null = null
+  /** {@link release} finished: the socket is its owner's again. */
+  #released = false
+  /** The engine was asked to close or detach; `#closed` settles on its `closed` event. */
+  #closeSent = false
+  /** The engine reported `closed`: it holds nothing of this socket any more. */
+  #nativeGone = false
+  #closed: { promise: Promise<void>; resolve(): void } | null = null
 
   private constructor(socket: net.Socket, options: ZeroCopyOptions | undefined) {
     this.socket = socket
@@ -281,18 +297,23 @@ export class ZeroCopySocket {
     }
     // Errors reach callers through rejected writes and end(); without this listener an
     // EPIPE/ECONNRESET would also be thrown as an uncaught 'error' event.
-    socket.on('error', (err) => {
+    this.#listen('error', (err: Error) => {
       if (this.#error === null) this.#error = err
     })
     // Registered after the socket's own 'end' handler, which schedules the automatic end().
-    socket.on('end', () => {
+    this.#listen('end', () => {
       if (!socket.allowHalfOpen) this.#peerEnded = true
     })
-    socket.once('close', () => {
+    this.#listen('close', () => {
       const cause = (socket as unknown as { errored?: Error | null }).errored
       if (cause && this.#error === null) this.#error = cause
       this.destroy()
     })
+  }
+
+  #listen(event: string, fn: (...args: never[]) => void): void {
+    this.socket.on(event, fn as (...args: unknown[]) => void)
+    this.#listeners.push([event, fn])
   }
 
   /**
@@ -529,6 +550,91 @@ export class ZeroCopySocket {
   }
 
   /**
+   * Hands the socket back: waits until every queued write and file send has settled (the
+   * kernel released their memory), detaches the engine (its duplicate of the descriptor is
+   * closed; nothing of the socket is left in the ring), restores the socket's own `write` and
+   * `end`, removes this wrapper's listeners, and resolves with the socket, which its owner
+   * (node:http, for example) keeps using as before. The socket may be adopted again later with
+   * {@link ZeroCopySocket.from}. Calling it again returns the same promise.
+   *
+   * After `release()`, {@link write}, {@link sendFile} and {@link end} reject with
+   * `ERR_ZC_SOCKET_RELEASED`, and {@link destroy} leaves the socket alone once it is handed back.
+   * @returns The socket, once it is its owner's again.
+   * @throws Rejects with `ERR_STREAM_DESTROYED` or the socket's error when the socket is
+   *   destroyed before everything settled (it is not handed back then).
+   */
+  release(): Promise<net.Socket> {
+    if (this.#releasing) return this.#releasing
+    if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
+    this.#flushBatch()
+    this.#releasing = this.#release()
+    this.#releasing.catch(() => {})
+    return this.#releasing
+  }
+
+  async #release(): Promise<net.Socket> {
+    const ending = this.#ending
+    if (ending) await ending
+    await this.#heldDone()
+    await this.#idle()
+    if (!this.#destroyed && this.#native) await this.#closeNative('detach')
+    if (this.#destroyed) throw this.#error ?? destroyedError()
+    const s = this.socket
+    for (const [event, fn] of this.#listeners) s.off(event, fn as (...args: unknown[]) => void)
+    this.#listeners = []
+    for (const key of ['write', 'end'] as const) {
+      const own = this.#ownMethods[key]
+      if (own) Object.defineProperty(s, key, own)
+      else delete (s as Partial<net.Socket>)[key]
+    }
+    owned.delete(s)
+    this.#released = true
+    // A destroy() that came after the detach and before here found nothing to close.
+    return s
+  }
+
+  /**
+   * Asks the engine to close (`'close'`: cancel and, if the peer holds pages, reset) or to hand
+   * back (`'detach'`) the socket; settles on its `closed` event. The engine reports `closed`
+   * once per connection, and the event loop is kept alive for it once: a close after a detach
+   * only changes how the engine goes, it does not wait for a second event.
+   */
+  #closeNative(how: 'close' | 'detach'): Promise<void> {
+    if (this.#nativeGone) return Promise.resolve()
+    if (this.#closed === null) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => (resolve = r))
+      this.#closed = { promise, resolve }
+    }
+    if (!this.#closeSent) keepAlive(1)
+    const first = !this.#closeSent
+    this.#closeSent = true
+    if (how === 'close') this.#native!.close()
+    else if (first) this.#native!.detach()
+    return this.#closed.promise
+  }
+
+  #onClosed(): void {
+    const closed = this.#closed
+    if (closed === null || this.#nativeGone) return
+    keepAlive(-1)
+    this.#nativeGone = true
+    closed.resolve()
+  }
+
+  /** Counts the engine's progress as activity for the socket's idle timeout (`setTimeout`). */
+  #touch(): void {
+    ;(this.socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
+  }
+
+  /** Settles once no operation waits in JS (`#held` is null), or the socket was destroyed. */
+  async #heldDone(): Promise<void> {
+    // Every wake-up of these waiters comes from `#drain` finishing or from `destroy`, the only
+    // two places that set `#held` to null; the loop re-checks, so a stale wake-up is harmless.
+    while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
+  }
+
+  /**
    * Flushes every queued byte, then half-closes the connection (sends FIN). The reading side
    * is untouched. Resolves once every write has settled and the FIN was sent; calling it again
    * returns the same promise.
@@ -538,6 +644,7 @@ export class ZeroCopySocket {
   end(): Promise<void> {
     if (this.#ending) return this.#ending
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
+    if (this.#releasing) return Promise.reject(releasedError())
     this.#flushBatch()
     this.#ending = this.#end()
     // end() may be called for its side effect only (socket.end() routes here): never leave an
@@ -555,6 +662,7 @@ export class ZeroCopySocket {
   destroy(error?: Error): void {
     if (this.#destroyed) return
     this.#destroyed = true
+    if (this.#released) return // the socket is its owner's again
     if (error && this.#error === null) this.#error = error
     const batch = this.#batch
     this.#batch = null
@@ -574,19 +682,14 @@ export class ZeroCopySocket {
     if (this.#fallbackReason !== null) {
       for (const id of this.#pending.keys()) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     }
-    if (this.#native) {
-      keepAlive(1)
-      this.#native.close()
-    }
+    if (this.#native) this.#closeNative('close')
     this.#endedWaiter?.reject(this.#error ?? destroyedError())
     this.#endedWaiter = null
     if (!this.socket.destroyed) this.socket.destroy(error)
   }
 
   async #end(): Promise<void> {
-    // Every wake-up of these waiters comes from `#drain` finishing or from `destroy`, the only
-    // two places that set `#held` to null; the loop re-checks, so a stale wake-up is harmless.
-    while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
+    await this.#heldDone()
     if (this.#destroyed) throw this.#error ?? destroyedError()
     if (this.#fallbackReason !== null) {
       await new Promise<void>((resolve, reject) => {
@@ -619,6 +722,7 @@ export class ZeroCopySocket {
   /** Why a new write or file send cannot be queued now, or `null`; as node:net words it. */
   #refusal(signal: AbortSignal | undefined): Error | null {
     if (this.#destroyed) return this.#error ?? destroyedError()
+    if (this.#releasing) return releasedError()
     if (this.#ending) return this.#peerEnded ? peerEndedError() : codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end')
     if (signal?.aborted) return abortError(signal)
     return null
@@ -735,6 +839,7 @@ export class ZeroCopySocket {
   /** Routes `socket.write()`/`end()` so they cannot overtake the engine's bytes. */
   #takeOver(): void {
     const s = this.socket
+    this.#ownMethods = { write: Object.getOwnPropertyDescriptor(s, 'write'), end: Object.getOwnPropertyDescriptor(s, 'end') }
     s.write = (() => {
       throw codedError(
         'ERR_ZC_SOCKET_OWNED',
@@ -759,6 +864,7 @@ export class ZeroCopySocket {
       register(native.id, {
         done: (id, value, flags) => this.#done(id, value, flags),
         progress: (id, sent) => {
+          this.#touch()
           const p = this.#pending.get(id)
           p?.onProgress?.(sent, p.bytes)
         },
@@ -766,7 +872,7 @@ export class ZeroCopySocket {
           keepAlive(-1)
           this.#ended(errno)
         },
-        closed: () => keepAlive(-1),
+        closed: () => this.#onClosed(),
       })
       this.#native = native
     } catch (e) {
@@ -900,6 +1006,7 @@ export class ZeroCopySocket {
 
   #done(id: number, value: number, flags: number): void {
     keepAlive(-1)
+    this.#touch()
     this.#settle(id, (p) => {
       if (flags & FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & FLAG_ZERO_COPY) !== 0, copied: (flags & FLAG_COPIED) !== 0 })

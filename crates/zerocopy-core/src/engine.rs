@@ -57,6 +57,11 @@ pub(crate) enum Cmd<H> {
     Close {
         conn: u32,
     },
+    /// Hand the socket back: once every queued byte went out and was released, close the
+    /// engine's dup (never resetting the connection) and report `Closed`.
+    Detach {
+        conn: u32,
+    },
     /// Close every socket; once none is left, reply and end the engine thread.
     Shutdown {
         reply: mpsc::Sender<()>,
@@ -236,6 +241,14 @@ impl<H: Send + 'static> Engine<H> {
     /// kernel holds nothing of the socket's, closes the engine's dup and reports `Closed`.
     pub fn close(&self, conn: u32) {
         self.send(Cmd::Close { conn });
+    }
+
+    /// Hands `conn` back to its owner: once every queued write and file send went out and the
+    /// kernel released it, closes the engine's dup and reports `Closed`. Unlike
+    /// [`Engine::close`] nothing is cancelled and the connection is never reset; a later
+    /// `close` still can (a peer that never reads would otherwise keep the dup open).
+    pub fn detach(&self, conn: u32) {
+        self.send(Cmd::Detach { conn });
     }
 
     /// Ends the engine, for its owner's teardown (a worker thread that ends, or process exit):

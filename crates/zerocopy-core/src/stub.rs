@@ -144,6 +144,9 @@ impl<H: Send + 'static> Engine<H> {
     /// No-op.
     pub fn close(&self, _conn: u32) {}
 
+    /// Nothing to hand back: no socket is ever opened here.
+    pub fn detach(&self, _conn: u32) {}
+
     /// Nothing to end: `true`.
     pub fn shutdown(&self, _timeout: std::time::Duration) -> bool {
         true

@@ -120,6 +120,8 @@ struct Conn<H> {
     end_requested: bool,
     ended: bool,
     closing: bool,
+    /// The owner takes the socket back (`Cmd::Detach`): go once idle, without cancelling.
+    detaching: bool,
     cancel_sent: bool,
     /// Something changed since the last pump: a request may be due, or writes finished.
     dirty: bool,
@@ -384,6 +386,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                             end_requested: false,
                             ended: false,
                             closing: false,
+                            detaching: false,
                             cancel_sent: false,
                             dirty: false,
                         },
@@ -455,6 +458,13 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 },
                 Cmd::Close { conn } => match self.conns.get_mut(&conn) {
                     Some(c) => c.close(),
+                    None => self.events.push(Event::Closed { conn }),
+                },
+                Cmd::Detach { conn } => match self.conns.get_mut(&conn) {
+                    Some(c) => {
+                        c.detaching = true;
+                        c.dirty = true;
+                    }
                     None => self.events.push(Event::Closed { conn }),
                 },
                 Cmd::Shutdown { reply } => {
@@ -854,7 +864,9 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 reset_on_close(&fd);
             }
         }
-        if c.closing && c.queue.idle() && c.job.is_none() && c.retired.is_empty() {
+        // A detaching conn goes the same way once idle: its last requests completed and were
+        // released (each of those marks it dirty, so this check runs again after the last).
+        if (c.closing || c.detaching) && c.queue.idle() && c.job.is_none() && c.retired.is_empty() {
             debug_assert!(c.holders.is_empty(), "holders outlive their writes");
             // Dropping the Conn closes the dup: no request of it is left in the kernel.
             self.conns.remove(&id);

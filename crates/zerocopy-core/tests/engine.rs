@@ -512,3 +512,61 @@ fn aborting_a_running_file_send_cancels_its_wait_promptly() {
         drop(tx);
     }
 }
+
+#[test]
+fn detach_hands_the_socket_back_without_resetting_it() {
+    // Detach right after queueing: the engine sends everything first (file, staged or not, and
+    // a write), closes its dup and reports Closed; the caller's socket then goes on, in order.
+    for staged_files in [false, true] {
+        let (engine, rx) = engine();
+        let (mut tx, reader) = pair(Duration::from_millis(50));
+        let policy = Policy {
+            staged_files,
+            ..Policy::default()
+        };
+        let (conn, stats) = engine.open(tx.as_raw_fd(), policy).unwrap();
+        let (file, data) = temp_file(2 * 1024 * 1024 + 7, 11);
+        engine
+            .send_file(conn, 1, file.as_raw_fd(), 0, data.len() as u64)
+            .unwrap();
+        let tail = vec![3u8; 200_000];
+        // SAFETY: the Vec is its own holder and is not touched until its Done event.
+        unsafe {
+            engine.write(
+                conn,
+                &stats,
+                2,
+                Span {
+                    addr: tail.as_ptr() as usize,
+                    len: tail.len(),
+                },
+                tail.clone(),
+            )
+        };
+        engine.detach(conn);
+        let mut done = Vec::new();
+        loop {
+            match rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("engine stalled")
+            {
+                Event::Done { done: d, .. } => done.push((d.id, d.result)),
+                Event::Closed { .. } => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            done,
+            vec![(1, Ok(data.len())), (2, Ok(tail.len()))],
+            "staged={staged_files}: everything settles before Closed"
+        );
+        // Ours again: a plain write after the engine's bytes, then FIN.
+        std::io::Write::write_all(&mut tx, b"after").unwrap();
+        drop(tx);
+        let got = reader.join().unwrap();
+        let mut expected = data.clone();
+        expected.extend_from_slice(&tail);
+        expected.extend_from_slice(b"after");
+        assert!(got == expected, "staged={staged_files}: stream differs");
+    }
+}

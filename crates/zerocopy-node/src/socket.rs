@@ -144,6 +144,13 @@ impl BindingSocket {
         self.engine.close(self.conn);
     }
 
+    /// Hands the socket back: once every queued byte went out and was released, closes the
+    /// engine's dup without cancelling or resetting anything, and reports `closed`.
+    #[napi]
+    pub fn detach(&self) {
+        self.engine.detach(self.conn);
+    }
+
     /// `auto` found the kernel copies zero-copy sends on this route anyway (cheaper than `stats`).
     #[napi(getter)]
     pub fn copies_anyway(&self) -> bool {

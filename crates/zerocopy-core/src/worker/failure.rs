@@ -55,7 +55,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                     result: Err(ENGINE_FAILED),
                 });
             }
-            if c.closing {
+            if c.closing || c.detaching {
                 self.events.push(Event::Closed { conn });
             }
             // Dropping the rest closes the socket's dup and the dups of files never started.
@@ -90,7 +90,9 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                         conn,
                         result: Err(ENGINE_FAILED),
                     }),
-                    Cmd::Close { conn } => self.events.push(Event::Closed { conn }),
+                    Cmd::Close { conn } | Cmd::Detach { conn } => {
+                        self.events.push(Event::Closed { conn })
+                    }
                     Cmd::Register { reply, .. } => {
                         let _ = reply.send(Err(ENGINE_FAILED));
                     }
