@@ -1,6 +1,8 @@
 export { probe } from './lib/probe';
 export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe';
 export { ZeroCopySocket } from './lib/socket';
+export { respondWithFile } from './lib/http';
+export type { RespondWithFileOptions, RespondWithFileResult } from './lib/http';
 export { BufferPool } from './lib/pool';
 export type { BufferPoolOptions } from './lib/pool';
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket';

@@ -4,6 +4,7 @@
  *
  * - {@link ZeroCopySocket}: the socket class (lib/socket.ts).
  * - {@link probe}: what this process can do, and why not (lib/probe.ts).
+ * - {@link respondWithFile}: HTTP/1.1 file responses for node:http (lib/http.ts).
  * - {@link BufferPool}: Buffers registered with the ring (lib/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
  * @module
@@ -15,6 +16,8 @@ import { validateInteger, validateUint8Array } from './lib/validate'
 export { probe } from './lib/probe'
 export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe'
 export { ZeroCopySocket } from './lib/socket'
+export { respondWithFile } from './lib/http'
+export type { RespondWithFileOptions, RespondWithFileResult } from './lib/http'
 export { BufferPool } from './lib/pool'
 export type { BufferPoolOptions } from './lib/pool'
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket'

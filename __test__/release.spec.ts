@@ -6,7 +6,6 @@ import { writeFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-
 import { ZeroCopySocket } from '../index'
 import { collect, loopbackPair, patternBytes, zcSerial } from './helpers'
 

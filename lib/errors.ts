@@ -48,6 +48,8 @@ export type ZeroCopyErrorCode =
   | 'ERR_SOCKET_CLOSED'
   /** `socket.write()` was called directly on a socket the engine owns. */
   | 'ERR_ZC_SOCKET_OWNED'
+  /** `respondWithFile`: the response's headers were already sent. */
+  | 'ERR_HTTP_HEADERS_SENT'
   /** Written, sent or ended after `release()` handed the socket back. */
   | 'ERR_ZC_SOCKET_RELEASED'
   /** `BufferPool.acquire()`: every buffer is acquired or still in flight. */

@@ -35,6 +35,8 @@ export interface PreparedFile {
   fd: number
   offset: number
   length: number
+  /** The file's `fstat`, taken when it was checked. */
+  stats: Stats
   /** Closes what `sendFile` opened (a path) or duplicated (a caller's fd or handle). */
   close(): Promise<void>
 }
@@ -129,7 +131,7 @@ export async function prepareFile(taken: TakenFile, options: SendFileOptions | u
     if (offset > stats.size) throw outOfRange('options.offset', `<= ${stats.size} (the file size)`, offset)
     const length = options?.length ?? stats.size - offset
     if (offset + length > stats.size) throw outOfRange('options.length', `<= ${stats.size - offset} (the bytes after offset)`, length)
-    return { fd, offset, length, close }
+    return { fd, offset, length, stats, close }
   } catch (e) {
     await close()
     throw e

@@ -1,0 +1,244 @@
+/**
+ * HTTP/1.1 file responses for node:http: `respondWithFile` writes the status and headers
+ * through the `ServerResponse`, sends the body page-cache-to-socket, hands the socket back to
+ * node:http and finishes the response, so keep-alive and pipelining go on.
+ * @module
+ */
+import http, { type OutgoingHttpHeaders } from 'node:http'
+import { once } from 'node:events'
+import type { Stats } from 'node:fs'
+import type net from 'node:net'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import tls from 'node:tls'
+
+import parseRange from 'range-parser'
+
+import { sendfileNow } from './direct'
+import { engineAvailable, engineFailure } from './engine'
+import { abortError, codedError, invalidArgType } from './errors'
+import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
+import { probeReason } from './probe'
+import { ZeroCopySocket } from './socket'
+import { validateOptions } from './validate'
+
+/** Options for {@link respondWithFile}. */
+export interface RespondWithFileOptions {
+  /** Bytes; where the response's body starts in the file. **Default:** `0`. */
+  offset?: number
+  /** Bytes of body. **Default:** the rest of the file after `offset`. */
+  length?: number
+  /**
+   * A `Range` request header value (`req.headers.range`), applied to the body window: one
+   * satisfiable byte range answers `206 Partial Content` with `Content-Range`; an unsatisfiable
+   * one answers `416` with `Content-Range: bytes *\/size` and no body; a malformed header, or
+   * several ranges, answer the whole window with the status already set (as `send` does).
+   */
+  range?: string
+  /** Aborts the response: before the headers are sent, `res` is untouched; after, the connection is destroyed. */
+  signal?: AbortSignal
+  /** Called as body bytes go out, with bytes sent so far and the body's length. */
+  onProgress?: (sent: number, total: number) => void
+  /**
+   * Called with the file's `Stats` and the headers about to be sent, before anything is sent,
+   * as node:http2's `statCheck`: it may add or change headers (`Last-Modified`, `ETag`), and
+   * returning `false` cancels the response (`res` untouched, the result's `status` is `0`).
+   */
+  statCheck?: (stats: Stats, headers: OutgoingHttpHeaders) => boolean | void
+}
+
+/** How {@link respondWithFile} answered. */
+export interface RespondWithFileResult {
+  /** The status code sent (`200`, `206`, `416`, ...), or `0` when `statCheck` cancelled. */
+  status: number
+  /** Body bytes sent (`0` for `HEAD`, `416` and cancelled responses). */
+  bytes: number
+  /** The body went from the page cache to the socket without passing through JavaScript. */
+  zeroCopy: boolean
+  /** Why the body was streamed through the response instead (TLS, no io_uring), or `null`. */
+  fallbackReason: string | null
+}
+
+function headersSentError(): Error {
+  return codedError('ERR_HTTP_HEADERS_SENT', 'Cannot respond with a file after the headers are sent to the client')
+}
+
+/** Resolves once node:http attached `res` to its socket (a pipelined response waits its turn). */
+async function attachedSocket(res: http.ServerResponse): Promise<net.Socket> {
+  if (res.socket) return res.socket
+  const [socket] = (await Promise.race([once(res, 'socket'), once(res, 'close').then(() => [null])])) as [net.Socket | null]
+  if (socket === null) throw codedError('ERR_STREAM_DESTROYED', 'The response was closed before it could be sent')
+  return socket
+}
+
+/** Why the body cannot go through the engine on this socket, or `null` when it can. */
+function fallbackReason(socket: net.Socket): string | null {
+  if (socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the body is streamed through the response'
+  if (!engineAvailable()) return engineFailure() ?? probeReason()
+  return null
+}
+
+function socketFd(socket: net.Socket): number {
+  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle
+  return typeof handle?.fd === 'number' ? handle.fd : -1
+}
+
+/**
+ * Responds to an HTTP/1.1 request with (a window of) a file, named after node:http2's
+ * `respondWithFile`. The file is opened and checked **before** anything is sent: a missing
+ * file rejects with `ENOENT` and leaves `res` untouched, so the caller can still send a 404.
+ * Then it sets `Content-Length` (and `Content-Range` for a `range`), writes the status
+ * (`res.statusCode`, `206` or `416`) and headers through node:http, sends the body
+ * page-cache-to-socket, hands the socket back to node:http and ends `res`, so keep-alive and
+ * pipelined requests go on. `HEAD` requests get the headers only.
+ *
+ * Small bodies whose pages are cached go out with one non-blocking `sendfile(2)` right on this
+ * thread; the rest goes through the io_uring engine ({@link ZeroCopySocket.sendFile}), which
+ * never blocks the event loop. Over TLS, or where the engine is unavailable, the body is
+ * streamed through `res` instead, and the result says so.
+ *
+ * Works with Express (`res` is a `ServerResponse`) and with Fastify through `reply.raw` after
+ * `reply.hijack()`.
+ * @param res - The response; its headers must not have been sent.
+ * @param file - A path, a file descriptor or a `FileHandle` of a regular file. Descriptors
+ *   and handles stay the caller's (they may be closed as soon as this returns).
+ * @param headers - Headers to send besides those already set on `res`.
+ * @param options - `offset`, `length`, `range`, `signal`, `onProgress`, `statCheck`.
+ * @returns How it answered.
+ * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for bad arguments. Rejects with
+ *   `ERR_HTTP_HEADERS_SENT`; the file's errors (`ENOENT`, `EISDIR`, `ERR_OUT_OF_RANGE`) with
+ *   `res` untouched; `AbortError`; and, once the body started, the socket's error (a client
+ *   that went away), after which the connection is destroyed and the server goes on.
+ */
+export function respondWithFile(
+  res: http.ServerResponse,
+  file: FileSource,
+  headers?: OutgoingHttpHeaders,
+  options?: RespondWithFileOptions,
+): Promise<RespondWithFileResult> {
+  if (!(res instanceof http.ServerResponse)) throw invalidArgType('res', 'an instance of http.ServerResponse', res)
+  validateOptions(headers, 'headers')
+  const { range, statCheck, ...sendOptions } = options ?? {}
+  validateSendFile(file, sendOptions)
+  if (range !== undefined && typeof range !== 'string') throw invalidArgType('options.range', 'of type string', range)
+  if (statCheck !== undefined && typeof statCheck !== 'function') throw invalidArgType('options.statCheck', 'of type function', statCheck)
+  if (res.headersSent) return Promise.reject(headersSentError())
+  let taken
+  try {
+    taken = takeFile(file)
+  } catch (e) {
+    return Promise.reject(e)
+  }
+  return respond(res, prepareFile(taken, sendOptions), { ...headers }, range, statCheck, sendOptions)
+}
+
+async function respond(
+  res: http.ServerResponse,
+  preparing: Promise<PreparedFile>,
+  headers: OutgoingHttpHeaders,
+  range: string | undefined,
+  statCheck: RespondWithFileOptions['statCheck'],
+  options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
+): Promise<RespondWithFileResult> {
+  const file = await preparing
+  try {
+    const { signal } = options
+    if (signal?.aborted) throw abortError(signal)
+    let status = res.statusCode
+    let { offset, length } = file
+    if (range !== undefined) {
+      const ranges = parseRange(length, range, { combine: true })
+      if (ranges === -1) {
+        status = 416
+        headers['content-range'] = `bytes */${length}`
+        length = 0
+      } else if (ranges !== -2 && ranges.type === 'bytes' && ranges.length === 1) {
+        status = 206
+        headers['content-range'] = `bytes ${ranges[0].start}-${ranges[0].end}/${length}`
+        offset += ranges[0].start
+        length = ranges[0].end - ranges[0].start + 1
+      }
+    }
+    if (statCheck?.(file.stats, headers) === false) return { status: 0, bytes: 0, zeroCopy: false, fallbackReason: null }
+    if (res.headersSent) throw headersSentError()
+    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value)
+    res.setHeader('content-length', length)
+    res.statusCode = status
+    const socket = await attachedSocket(res)
+    if (signal?.aborted) throw abortError(signal)
+    const reason = fallbackReason(socket)
+    const head = res.req?.method === 'HEAD'
+    if (head || length === 0) {
+      res.end()
+      return { status, bytes: 0, zeroCopy: reason === null, fallbackReason: reason }
+    }
+    const body = { ...file, offset, length }
+    if (reason !== null) {
+      await streamBody(res, body, options)
+      return { status, bytes: length, zeroCopy: false, fallbackReason: reason }
+    }
+    res.flushHeaders()
+    await sendBody(res, socket, body, options)
+    return { status, bytes: length, zeroCopy: true, fallbackReason: null }
+  } finally {
+    await file.close()
+  }
+}
+
+/** The fallback: the body read in chunks and written through `res`, with its backpressure. */
+async function streamBody(res: http.ServerResponse, file: PreparedFile, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
+  let sent = 0
+  const chunks = Readable.from(
+    (async function* () {
+      for await (const chunk of readChunks(file, 64 * 1024)) {
+        yield chunk
+        sent += chunk.length
+        options.onProgress?.(sent, file.length)
+      }
+    })(),
+  )
+  await pipeline(chunks, res, { signal: options.signal })
+}
+
+/**
+ * The body through the kernel, then the socket back to node:http and `res` ended. Headers are
+ * in the socket (or its buffer, which `from()` waits to drain) before any body byte.
+ */
+async function sendBody(res: http.ServerResponse, socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
+  let sent = 0
+  // Nothing queued ahead of the body: try the cached pages now, on this thread.
+  if (socket.writableLength === 0 && !socket.connecting) {
+    const fd = socketFd(socket)
+    if (fd >= 0) {
+      try {
+        sent = sendfileNow(fd, file.fd, file.offset, file.length)
+      } catch (e) {
+        socket.destroy(e as Error)
+        throw e
+      }
+      if (sent > 0) {
+        ;(socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
+        options.onProgress?.(sent, file.length)
+      }
+    }
+  }
+  if (sent < file.length) {
+    const zs = ZeroCopySocket.from(socket)
+    const onProgress = options.onProgress
+    try {
+      await zs.sendFile(file.fd, {
+        offset: file.offset + sent,
+        length: file.length - sent,
+        signal: options.signal,
+        onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
+      })
+      await zs.release()
+    } catch (e) {
+      // A body cut short cannot be finished on this connection: it goes.
+      zs.destroy()
+      res.destroy()
+      throw e
+    }
+  }
+  res.end()
+}
