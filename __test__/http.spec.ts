@@ -199,7 +199,7 @@ zcSerial('ranges: 206 with Content-Range, 416 when unsatisfiable, multiple range
   t.true(after.body.equals(s.files.get('f4096.bin')!))
 })
 
-test('a missing file rejects ENOENT before anything is sent; headers already sent reject ERR_HTTP_HEADERS_SENT', async (t) => {
+test('a missing file, a directory or a range past the end reject before anything is sent; headers already sent reject ERR_HTTP_HEADERS_SENT', async (t) => {
   const s = await site()
   const seen: string[] = []
   const server = http.createServer((req, res) => {
@@ -212,7 +212,9 @@ test('a missing file rejects ENOENT before anything is sent; headers already sen
       })
       return
     }
-    respondWithFile(res, join(s.dir, 'missing.bin')).catch((e: NodeJS.ErrnoException) => {
+    const target = req.url === '/dir' ? s.dir : join(s.dir, 'missing.bin')
+    const options = req.url === '/past' ? { offset: 10 } : {}
+    respondWithFile(res, req.url === '/past' ? join(s.dir, 'f1.bin') : target, {}, options).catch((e: NodeJS.ErrnoException) => {
       seen.push(e.code!)
       t.false(res.headersSent, 'res untouched')
       res.statusCode = 404
@@ -226,7 +228,9 @@ test('a missing file rejects ENOENT before anything is sent; headers already sen
   t.is(r.status, 404)
   t.is(r.body.toString(), 'not here')
   await get(agent, port, '/sent')
-  t.deepEqual(seen, ['ENOENT', 'ERR_HTTP_HEADERS_SENT'])
+  t.is((await get(agent, port, '/dir')).status, 404, 'a directory: res untouched')
+  t.is((await get(agent, port, '/past')).status, 404, 'an offset past the end: res untouched')
+  t.deepEqual(seen, ['ENOENT', 'ERR_HTTP_HEADERS_SENT', 'EISDIR', 'ERR_OUT_OF_RANGE'])
   t.throws(() => respondWithFile({} as http.ServerResponse, 'x'), { code: 'ERR_INVALID_ARG_TYPE' })
 })
 

@@ -173,24 +173,32 @@ async function respond(
       return { status, bytes: 0, zeroCopy: reason === null, fallbackReason: reason }
     }
     const body = { ...file, offset, length }
-    if (reason !== null) {
-      await streamBody(res, body, options)
+    if (socket instanceof tls.TLSSocket) {
+      await streamBody(res, body, 0, options)
       return { status, bytes: length, zeroCopy: false, fallbackReason: reason }
     }
     res.flushHeaders()
-    await sendBody(res, socket, body, options)
+    const inline = sendNow(socket, body, options)
+    if (inline < length && reason !== null) {
+      // No engine here (io_uring blocked, another platform): the rest through the response.
+      await streamBody(res, body, inline, options)
+      return { status, bytes: length, zeroCopy: false, fallbackReason: reason }
+    }
+    if (inline < length) await sendRest(res, socket, body, inline, options)
+    else res.end()
     return { status, bytes: length, zeroCopy: true, fallbackReason: null }
   } finally {
     await file.close()
   }
 }
 
-/** The fallback: the body read in chunks and written through `res`, with its backpressure. */
-async function streamBody(res: http.ServerResponse, file: PreparedFile, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
-  let sent = 0
+/** The fallback: the body after `from` read in chunks and written through `res`, with its backpressure. */
+async function streamBody(res: http.ServerResponse, file: PreparedFile, from: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
+  let sent = from
+  const rest = { ...file, offset: file.offset + from, length: file.length - from }
   const chunks = Readable.from(
     (async function* () {
-      for await (const chunk of readChunks(file, 64 * 1024)) {
+      for await (const chunk of readChunks(rest, 64 * 1024)) {
         yield chunk
         sent += chunk.length
         options.onProgress?.(sent, file.length)
@@ -201,44 +209,48 @@ async function streamBody(res: http.ServerResponse, file: PreparedFile, options:
 }
 
 /**
- * The body through the kernel, then the socket back to node:http and `res` ended. Headers are
- * in the socket (or its buffer, which `from()` waits to drain) before any body byte.
+ * Sends what it can of the body right now on this thread, when nothing is queued ahead of it:
+ * one non-blocking `sendfile(2)` of cached pages (see lib/direct.ts); `0` when it cannot.
+ * A failure destroys the socket (the response is broken) and throws the socket's error.
  */
-async function sendBody(res: http.ServerResponse, socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
-  let sent = 0
-  // Nothing queued ahead of the body: try the cached pages now, on this thread.
-  if (socket.writableLength === 0 && !socket.connecting) {
-    const fd = socketFd(socket)
-    if (fd >= 0) {
-      try {
-        sent = sendfileNow(fd, file.fd, file.offset, file.length)
-      } catch (e) {
-        socket.destroy(e as Error)
-        throw e
-      }
-      if (sent > 0) {
-        ;(socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
-        options.onProgress?.(sent, file.length)
-      }
-    }
+function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'onProgress'>): number {
+  const fd = socketFd(socket)
+  if (socket.writableLength > 0 || socket.connecting || fd < 0) return 0
+  let sent: number
+  try {
+    sent = sendfileNow(fd, file.fd, file.offset, file.length)
+  } catch (e) {
+    socket.destroy(e as Error)
+    throw e
   }
-  if (sent < file.length) {
-    const zs = ZeroCopySocket.from(socket)
-    const onProgress = options.onProgress
-    try {
-      await zs.sendFile(file.fd, {
-        offset: file.offset + sent,
-        length: file.length - sent,
-        signal: options.signal,
-        onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
-      })
-      await zs.release()
-    } catch (e) {
-      // A body cut short cannot be finished on this connection: it goes.
-      zs.destroy()
-      res.destroy()
-      throw e
-    }
+  if (sent > 0) {
+    ;(socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
+    options.onProgress?.(sent, file.length)
+  }
+  return sent
+}
+
+/**
+ * The body after `sent` through the engine, which waits for room off this thread; then the
+ * socket back to node:http and `res` ended. The headers are in the socket (or in its buffer,
+ * which `from()` waits to drain) before any body byte.
+ */
+async function sendRest(res: http.ServerResponse, socket: net.Socket, file: PreparedFile, sent: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
+  const zs = ZeroCopySocket.from(socket)
+  const onProgress = options.onProgress
+  try {
+    await zs.sendFile(file.fd, {
+      offset: file.offset + sent,
+      length: file.length - sent,
+      signal: options.signal,
+      onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
+    })
+    await zs.release()
+  } catch (e) {
+    // A body cut short cannot be finished on this connection: it goes.
+    zs.destroy()
+    res.destroy()
+    throw e
   }
   res.end()
 }
