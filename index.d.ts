@@ -3,6 +3,8 @@ export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/
 export { ZeroCopySocket } from './lib/socket';
 export { respondWithFile } from './lib/http';
 export type { RespondWithFileOptions, RespondWithFileResult } from './lib/http';
+export { serveStatic } from './lib/static';
+export type { ServeStaticOptions, StaticMiddleware } from './lib/static';
 export { BufferPool } from './lib/pool';
 export type { BufferPoolOptions } from './lib/pool';
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket';

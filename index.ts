@@ -5,6 +5,7 @@
  * - {@link ZeroCopySocket}: the socket class (lib/socket.ts).
  * - {@link probe}: what this process can do, and why not (lib/probe.ts).
  * - {@link respondWithFile}: HTTP/1.1 file responses for node:http (lib/http.ts).
+ * - {@link serveStatic}: a drop-in for `express.static` (lib/static.ts; also `zerocopy-socket/static`).
  * - {@link BufferPool}: Buffers registered with the ring (lib/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
  * @module
@@ -18,6 +19,8 @@ export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/
 export { ZeroCopySocket } from './lib/socket'
 export { respondWithFile } from './lib/http'
 export type { RespondWithFileOptions, RespondWithFileResult } from './lib/http'
+export { serveStatic } from './lib/static'
+export type { ServeStaticOptions, StaticMiddleware } from './lib/static'
 export { BufferPool } from './lib/pool'
 export type { BufferPoolOptions } from './lib/pool'
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket'

@@ -1,0 +1,174 @@
+/**
+ * `serveStatic`: a drop-in for Express's static middleware (`serve-static`) whose bodies go
+ * page-cache-to-socket through {@link respondWithFile}.
+ *
+ * Everything but the body is `send`'s, the module `serve-static` and `express.static` are
+ * built on: path resolution under `root`, dotfiles, index files, extensions, `ETag`,
+ * `Last-Modified`, conditional requests (304/412), ranges (206/416), `Content-Type`,
+ * `Cache-Control`, and the errors (400/403/404). `send` reads the body in one overridable
+ * method, `SendStream#stream(path, { start, end })`, called once every header is set and only
+ * for a GET with a body; this module replaces that method on each request's stream and nothing
+ * else. The middleware around `send` follows serve-static 2.2 (MIT, © 2010 Sencha Inc., 2011
+ * TJ Holowaychuk, 2014-2016 Douglas Christopher Wilson): method check, fallthrough, the
+ * trailing-slash redirect, `setHeaders`.
+ * @module
+ */
+import type http from 'node:http'
+import { resolve } from 'node:path'
+import { format } from 'node:url'
+
+import encodeUrl from 'encodeurl'
+import escapeHtml from 'escape-html'
+import parseUrl from 'parseurl'
+import send from 'send'
+
+import { respondWithFile } from './http'
+
+/** Options of {@link serveStatic}: serve-static's, with the same defaults. */
+export interface ServeStaticOptions {
+  /** Answer `Range` requests (`Accept-Ranges: bytes`). **Default:** `true`. */
+  acceptRanges?: boolean
+  /** Send `Cache-Control`. **Default:** `true`. */
+  cacheControl?: boolean
+  /** `'allow'`, `'deny'` (403) or `'ignore'` (404) files and folders starting with a dot. **Default:** `'ignore'`. */
+  dotfiles?: 'allow' | 'deny' | 'ignore'
+  /** Send a weak `ETag`. **Default:** `true`. */
+  etag?: boolean
+  /** Extensions to try when a file is not found, e.g. `['html', 'htm']`. **Default:** `false`. */
+  extensions?: string[] | false
+  /** Pass client errors (400, 403, 404) and non-GET/HEAD methods to `next()` instead of answering. **Default:** `true`. */
+  fallthrough?: boolean
+  /** Add `immutable` to `Cache-Control` (with `maxAge`). **Default:** `false`. */
+  immutable?: boolean
+  /** Index file(s) for a directory, or `false`. **Default:** `'index.html'`. */
+  index?: string[] | string | false
+  /** Send `Last-Modified`. **Default:** `true`. */
+  lastModified?: boolean
+  /** `Cache-Control` max-age, in ms or an `ms` string such as `'1d'`. **Default:** `0`. */
+  maxAge?: number | string
+  /** Same as `maxAge`. */
+  maxage?: number | string
+  /** Redirect a directory path without a trailing slash to one with it (301). **Default:** `true`. */
+  redirect?: boolean
+  /** Called before the headers are sent, to set custom ones. */
+  setHeaders?: (res: http.ServerResponse, path: string, stat: import('node:fs').Stats) => void
+}
+
+/** A connect/Express middleware. */
+export type StaticMiddleware = (req: http.IncomingMessage, res: http.ServerResponse, next: (err?: unknown) => void) => void
+
+interface SendStreamInternals extends NodeJS.EventEmitter {
+  res: http.ServerResponse
+  req: http.IncomingMessage
+  stream(path: string, options: { start: number; end: number }): void
+  onStatError(err: Error): void
+  error(status: number, err?: unknown): void
+  hasTrailingSlash(): boolean
+  pipe(res: http.ServerResponse): http.ServerResponse
+}
+
+/**
+ * The body, once `send` has set every header: page-cache-to-socket through `respondWithFile`.
+ * An error before anything was sent (the file vanished or shrank since `send`'s stat) goes
+ * to `send`'s own handling, as a failed read would; after, the connection is already gone.
+ */
+function streamThroughEngine(this: SendStreamInternals, path: string, options: { start: number }): void {
+  const res = this.res
+  const length = Number(res.getHeader('content-length'))
+  respondWithFile(res, path, undefined, { offset: options.start, length }).then(
+    () => this.emit('end'),
+    (err: Error) => this.onStatError(err),
+  )
+}
+
+function collapseLeadingSlashes(str: string): string {
+  let i = 0
+  while (i < str.length && str.charCodeAt(i) === 0x2f) i++
+  return i > 1 ? '/' + str.slice(i) : str
+}
+
+function htmlDocument(title: string, body: string): string {
+  return `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>${title}</title>\n</head>\n<body>\n<pre>${body}</pre>\n</body>\n</html>\n`
+}
+
+function notFoundDirectory(this: SendStreamInternals): void {
+  this.error(404)
+}
+
+function redirectDirectory(this: SendStreamInternals, res: http.ServerResponse): void {
+  if (this.hasTrailingSlash()) {
+    this.error(404)
+    return
+  }
+  const originalUrl = parseUrl.original(this.req)!
+  originalUrl.path = null
+  originalUrl.pathname = collapseLeadingSlashes(originalUrl.pathname + '/')
+  const loc = encodeUrl(format(originalUrl))
+  const doc = htmlDocument('Redirecting', 'Redirecting to ' + escapeHtml(loc))
+  res.statusCode = 301
+  res.setHeader('Content-Type', 'text/html; charset=UTF-8')
+  res.setHeader('Content-Length', Buffer.byteLength(doc))
+  res.setHeader('Content-Security-Policy', "default-src 'none'")
+  res.setHeader('X-Content-Type-Options', 'nosniff')
+  res.setHeader('Location', loc)
+  res.end(doc)
+}
+
+/**
+ * Serves files under `root`, as `express.static(root, options)` / `serve-static` do, with
+ * the same options and behaviour; only the body differs: it goes from the page cache to the
+ * socket through {@link respondWithFile} (inline `sendfile(2)` or the io_uring engine; over
+ * TLS, streamed through the response).
+ *
+ * @example
+ * ```ts
+ * import express from 'express'
+ * import { serveStatic } from 'zerocopy-socket/static'
+ *
+ * const app = express()
+ * app.use(serveStatic('public', { maxAge: '1d' })) // instead of express.static('public', ...)
+ * ```
+ * @param root - The directory to serve; requests can never read outside it.
+ * @param options - serve-static's options.
+ * @returns A connect/Express middleware `(req, res, next)`.
+ * @throws `TypeError` for a missing or non-string `root`, or a `setHeaders` that is not a function.
+ */
+export function serveStatic(root: string, options?: ServeStaticOptions): StaticMiddleware {
+  if (!root) throw new TypeError('root path required')
+  if (typeof root !== 'string') throw new TypeError('root path must be a string')
+  const opts = Object.create(options ?? null) as ServeStaticOptions & { root: string }
+  const fallthrough = opts.fallthrough !== false
+  const redirect = opts.redirect !== false
+  const setHeaders = opts.setHeaders
+  if (setHeaders && typeof setHeaders !== 'function') throw new TypeError('option setHeaders must be function')
+  opts.maxage = opts.maxage || opts.maxAge || 0
+  opts.root = resolve(root)
+  const onDirectory = redirect ? redirectDirectory : notFoundDirectory
+
+  return function serveStatic(req, res, next) {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (fallthrough) return next()
+      res.statusCode = 405
+      res.setHeader('Allow', 'GET, HEAD')
+      res.setHeader('Content-Length', '0')
+      res.end()
+      return
+    }
+    let forwardError = !fallthrough
+    const originalUrl = parseUrl.original(req)
+    let path = parseUrl(req)?.pathname ?? '/'
+    // Make sure the redirect happens at the mount point.
+    if (path === '/' && !originalUrl?.pathname?.endsWith('/')) path = ''
+    const stream = send(req, path, opts) as unknown as SendStreamInternals
+    stream.stream = streamThroughEngine
+    stream.on('directory', onDirectory)
+    if (setHeaders) stream.on('headers', setHeaders)
+    // Once a file is found, errors are always forwarded.
+    if (fallthrough) stream.on('file', () => (forwardError = true))
+    stream.on('error', (err: { statusCode?: number }) => {
+      if (forwardError || !((err.statusCode ?? 500) < 500)) next(err)
+      else next()
+    })
+    stream.pipe(res)
+  }
+}
