@@ -200,6 +200,11 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
             let mut done: HashMap<u64, Result<usize, Errno>> = HashMap::new();
             let mut done_order: Vec<u64> = Vec::new();
             let mut failed = false;
+            // The safety rule: which writes each request's spans cover, and which requests the
+            // kernel has released. A write may finish only once every request covering its
+            // bytes was released (the kernel may read them until then).
+            let mut covers: HashMap<u64, Vec<u64>> = HashMap::new();
+            let mut released: HashSet<u64> = HashSet::new();
             // After each kernel step: start the file the queue waits at, issue the next request,
             // and record finished writes (each exactly once).
             let advance = |q: &mut SendQueue,
@@ -207,7 +212,9 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                            unreleased: &mut Vec<u64>,
                            external_running: &mut Option<u64>,
                            done: &mut HashMap<u64, Result<usize, Errno>>,
-                           done_order: &mut Vec<u64>|
+                           done_order: &mut Vec<u64>,
+                           covers: &mut HashMap<u64, Vec<u64>>,
+                           released: &HashSet<u64>|
              -> Result<(), TestCaseError> {
                 if external_running.is_none() {
                     if let Some((id, _)) = q.external_at_cursor() {
@@ -222,10 +229,21 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                             assert_eq!(r.spans.len(), 1);
                         }
                         unreleased.push(r.token);
+                        let writes = r.spans.iter().map(|s| ((s.addr >> 32) - 1) as u64).collect();
+                        covers.insert(r.token, writes);
                         *in_flight = Some((r.token, r.spans));
                     }
                 }
                 for d in q.take_done() {
+                    for (token, writes) in covers.iter() {
+                        prop_assert!(
+                            !writes.contains(&d.id) || released.contains(token),
+                            "write {} finished ({:?}) while request {} covering its bytes was unreleased",
+                            d.id,
+                            d.result,
+                            token
+                        );
+                    }
                     prop_assert!(
                         done.insert(d.id, d.result).is_none(),
                         "write {} finished twice",
@@ -287,6 +305,7 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                             if in_flight.as_ref().is_some_and(|(t, _)| *t == token) {
                                 unreleased.push(token); // a request is released only after its transfer
                             } else {
+                                released.insert(token);
                                 q.on_released(token, Some(copied));
                             }
                         }
@@ -319,6 +338,8 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                     &mut external_running,
                     &mut done,
                     &mut done_order,
+                    &mut covers,
+                    &released,
                 )?;
             }
             // Drain: the kernel completes and releases everything; every write must finish.
@@ -331,6 +352,7 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                     q.on_sent(token, Ok(n as u32));
                 }
                 for token in std::mem::take(&mut unreleased) {
+                    released.insert(token);
                     q.on_released(token, Some(true));
                 }
                 if let Some(id) = external_running.take() {
@@ -345,6 +367,8 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                     &mut external_running,
                     &mut done,
                     &mut done_order,
+                    &mut covers,
+                    &released,
                 )?;
                 if q.idle() && external_running.is_none() {
                     break;
