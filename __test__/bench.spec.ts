@@ -32,7 +32,11 @@ zcTest('bench harness smoke run: every Node variant transfers its bytes, and off
     }
   }
   t.is(result.rows.length, new Set(result.runs.map((r: { variant: string; chunk: number }) => `${r.variant}/${r.chunk}`)).size)
-  if (result.skipped.length > 0) t.log(`skipped: ${result.skipped.join('; ')}`)
+  if (result.skipped.length > 0) {
+    // Loud, not silent: a skipped reference sender means the comparison is incomplete here.
+    console.error(`\n!!! bench smoke run SKIPPED: ${result.skipped.join('; ')}\n`)
+    t.log(`SKIPPED: ${result.skipped.join('; ')}`)
+  }
 
   // The same run's off-loopback sink step: counts, no timing.
   const sink = result.sink as SinkResult

@@ -19,8 +19,6 @@ zcTest('a pool registers its memory with the ring and hands out each buffer once
   t.is(pool.available, 1)
   t.is(pool.acquire(), bufs[1])
   t.throws(() => pool.release(Buffer.alloc(4096)), { code: 'ERR_INVALID_ARG_VALUE' })
-  t.throws(() => new BufferPool({ size: 0 }), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => new BufferPool({ count: 1.5 }), { code: 'ERR_OUT_OF_RANGE' })
 })
 
 zcTest('writes of pool buffers (fixed-buffer SEND_ZC) arrive byte for byte', async (t) => {

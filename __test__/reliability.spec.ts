@@ -2,7 +2,6 @@ import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import dgram from 'node:dgram'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 
@@ -10,7 +9,12 @@ import test from 'ava'
 
 import { ZeroCopySocket, probe, sendZcSync } from '../index'
 import { unreleasedRequests } from '../lib/engine'
-import { collect, fixture, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
+import { fixture, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
+
+/** `text` as a literal pattern. */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -85,40 +89,6 @@ for (const chunkBytes of [256 * 1024, 4 * 1024]) zcTest(`a receiver that stops r
   t.is((await received).bytes, total)
 })
 
-test('wrong types, NaN, negative, huge or missing arguments throw coded errors and send nothing', async (t) => {
-  const { client, server, close } = await loopbackPair()
-  t.teardown(close)
-  const received = collect(server)
-  const zs = ZeroCopySocket.from(client)
-  const bad = (fn: () => unknown, code: string): void => {
-    const e = t.throws(fn, { code }) as Error & { code: string }
-    t.true(e instanceof TypeError || e instanceof RangeError, `${code} is a TypeError or RangeError`)
-  }
-  for (const v of [undefined, null, 1, 'x', {}, [1], new ArrayBuffer(1), new DataView(new ArrayBuffer(1))]) bad(() => zs.write(v as Uint8Array), 'ERR_INVALID_ARG_TYPE')
-  bad(() => zs.write(Buffer.from('x'), 1 as unknown as object), 'ERR_INVALID_ARG_TYPE')
-  bad(() => zs.createWriteStream({ highWaterMark: -1 }), 'ERR_OUT_OF_RANGE')
-  bad(() => zs.createWriteStream({ highWaterMark: Number.NaN }), 'ERR_OUT_OF_RANGE')
-  bad(() => zs.createWriteStream({ highWaterMark: '1' as unknown as number }), 'ERR_INVALID_ARG_TYPE')
-  const self = fileURLToPath(import.meta.url)
-  for (const v of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 60]) bad(() => zs.sendFile(self, { offset: v }), 'ERR_OUT_OF_RANGE')
-  bad(() => zs.sendFile(undefined as unknown as string), 'ERR_INVALID_ARG_TYPE')
-  bad(() => zs.sendFile(self, { onProgress: 1 as unknown as () => void }), 'ERR_INVALID_ARG_TYPE')
-  bad(() => ZeroCopySocket.from(client, { threshold: -5 }), 'ERR_OUT_OF_RANGE')
-  bad(() => ZeroCopySocket.from(client, { threshold: 2 ** 40 }), 'ERR_OUT_OF_RANGE')
-  bad(() => ZeroCopySocket.from(client, { zeroCopyChunk: 10 }), 'ERR_OUT_OF_RANGE')
-  bad(() => ZeroCopySocket.from(client, { zeroCopy: 1 as unknown as 'auto' }), 'ERR_INVALID_ARG_TYPE')
-  bad(() => ZeroCopySocket.from(undefined as unknown as net.Socket), 'ERR_INVALID_ARG_TYPE')
-  const udp = dgram.createSocket('udp4')
-  t.teardown(() => udp.close())
-  bad(() => ZeroCopySocket.from(udp as unknown as net.Socket), 'ERR_INVALID_ARG_TYPE')
-  bad(() => ZeroCopySocket.connect(undefined as unknown as { port: number }), 'ERR_INVALID_ARG_TYPE')
-  bad(() => ZeroCopySocket.connect({ port: 70000 }), 'ERR_OUT_OF_RANGE')
-  bad(() => ZeroCopySocket.connect({ port: Number.NaN }), 'ERR_OUT_OF_RANGE')
-  bad(() => ZeroCopySocket.connect({ port: 80, host: 5 as unknown as string }), 'ERR_INVALID_ARG_TYPE')
-  await zs.end()
-  t.is((await received).length, 0)
-})
-
 zcTest('a file descriptor where a socket is expected: sendZcSync fails with ENOTSOCK, nothing is written', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'zc-notsock-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -147,7 +117,7 @@ test('a FIFO passed as a socket: the engine refuses it (ENOTSOCK) and writes go 
   reader.destroy()
   t.true(Buffer.concat(chunks).equals(data))
   t.false(zs.zeroCopyCapable)
-  t.regex(zs.stats.fallbackReason ?? '', probe().supported ? /ENOTSOCK/ : /./)
+  t.regex(zs.stats.fallbackReason ?? '', probe().supported ? /ENOTSOCK/ : new RegExp(escapeRegExp(probe().reason?.message ?? 'no reason')))
 })
 
 const NO_URING = `${ROOT}build/tools/no-io-uring`

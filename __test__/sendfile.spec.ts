@@ -93,7 +93,7 @@ zcTest('sendFile interleaved with writes keeps their order', async (t) => {
   t.true((await received).equals(Buffer.concat(parts)))
 })
 
-zcTest('bad input: ENOENT, EISDIR, ranges past the end and bad types send nothing', async (t) => {
+zcTest('bad files: ENOENT, EISDIR, ranges past the end and non-regular files reject and send nothing (argument types: arguments.spec.ts)', async (t) => {
   const { path } = makeFile('small', 1000, 6)
   const { client, server, close } = await loopbackPair()
   t.teardown(close)
@@ -103,12 +103,6 @@ zcTest('bad input: ENOENT, EISDIR, ranges past the end and bad types send nothin
   await t.throwsAsync(zs.sendFile(dir), { code: 'EISDIR' })
   await t.throwsAsync(zs.sendFile(path, { offset: 1001 }), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
   await t.throwsAsync(zs.sendFile(path, { offset: 10, length: 991 }), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
-  t.throws(() => zs.sendFile(path, { offset: -1 }), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
-  t.throws(() => zs.sendFile(path, { length: 1.5 }), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => zs.sendFile(path, { offset: Number.NaN }), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => zs.sendFile(path, { length: '10' as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' })
-  t.throws(() => zs.sendFile({} as unknown as string), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
-  t.throws(() => zs.sendFile(''), { code: 'ERR_INVALID_ARG_VALUE' })
   await t.throwsAsync(zs.sendFile('/dev/null'), { code: 'ERR_INVALID_ARG_VALUE' })
   await zs.end()
   t.is((await received).length, 0, 'nothing reached the peer')

@@ -168,12 +168,10 @@ zcTest('end() half-closes: the peer sees EOF and can still answer', async (t) =>
   t.is((await reply).toString(), 'pong')
 })
 
-zcTest('write after end() and after destroy() reject with stream codes; bad input throws synchronously', async (t) => {
+zcTest('write after end() and after destroy() reject with stream codes', async (t) => {
   const { client, close } = await loopbackPair()
   t.teardown(close)
   const zs = ZeroCopySocket.from(client)
-  t.throws(() => zs.write('text' as unknown as Uint8Array), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
-  t.throws(() => zs.write(Buffer.from('x'), { signal: 'no' as unknown as AbortSignal }), { code: 'ERR_INVALID_ARG_TYPE' })
   const ending = zs.end()
   await t.throwsAsync(zs.write(Buffer.from('x')), { code: 'ERR_STREAM_WRITE_AFTER_END' })
   await ending

@@ -1,15 +1,9 @@
-import { existsSync } from 'node:fs'
-
 import test from 'ava'
 
 import { STUB_ADDON, runChild } from './helpers'
 
 // The addon built with `--features force-unsupported` is the code macOS and Windows run.
 const stubEnv = { NAPI_RS_NATIVE_LIBRARY_PATH: STUB_ADDON }
-
-test('the stub addon was built (npm run build:stub)', (t) => {
-  t.true(existsSync(STUB_ADDON), `missing ${STUB_ADDON}`)
-})
 
 test('stub addon: probe() reports unsupported with the platform reason', async (t) => {
   const { code, json, stderr } = await runChild('console.log(JSON.stringify(zc.probe()))', stubEnv)
