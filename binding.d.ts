@@ -146,6 +146,21 @@ export declare function engineStart(onEvents: (arg: Float64Array) => void): bool
  */
 export declare function engineUnreleased(): number
 
+/** The errno-like value of a write whose engine's ring failed for good. */
+export declare const ERRNO_ENGINE_FAILED: number
+
+/** The errno-like value (outside errno range) of a file that ended before its range did. */
+export declare const ERRNO_FILE_SHRANK: number
+
+/** Done flag: the caller aborted the write. */
+export declare const FLAG_ABORTED: number
+
+/** Done flag: the kernel reported `IORING_NOTIF_USAGE_ZC_COPIED`. */
+export declare const FLAG_COPIED: number
+
+/** Done flag: at least one piece went out as `IORING_OP_SEND_ZC`. */
+export declare const FLAG_ZERO_COPY: number
+
 /** Probes io_uring support (cached for the life of the process). */
 export declare function probe(): BindingProbeReport
 
@@ -176,6 +191,21 @@ export interface ProbeReason {
   /** What happened and what would fix it, in one sentence. */
   message: string
 }
+
+/** Record kind: the engine let go of the socket (closed or detached); nothing of it is pinned. */
+export declare const RECORD_CLOSED: number
+
+/** Record kind: a write or file send finished; `value` is bytes sent or a negative errno. */
+export declare const RECORD_DONE: number
+
+/** Record kind: `end()` finished; `value` is 0 or a negative errno. */
+export declare const RECORD_ENDED: number
+
+/** Record kind: a file send made progress; `value` is bytes with the kernel so far. */
+export declare const RECORD_PROGRESS: number
+
+/** Numbers per event record in the `Float64Array` handed to JS: `[kind, conn, id, value, flags]`. */
+export declare const RECORD_STRIDE: number
 
 /**
  * Sends all of `data` on socket `fd` with blocking `IORING_OP_SEND_ZC` calls, waiting for

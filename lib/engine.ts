@@ -17,14 +17,7 @@ export interface EngineHandler {
   closed(): void
 }
 
-/** Record flag: at least one piece went out as `IORING_OP_SEND_ZC`. */
-export const FLAG_ZERO_COPY = 1
-/** Record flag: the kernel reported `IORING_NOTIF_USAGE_ZC_COPIED`. */
-export const FLAG_COPIED = 2
-/** Record flag: the caller aborted the write. */
-export const FLAG_ABORTED = 4
-
-const STRIDE = 5
+// Record layout, kinds and flags are the binding's constants (crates/zerocopy-node/src/protocol.rs).
 const handlers = new Map<number, EngineHandler>()
 let started: boolean | undefined
 let outstanding = 0
@@ -84,7 +77,8 @@ export function eventDeliveries(): number {
  */
 function handle(records: Float64Array): void {
   if (records.length > 0) deliveries++
-  for (let i = 0; i + STRIDE <= records.length; i += STRIDE) {
+  const stride = binding.RECORD_STRIDE
+  for (let i = 0; i + stride <= records.length; i += stride) {
     try {
       dispatch(records, i)
     } catch (error) {
@@ -99,17 +93,17 @@ function dispatch(records: Float64Array, i: number): void {
   const handler = handlers.get(records[i + 1])
   if (handler === undefined) return
   switch (records[i]) {
-    case 1:
+    case binding.RECORD_DONE:
       handler.done(records[i + 2], records[i + 3], records[i + 4])
       break
-    case 2:
+    case binding.RECORD_ENDED:
       handler.ended(records[i + 3])
       break
-    case 3:
+    case binding.RECORD_CLOSED:
       handlers.delete(records[i + 1])
       handler.closed()
       break
-    case 4:
+    case binding.RECORD_PROGRESS:
       handler.progress(records[i + 2], records[i + 3])
       break
   }

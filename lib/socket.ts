@@ -10,7 +10,7 @@ import tls from 'node:tls'
 import { markAsUntransferable } from 'node:worker_threads'
 
 import * as binding from '../binding.js'
-import { FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, engineAvailable, engineFailure, keepAlive, register } from './engine'
+import { engineAvailable, engineFailure, keepAlive, register } from './engine'
 import { trackWrite } from './pool'
 import { fileShrankError, prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
@@ -147,10 +147,6 @@ interface BatchMember {
   reject(err: unknown): void
   bytes: number
 }
-/** The engine's errno-like value for a file that shrank while being sent (outside errno range). */
-const FILE_SHRANK = 0x10001
-/** The engine's errno-like value for writes of an engine whose ring failed (outside errno range). */
-const ENGINE_FAILED = 0x10002
 const libcECANCELED = constants.errno.ECANCELED
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
 
@@ -172,8 +168,8 @@ function peerEndedError(): ZeroCopyError {
 
 /** The error for an engine result `errno` (positive): an errno name, or one of the engine's own. */
 function engineError(errno: number, syscall: string): ZeroCopyError {
-  if (errno === FILE_SHRANK) return fileShrankError()
-  if (errno === ENGINE_FAILED) {
+  if (errno === binding.ERRNO_FILE_SHRANK) return fileShrankError()
+  if (errno === binding.ERRNO_ENGINE_FAILED) {
     return codedError(
       'ERR_ZC_ENGINE_FAILED',
       `This thread's io_uring send engine failed (io_uring_enter ${binding.engineFailure() ?? 'failed'}); later sockets use plain sends`,
@@ -1008,12 +1004,12 @@ export class ZeroCopySocket {
     keepAlive(-1)
     this.#touch()
     this.#settle(id, (p) => {
-      if (flags & FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
-      if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & FLAG_ZERO_COPY) !== 0, copied: (flags & FLAG_COPIED) !== 0 })
+      if (flags & binding.FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
+      if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & binding.FLAG_ZERO_COPY) !== 0, copied: (flags & binding.FLAG_COPIED) !== 0 })
       if (-value === libcECANCELED) return p.reject(this.#error ?? destroyedError())
       const err = engineError(-value, p.syscall)
       if (this.#error === null) this.#error = err
-      p.reject(-value === FILE_SHRANK ? err : this.#error)
+      p.reject(-value === binding.ERRNO_FILE_SHRANK ? err : this.#error)
       // The connection is unusable: tear it down (without making the socket emit 'error').
       queueMicrotask(() => this.destroy())
     })

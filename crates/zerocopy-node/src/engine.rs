@@ -15,20 +15,20 @@ use napi_derive::napi;
 use zerocopy_core::{Engine, Event};
 
 use crate::error;
+use crate::protocol::{
+    FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, RECORD_CLOSED, RECORD_DONE, RECORD_ENDED,
+    RECORD_PROGRESS, RECORD_STRIDE,
+};
 
 /// What keeps a write's memory alive: a strong reference to the JS typed array. It is dropped
 /// on the JS thread, in the events callback, once the kernel has released the memory.
 pub(crate) type Holder = Uint8Array;
 
-/// Event record width in the Float64Array handed to JS: `[kind, conn, id, value, flags]`.
-const STRIDE: usize = 5;
-const KIND_DONE: f64 = 1.0;
-const KIND_ENDED: f64 = 2.0;
-const KIND_CLOSED: f64 = 3.0;
-const KIND_PROGRESS: f64 = 4.0;
-const FLAG_ZERO_COPY: u32 = 1;
-const FLAG_COPIED: u32 = 2;
-const FLAG_ABORTED: u32 = 4;
+const STRIDE: usize = RECORD_STRIDE as usize;
+const KIND_DONE: f64 = RECORD_DONE as f64;
+const KIND_ENDED: f64 = RECORD_ENDED as f64;
+const KIND_CLOSED: f64 = RECORD_CLOSED as f64;
+const KIND_PROGRESS: f64 = RECORD_PROGRESS as f64;
 
 thread_local! {
     // One engine per JS thread (main thread, each worker): completions must reach the Node

@@ -8,6 +8,7 @@
 mod engine;
 mod error;
 mod pool;
+mod protocol;
 mod socket;
 
 use std::cell::RefCell;
