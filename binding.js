@@ -844,4 +844,5 @@ module.exports.engineFailure = nativeBinding.engineFailure
 module.exports.engineStart = nativeBinding.engineStart
 module.exports.engineUnreleased = nativeBinding.engineUnreleased
 module.exports.probe = nativeBinding.probe
+module.exports.sendfileNow = nativeBinding.sendfileNow
 module.exports.sendZcSync = nativeBinding.sendZcSync
