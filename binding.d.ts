@@ -175,7 +175,8 @@ export interface ProbeReason {
 /**
  * Sends up to `length` bytes of file `file_fd` from `offset` on the non-blocking socket
  * `sock_fd` right now, on this thread, only if the whole range is in the page cache (never
- * waits for the disk or the peer); returns the bytes sent, 0 when nothing could go inline.
+ * waits for the disk or the peer: a socket in blocking mode gets 0); returns the bytes sent,
+ * 0 when nothing could go inline.
  * Sends at most 1 MiB per call. Throws the first `sendfile` error (`EBADF`, `EPIPE`, ...) when
  * nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
  */

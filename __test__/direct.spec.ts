@@ -1,11 +1,12 @@
 import { mkdtempSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs'
 import { release, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
 import { sendfileNow } from '../lib/direct'
-import { collect, fdOf, loopbackPair, patternBytes } from './helpers'
+import { STUB_ADDON, collect, fdOf, loopbackPair, patternBytes, runChild } from './helpers'
 
 const dir = mkdtempSync(join(tmpdir(), 'zc-direct-'))
 test.after.always(() => rmSync(dir, { recursive: true, force: true }))
@@ -92,4 +93,17 @@ test('errors are Node-style: a bad socket is EBADF from sendfile; bad arguments 
   t.throws(() => sendfileNow(fdOf(client), fd, -1, 1), { code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => sendfileNow(fdOf(client), fd, 0, 1.5), { code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => sendfileNow('3' as unknown as number, fd, 0, 1), { code: 'ERR_INVALID_ARG_TYPE' })
+})
+
+test('stub addon (macOS, Windows): never sends inline, returns 0 and no error', async (t) => {
+  const direct = fileURLToPath(new URL('../lib/direct.js', import.meta.url))
+  const script = `
+    const { sendfileNow } = require(${JSON.stringify(direct)})
+    const file = require('node:fs').openSync(${JSON.stringify(direct)}, 'r') // regular, cached
+    let r
+    try { r = sendfileNow(999999, file, 0, 100) } catch (e) { r = e.code } // Linux: EBADF
+    console.log(JSON.stringify(r))`
+  const { code, json, stderr } = await runChild(script, { NAPI_RS_NATIVE_LIBRARY_PATH: STUB_ADDON })
+  t.is(code, 0, stderr)
+  t.is(json, 0)
 })

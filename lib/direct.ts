@@ -11,13 +11,14 @@ import { validateInteger } from './validate'
  * Sends up to `length` bytes of the file `fileFd` from `offset` on the socket `sockFd` now,
  * with non-blocking `sendfile(2)` calls on this thread, but only if every page of the range is
  * in the page cache (checked with `cachestat(2)`, Linux 6.5+), so the call never waits for the
- * disk; the socket must be non-blocking (Node's are), so it never waits for the peer either.
+ * disk; the socket must be non-blocking (Node's are; a blocking one gets 0), so it never waits
+ * for the peer either.
  *
  * Returns the bytes sent, which the caller must account for:
  * - `0`: nothing went: not cached (or `cachestat` unavailable, or the file not owned or
  *   writable by this process on Linux 6.14+), not a regular file, `offset` at or past the end
- *   of the file, the socket full, or not Linux. Send the range another way (e.g. the engine's
- *   `sendFile`).
+ *   of the file, a socket in blocking mode, the socket full, or not Linux. Send the range
+ *   another way (e.g. the engine's `sendFile`).
  * - less than `length`: the socket filled up, the file ended early, the per-call limit of
  *   1 MiB was reached, or an error came after some bytes went (the next call reports it).
  *   Send the rest another way or call again.

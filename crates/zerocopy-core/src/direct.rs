@@ -64,7 +64,8 @@ struct Cachestat {
 ///
 /// - `Ok(0)`: nothing was sent: `len` is 0, the range is not known to be cached (see the module
 ///   docs; also when `cachestat` is unavailable), `file` is not a regular file, `offset` is at
-///   or past the end of the file, or the socket had no room. The caller sends the range
+///   or past the end of the file, `sock` is in blocking mode (it could wait for the peer), or
+///   the socket had no room. The caller sends the range
 ///   another way (the engine, which may wait for the disk on its own thread).
 /// - `Ok(n)` with `0 < n < len`: the socket filled up (`EAGAIN`), the file ended early (a
 ///   shorter file than asked: the caller sees the short count and decides), [`MAX_PER_CALL`]
@@ -74,7 +75,8 @@ struct Cachestat {
 /// - `Err(e)`: the first `sendfile` failed with `e` (`EBADF`, `ENOTSOCK`, `EPIPE`,
 ///   `ECONNRESET`, ...), nothing sent. `EINTR` is retried.
 ///
-/// Never loops forever: every turn sends at least one byte or leaves.
+/// Never loops forever: every turn sends at least one byte or leaves. Costs an `fstat`, a
+/// `cachestat` and an `fcntl(F_GETFL)` before the first `sendfile`.
 ///
 /// `sock` must not be written to concurrently by anyone else (the engine included), or bytes
 /// interleave; that is the caller's ordering to keep.
@@ -82,6 +84,14 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
     let Some(len) = cached_len(file, offset, len.min(MAX_PER_CALL)) else {
         return Ok(0);
     };
+    // SAFETY: F_GETFL reads the descriptor's flags; no memory is touched.
+    let flags = unsafe { libc::fcntl(sock, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(last_errno());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        return Ok(0); // a blocking socket could wait for the peer: not inline
+    }
     let end = offset + len;
     let mut next = offset;
     while next < end {
@@ -99,10 +109,7 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
         if n == 0 {
             break; // end of file: the file is shorter than asked
         }
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        match errno {
+        match last_errno().0 {
             libc::EINTR => continue,
             libc::EAGAIN => break,
             // Bytes already went: report them now, the error on the next call.
@@ -161,6 +168,14 @@ fn cachestat(file: RawFd, offset: u64, len: u64) -> Option<Cachestat> {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn cachestat(_file: RawFd, _offset: u64, _len: u64) -> Option<Cachestat> {
     None
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
 }
 
 fn page_size() -> u64 {
