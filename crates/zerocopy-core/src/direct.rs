@@ -73,7 +73,9 @@ struct Cachestat {
 ///   not reported now: the bytes are on their way and the caller must learn about them; the
 ///   same error comes back from the next call (or from the engine) for the rest of the range.
 /// - `Err(e)`: the first `sendfile` failed with `e` (`EBADF`, `ENOTSOCK`, `EPIPE`,
-///   `ECONNRESET`, ...), nothing sent. `EINTR` is retried.
+///   `ECONNRESET`, ...), nothing sent; `EBADF` too when `sock` is not a descriptor. `EINTR` is
+///   retried. `sendfile` has no `MSG_NOSIGNAL`: `EPIPE` also raises `SIGPIPE`, which the
+///   process must ignore (Node and Rust programs do).
 ///
 /// Never loops forever: every turn sends at least one byte or leaves. Costs an `fstat`, a
 /// `cachestat` and an `fcntl(F_GETFL)` before the first `sendfile`.
