@@ -854,4 +854,5 @@ module.exports.RECORD_DONE = nativeBinding.RECORD_DONE
 module.exports.RECORD_ENDED = nativeBinding.RECORD_ENDED
 module.exports.RECORD_PROGRESS = nativeBinding.RECORD_PROGRESS
 module.exports.RECORD_STRIDE = nativeBinding.RECORD_STRIDE
+module.exports.sendfileNow = nativeBinding.sendfileNow
 module.exports.sendZcSync = nativeBinding.sendZcSync

@@ -1,12 +1,48 @@
 /**
- * Placeholder until the inline `sendfile(2)` lands: sends nothing, so callers use the engine.
+ * Sending a file range inline, on the JS thread, without ever blocking: for small HTTP bodies
+ * that should not pay the engine's cross-thread round trip.
  * @module
  */
+import * as binding from '../binding.js'
+import { normalizeBindingError } from './errors'
+import { validateInteger } from './validate'
 
 /**
- * Sends up to `length` bytes of `fileFd` at `offset` on `sockFd` now, without blocking.
- * @returns Bytes sent (0 here).
+ * Sends up to `length` bytes of the file `fileFd` from `offset` on the socket `sockFd` now,
+ * with non-blocking `sendfile(2)` calls on this thread, but only if every page of the range is
+ * in the page cache (checked with `cachestat(2)`, Linux 6.5+), so the call never waits for the
+ * disk; the socket must be non-blocking (Node's are; a blocking one gets 0), so it never waits
+ * for the peer either.
+ *
+ * Returns the bytes sent, which the caller must account for:
+ * - `0`: nothing went: not cached (or `cachestat` unavailable, or the file not owned or
+ *   writable by this process on Linux 6.14+), not a regular file, `offset` at or past the end
+ *   of the file, a socket in blocking mode, the socket full, or not Linux. Send the range
+ *   another way (e.g. the engine's `sendFile`).
+ * - less than `length`: the socket filled up, the file ended early, the per-call limit of
+ *   1 MiB was reached, or an error came after some bytes went (the next call reports it).
+ *   Send the rest another way or call again.
+ *
+ * Nobody else may write to the socket during the call (e.g. a running `ZeroCopySocket` send),
+ * or bytes interleave.
+ *
+ * @param sockFd - A connected, non-blocking stream socket's descriptor (`socket._handle.fd`).
+ * @param fileFd - A regular file's descriptor, open for reading.
+ * @param offset - Where in the file to start, in bytes.
+ * @param length - How many bytes at most.
+ * @returns The bytes sent, from 0 to `length`.
+ * @throws A Node-style errno error (`code`, `errno`, `syscall: 'sendfile'`) when the first
+ * `sendfile` fails with nothing sent: `EBADF`, `EPIPE`, `ECONNRESET`, ...;
+ * `ERR_INVALID_ARG_TYPE`/`ERR_OUT_OF_RANGE` for bad arguments.
  */
-export function sendfileNow(_sockFd: number, _fileFd: number, _offset: number, _length: number): number {
-  return 0
+export function sendfileNow(sockFd: number, fileFd: number, offset: number, length: number): number {
+  validateInteger(sockFd, 'sockFd', 0, 2 ** 31 - 1)
+  validateInteger(fileFd, 'fileFd', 0, 2 ** 31 - 1)
+  validateInteger(offset, 'offset')
+  validateInteger(length, 'length')
+  try {
+    return binding.sendfileNow(sockFd, fileFd, offset, length)
+  } catch (e) {
+    throw normalizeBindingError(e)
+  }
 }

@@ -30,6 +30,10 @@ pub struct ConnStats {
     pub transfer_in_flight: AtomicBool,
     /// Zero-copy pieces resent plain after `ENOMEM`/`ENOBUFS` (RLIMIT_MEMLOCK).
     pub zero_copy_no_memory: AtomicU64,
+    /// File sends that went the staged way (policy `staged_files`, or a file `sendfile(2)`
+    /// refused) and so allocated a staging region, and took a fixed-buffer slot if one was
+    /// free. File sends that stay on `sendfile(2)` take neither.
+    pub staging_regions: AtomicU64,
 }
 
 /// What the engine reports back. `H` is the caller's keep-alive handle for a write's memory,

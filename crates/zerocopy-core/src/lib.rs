@@ -5,6 +5,7 @@
 //! - [`try_send_zc`]: the blocking one-request primitive, for tests and tools.
 //! - [`queue`]: the per-socket send queue (ordering, short sends, splitting, coalescing).
 //! - [`Engine`]: the asynchronous engine: a ring and its completion thread serving many sockets.
+//! - [`sendfile_now`]: a file range sent inline on the caller's thread, only when that cannot block.
 //!
 //! On other platforms, or with the `force-unsupported` feature, the same API is backed by a
 //! stub that reports `Unsupported`, so callers fall back to plain sends.
@@ -18,6 +19,8 @@ pub mod file;
 pub mod probe;
 pub mod queue;
 
+#[cfg(uring)]
+pub mod direct;
 #[cfg(uring)]
 mod engine;
 #[cfg(uring)]
@@ -35,10 +38,14 @@ pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
 pub use queue::{Done, Mode, Policy, Span};
 
 #[cfg(uring)]
+pub use direct::sendfile_now;
+#[cfg(uring)]
 pub use engine::Engine;
 #[cfg(uring)]
 pub use send_zc::{send_all_zc, try_send_zc, BlockingRing, Completion, RingStats};
 #[cfg(uring)]
 pub use std::os::fd::RawFd;
 #[cfg(not(uring))]
-pub use stub::{send_all_zc, try_send_zc, BlockingRing, Completion, Engine, RawFd, RingStats};
+pub use stub::{
+    send_all_zc, sendfile_now, try_send_zc, BlockingRing, Completion, Engine, RawFd, RingStats,
+};

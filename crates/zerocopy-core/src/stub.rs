@@ -88,6 +88,12 @@ pub fn send_all_zc(
     try_send_zc(ring, fd, buf, user_data)
 }
 
+/// Never sends anything inline: `Ok(0)`, so the caller takes its usual (fallback) path. The
+/// Linux version is `direct::sendfile_now`.
+pub fn sendfile_now(_sock: RawFd, _file: RawFd, _offset: u64, _len: u64) -> Result<u64, Errno> {
+    Ok(0)
+}
+
 /// Stands in for the Linux send engine; cannot be started.
 pub struct Engine<H> {
     _holder: std::marker::PhantomData<fn(H)>,
@@ -194,6 +200,12 @@ mod tests {
         let r = crate::probe();
         assert!(!r.supported && !r.io_uring);
         assert_eq!(r.reason.as_ref().unwrap().code, ReasonCode::Platform);
+    }
+
+    #[test]
+    fn stub_sends_nothing_inline() {
+        assert_eq!(sendfile_now(3, 4, 0, 4096), Ok(0));
+        assert_eq!(sendfile_now(-1, -1, 0, 1), Ok(0));
     }
 
     #[test]

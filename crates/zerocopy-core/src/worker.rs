@@ -42,8 +42,8 @@ struct FileJob {
     id: u64,
     file: OwnedFd,
     send: FileSend,
-    region: Arc<Region>,
-    fixed: Option<u16>,
+    /// The staged path's memory, `None` until the job first goes that way (see [`Staging`]).
+    staging: Option<Staging>,
     len: u64,
     /// Zero-copy was refused (`EOPNOTSUPP`, `ENOMEM`): send plain from now on.
     plain: bool,
@@ -51,6 +51,25 @@ struct FileJob {
     send_ud: Option<u64>,
     /// `Some` when this file goes out with `sendfile(2)` instead of staged reads and sends.
     sendfile: Option<Sendfile>,
+}
+
+/// The staging memory of a file send that goes the staged way (reads into the region, sends
+/// from it): [`FILE_SLOTS`] × [`FILE_SLOT_SIZE`] bytes, registered as a fixed buffer when a slot
+/// of the table is free. Made by [`Worker::stage`] on the job's first staged step only (a policy
+/// that asks for staged sends, or a file `sendfile(2)` refused with `EINVAL`), never for a job
+/// that stays on `sendfile`, so those cost neither the 1 MiB (and its page pinning) nor a slot.
+///
+/// Why it is never freed early: only staged requests (`Req::FileRead`, `Req::FileSend`) point
+/// into it, and they are only built from a job whose `staging` is `Some`; once set, `staging`
+/// is never replaced or cleared while the job lives. The job (and with it the region) is
+/// dropped only by [`Worker::sweep_retired`], once [`FileJob::finished`] says that no read or
+/// send is in flight and every zero-copy send has been released (`FileSend::finished`), that is
+/// after the kernel's last CQE for any request using it; the fixed slot is cleared then too
+/// (and `Worker::fixed` keeps its own `Arc` until that moment). If the ring fails, the job is
+/// leaked with its staging (`worker/failure.rs`), never freed.
+struct Staging {
+    region: Arc<Region>,
+    fixed: Option<u16>,
 }
 
 /// A file range sent with non-blocking `sendfile(2)` calls on the engine thread: one copy
@@ -535,26 +554,18 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         let Some((file, offset)) = c.files.remove(&fid) else {
             return;
         };
-        let Some(region) = Region::new(FILE_SLOTS * FILE_SLOT_SIZE as usize).map(Arc::new) else {
-            c.queue.start_external(fid);
-            c.queue.complete_external(fid, Err(Errno(libc::ENOMEM)));
-            return;
-        };
         c.queue.start_external(fid);
-        let c_staged = c.policy.staged_files;
-        let fixed = self.register(region.clone()).ok();
-        let c = self.conns.get_mut(&id).expect("conn exists");
+        // No staging memory yet: `send_from_file` stages the job when it first goes that way.
         c.job = Some(FileJob {
             id: fid,
             file,
             send: FileSend::new(offset, len as u64, FILE_SLOTS, FILE_SLOT_SIZE),
-            region,
-            fixed,
+            staging: None,
             len: len as u64,
             plain: false,
             reported: 0,
             send_ud: None,
-            sendfile: (!c_staged).then_some(Sendfile {
+            sendfile: (!c.policy.staged_files).then_some(Sendfile {
                 next: offset,
                 end: offset + len as u64,
                 start: offset,
@@ -643,9 +654,21 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             self.sendfile_pump(id);
             return self.finish_file(id);
         }
+        // A stopped job that never staged has nothing in flight: it is settled as it is, and
+        // needs no memory. One that cannot get its region fails with ENOMEM, settled too.
+        if job.staging.is_none() && (job.send.error().is_some() || !self.stage(id)) {
+            return self.finish_file(id);
+        }
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        let job = c.job.as_mut().expect("job exists");
+        let staging = job.staging.as_ref().expect("staged above");
+        let (file, base, fixed, job_id) = (
+            job.file.as_raw_fd(),
+            staging.region.as_ptr(),
+            staging.fixed,
+            job.id,
+        );
         let ops = job.send.next_ops(zero_copy);
-        let (file, base, fixed, job_id) =
-            (job.file.as_raw_fd(), job.region.as_ptr(), job.fixed, job.id);
         for op_ in ops {
             match op_ {
                 FileOp::Read { slot, at, off, len } => {
@@ -702,6 +725,26 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         self.finish_file(id);
     }
 
+    /// Gives the conn's running file job its staging memory (see [`Staging`]): a zeroed region,
+    /// registered as a fixed buffer if a table slot is free. Returns `false`, with the job
+    /// stopped with `ENOMEM`, when the region cannot be allocated.
+    fn stage(&mut self, id: u32) -> bool {
+        let Some(region) = Region::new(FILE_SLOTS * FILE_SLOT_SIZE as usize).map(Arc::new) else {
+            let c = self.conns.get_mut(&id).expect("conn exists");
+            if let Some(job) = c.job.as_mut() {
+                job.send.stop(Errno(libc::ENOMEM));
+            }
+            return false;
+        };
+        let fixed = self.register(region.clone()).ok();
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        c.stats.staging_regions.fetch_add(1, Ordering::Relaxed);
+        let job = c.job.as_mut().expect("job exists");
+        debug_assert!(job.staging.is_none(), "a job stages once");
+        job.staging = Some(Staging { region, fixed });
+        true
+    }
+
     /// Reports progress of the conn's file send and completes it once it has finished.
     fn finish_file(&mut self, id: u32) {
         let c = self.conns.get_mut(&id).expect("conn exists");
@@ -742,15 +785,16 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             if !job.finished() {
                 return true;
             }
-            gone.push((job.fixed.is_some(), job.region.addr()));
+            if let Some(staging) = job.staging.as_ref().filter(|s| s.fixed.is_some()) {
+                gone.push(staging.region.addr());
+            }
             false
         });
-        // The jobs dropped above closed their file dups and freed their staging regions: no
-        // request of theirs is left in the kernel (`finished` waited for every one).
-        for (fixed, addr) in gone {
-            if fixed {
-                self.unregister(addr);
-            }
+        // The jobs dropped above closed their file dups and dropped their staging regions: no
+        // request of theirs is left in the kernel (`finished` waited for every one). A region
+        // still registered stays allocated through `self.fixed`'s Arc until unregistered here.
+        for addr in gone {
+            self.unregister(addr);
         }
     }
 
@@ -788,7 +832,8 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                     libc::EAGAIN => {} // full socket: wait for POLLOUT below
                     libc::EINTR => continue,
                     libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP if f.next == f.start => {
-                        // This file cannot be sendfile()d (no splice_read): stage it instead.
+                        // This file cannot be sendfile()d (no splice_read): stage it instead
+                        // (`send_from_file` allocates the staging memory now, not before).
                         job.sendfile = None;
                         return self.send_from_file(id);
                     }

@@ -469,25 +469,41 @@ fn back_to_back_file_sends_all_settle() {
     }
 }
 
+/// A 64 MiB file send (id 1) to a loopback peer that never reads, on a non-blocking socket as
+/// Node's are: the send fills the socket and then waits for room. Keep `tx` and the peer alive.
+fn stalled_file_send(
+    engine: &Engine<Holder>,
+    staged_files: bool,
+    seed: u64,
+) -> (
+    std::net::TcpStream,
+    std::net::TcpStream,
+    u32,
+    std::sync::Arc<zerocopy_core::ConnStats>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tx = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    tx.set_nonblocking(true).unwrap(); // sendfile must not block
+    let policy = Policy {
+        staged_files,
+        ..Policy::default()
+    };
+    let (conn, stats) = engine.open(tx.as_raw_fd(), policy).unwrap();
+    let (file, data) = temp_file(64 << 20, seed);
+    engine
+        .send_file(conn, 1, file.as_raw_fd(), 0, data.len() as u64)
+        .unwrap();
+    (tx, peer, conn, stats)
+}
+
 /// Issue: an abort of a running file send waiting for room (the peer does not read) only took
 /// effect once the peer read again. It must cancel the wait at once.
 #[test]
 fn aborting_a_running_file_send_cancels_its_wait_promptly() {
     for staged_files in [false, true] {
         let (engine, rx) = engine();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (peer, _) = listener.accept().unwrap(); // never reads
-        tx.set_nonblocking(true).unwrap(); // as Node's sockets are: sendfile must not block
-        let policy = Policy {
-            staged_files,
-            ..Policy::default()
-        };
-        let (conn, _) = engine.open(tx.as_raw_fd(), policy).unwrap();
-        let (file, data) = temp_file(64 << 20, 7);
-        engine
-            .send_file(conn, 1, file.as_raw_fd(), 0, data.len() as u64)
-            .unwrap();
+        let (tx, peer, conn, _) = stalled_file_send(&engine, staged_files, 7);
         // Let the socket fill up and the send wait for room.
         std::thread::sleep(Duration::from_millis(200));
         let t = std::time::Instant::now();
@@ -568,5 +584,112 @@ fn detach_hands_the_socket_back_without_resetting_it() {
         expected.extend_from_slice(&tail);
         expected.extend_from_slice(b"after");
         assert!(got == expected, "staged={staged_files}: stream differs");
+    }
+}
+
+fn staging_regions(stats: &zerocopy_core::ConnStats) -> u64 {
+    stats
+        .staging_regions
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Issue: every file send allocated a 1 MiB staging region and took a fixed-buffer slot, even
+/// on the `sendfile(2)` path that never touches them. Many small sendfile sends take none.
+#[test]
+fn sendfile_path_file_sends_take_no_staging_region() {
+    let (engine, rx) = engine();
+    let (tx, reader) = pair(Duration::ZERO);
+    let (conn, stats) = engine.open(tx.as_raw_fd(), Policy::default()).unwrap();
+    let mut expected = Vec::new();
+    for id in 0..200u64 {
+        let (file, data) = temp_file(1 + (id as usize * 97) % 8192, 1000 + id);
+        engine
+            .send_file(conn, id, file.as_raw_fd(), 0, data.len() as u64)
+            .unwrap();
+        assert_eq!(wait_done(&rx, 1), vec![(id, Ok(data.len()))]);
+        expected.extend_from_slice(&data);
+    }
+    assert_eq!(staging_regions(&stats), 0, "no sendfile send staged");
+    engine.end(conn);
+    engine.close(conn);
+    drop(tx);
+    assert!(reader.join().unwrap() == expected, "stream differs");
+}
+
+/// While a file send runs (a peer that does not read keeps it waiting for room), every one of
+/// the 64 fixed-buffer slots is still free for others (e.g. `BufferPool`) on the `sendfile`
+/// path; a staged send holds one, so there the 64th registration is refused.
+#[test]
+fn a_running_sendfile_send_leaves_every_fixed_slot_free() {
+    for staged_files in [false, true] {
+        let (engine, rx) = engine();
+        let (tx, peer, conn, stats) = stalled_file_send(&engine, staged_files, 8);
+        // The job is running once it reports progress.
+        loop {
+            match rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("no progress")
+            {
+                Event::Progress { .. } => break,
+                _ => continue,
+            }
+        }
+        let regions: Vec<_> = (0..64)
+            .map(|_| std::sync::Arc::new(zerocopy_core::buf::Region::new(4096).unwrap()))
+            .collect();
+        let accepted = regions
+            .iter()
+            .take_while(|r| engine.register((*r).clone()).is_ok())
+            .count();
+        for r in &regions[..accepted] {
+            engine.unregister(r.addr());
+        }
+        if staged_files {
+            assert_eq!(accepted, 63, "a staged send holds one slot");
+            assert_eq!(staging_regions(&stats), 1);
+        } else {
+            assert_eq!(accepted, 64, "a sendfile send holds no slot");
+            assert_eq!(staging_regions(&stats), 0);
+        }
+        engine.abort(conn, 1);
+        engine.close(conn);
+        drop(peer);
+        drop(tx);
+    }
+}
+
+/// A file `sendfile(2)` refuses (`EINVAL`: procfs `cmdline` has no `splice_read`) switches to
+/// staged reads and sends, allocating the staging region only then; the bytes are exact.
+#[test]
+fn a_file_sendfile_refuses_is_staged_byte_for_byte() {
+    let path = "/proc/self/cmdline";
+    let data = std::fs::read(path).unwrap();
+    let file = std::fs::File::open(path).unwrap();
+    let mut probe_off: libc::off_t = 0;
+    let (probe_a, _probe_b) = std::os::unix::net::UnixStream::pair().unwrap();
+    // SAFETY: sendfile between two descriptors we own; `probe_off` is a live local.
+    let n = unsafe { libc::sendfile(probe_a.as_raw_fd(), file.as_raw_fd(), &mut probe_off, 1) };
+    assert_eq!(
+        (n, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EINVAL)),
+        "this kernel sendfile()s {path}: the test needs a file it refuses"
+    );
+    for mode in [Mode::Auto, Mode::Never] {
+        let (engine, rx) = engine();
+        let (tx, reader) = pair(Duration::ZERO);
+        let policy = Policy {
+            mode,
+            ..Policy::default()
+        };
+        let (conn, stats) = engine.open(tx.as_raw_fd(), policy).unwrap();
+        engine
+            .send_file(conn, 1, file.as_raw_fd(), 0, data.len() as u64)
+            .unwrap();
+        assert_eq!(wait_done(&rx, 1), vec![(1, Ok(data.len()))]);
+        assert_eq!(staging_regions(&stats), 1, "{mode:?}: staged once refused");
+        engine.end(conn);
+        engine.close(conn);
+        drop(tx);
+        assert!(reader.join().unwrap() == data, "{mode:?}: stream differs");
     }
 }

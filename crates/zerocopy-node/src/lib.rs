@@ -122,6 +122,34 @@ pub fn close_fd(env: Env, fd: i32) -> napi::Result<()> {
     zerocopy_core::fd::close_raw(fd).or_else(|e| error::throw(&env, error::errno("close", e)))
 }
 
+/// Sends up to `length` bytes of file `file_fd` from `offset` on the non-blocking socket
+/// `sock_fd` right now, on this thread, only if the whole range is in the page cache (never
+/// waits for the disk or the peer: a socket in blocking mode gets 0); returns the bytes sent,
+/// 0 when nothing could go inline.
+/// Sends at most 1 MiB per call. Throws the first `sendfile` error (`EBADF`, `EPIPE`, ...) when
+/// nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
+#[napi]
+pub fn sendfile_now(
+    env: Env,
+    sock_fd: i32,
+    file_fd: i32,
+    offset: i64,
+    length: i64,
+) -> napi::Result<i64> {
+    let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
+        return error::throw(
+            &env,
+            error::coded(
+                "ERR_INVALID_ARG_VALUE",
+                "sendfileNow: offset and length must be >= 0",
+            ),
+        );
+    };
+    zerocopy_core::sendfile_now(sock_fd, file_fd, offset, length)
+        .map(|n| n as i64)
+        .or_else(|e| error::throw(&env, error::errno("sendfile", e)))
+}
+
 thread_local! {
   static RING: RefCell<Option<zerocopy_core::BlockingRing>> = const { RefCell::new(None) };
 }

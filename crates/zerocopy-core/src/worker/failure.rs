@@ -46,7 +46,8 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 };
                 self.events.push(Event::Done { conn, done, holder });
             }
-            // Running and retired file sends: their staging regions may still be read.
+            // Running and retired file sends: their staging regions (if they staged) may still
+            // be read.
             std::mem::forget(c.job.take());
             std::mem::forget(std::mem::take(&mut c.retired));
             if c.end_requested && !c.ended {

@@ -1,0 +1,234 @@
+//! Sending a file range inline, now, without ever blocking: [`sendfile_now`].
+//!
+//! The engine sends files on its own thread, which costs a cross-thread round trip per send
+//! (about 100 µs here). For a small HTTP body that already sits in the page cache and a socket
+//! with room, one non-blocking `sendfile(2)` on the caller's (JS) thread does the whole job in
+//! a few microseconds. This module does that, or nothing: when it cannot be sure the call will
+//! not wait for the disk, it sends nothing and the caller hands the range to the engine.
+//!
+//! # When is a range "in the page cache"
+//! `cachestat(2)` (Linux 6.5) counts, for a page-aligned window, the pages present in the
+//! file's page cache (`nr_cache`, which includes dirty pages and pages under writeback: both
+//! are in memory and up to date, and a read never waits for writeback) and the shadow entries
+//! of pages evicted (`nr_evicted`). A page index is either present or not, so the range counts
+//! as cached exactly when `nr_cache` equals the number of pages the range touches (from the page
+//! of `offset` to the page of its last byte). Anything else, and any `cachestat` failure
+//! (`ENOSYS` on older kernels or other architectures, `EPERM` from seccomp or from the 6.14+
+//! rule that the caller must be able to write to the file or own it, `EBADF`, `EOPNOTSUPP` on
+//! hugetlbfs, ...), means "not known to be cached": nothing is sent.
+//!
+//! Residual races, accepted (the check is advice, not a lock): a page evicted between the
+//! check and `sendfile`, or a page another reader's readahead has inserted but not yet filled
+//! (counted as present, still locked), makes this one call wait for that read; it never waits
+//! for the socket (the socket is non-blocking) and never for more than [`MAX_PER_CALL`] bytes.
+//!
+//! Only regular files are sent (`fstat`): a FIFO or a character device could block in
+//! `sendfile` whatever the page cache holds.
+
+use std::os::fd::RawFd;
+
+use crate::error::Errno;
+
+/// Most bytes one [`sendfile_now`] call sends, so the calling (JS) thread is held for at most
+/// about a millisecond or so (loopback copies at several GB/s); the rest is the caller's to
+/// send with another call or with the engine.
+pub const MAX_PER_CALL: u64 = 1024 * 1024;
+
+/// `cachestat(2)`'s syscall number: 451 on every architecture that uses the unified syscall
+/// table, x86_64 (`arch/x86/entry/syscalls/syscall_64.tbl`) and aarch64
+/// (`include/uapi/asm-generic/unistd.h`) alike. The `libc` crate (0.2.191) has no constant for
+/// these two, so it is spelled here; other architectures report "unavailable".
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// `struct cachestat_range` of `<linux/mman.h>`.
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// `struct cachestat` of `<linux/mman.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Sends up to `len` bytes of `file` from `offset` on the non-blocking socket `sock`, now, on
+/// the calling thread, only if the whole range is in the page cache; returns the bytes sent.
+///
+/// - `Ok(0)`: nothing was sent: `len` is 0, the range is not known to be cached (see the module
+///   docs; also when `cachestat` is unavailable), `file` is not a regular file, `offset` is at
+///   or past the end of the file, `sock` is in blocking mode (it could wait for the peer), or
+///   the socket had no room. The caller sends the range
+///   another way (the engine, which may wait for the disk on its own thread).
+/// - `Ok(n)` with `0 < n < len`: the socket filled up (`EAGAIN`), the file ended early (a
+///   shorter file than asked: the caller sees the short count and decides), [`MAX_PER_CALL`]
+///   was reached, or an error came after some bytes were sent. In that last case the error is
+///   not reported now: the bytes are on their way and the caller must learn about them; the
+///   same error comes back from the next call (or from the engine) for the rest of the range.
+/// - `Err(e)`: the first `sendfile` failed with `e` (`EBADF`, `ENOTSOCK`, `EPIPE`,
+///   `ECONNRESET`, ...), nothing sent; `EBADF` too when `sock` is not a descriptor. `EINTR` is
+///   retried. `sendfile` has no `MSG_NOSIGNAL`: `EPIPE` also raises `SIGPIPE`, which the
+///   process must ignore (Node and Rust programs do).
+///
+/// Never loops forever: every turn sends at least one byte or leaves. Costs an `fstat`, a
+/// `cachestat` and an `fcntl(F_GETFL)` before the first `sendfile`.
+///
+/// `sock` must not be written to concurrently by anyone else (the engine included), or bytes
+/// interleave; that is the caller's ordering to keep.
+pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u64, Errno> {
+    let Some(len) = cached_len(file, offset, len.min(MAX_PER_CALL)) else {
+        return Ok(0);
+    };
+    // SAFETY: F_GETFL reads the descriptor's flags; no memory is touched.
+    let flags = unsafe { libc::fcntl(sock, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(last_errno());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        return Ok(0); // a blocking socket could wait for the peer: not inline
+    }
+    let end = offset + len;
+    let mut next = offset;
+    while next < end {
+        let Ok(mut off) = libc::off_t::try_from(next) else {
+            break;
+        };
+        let want = (end - next) as usize;
+        // SAFETY: sendfile reads and writes through the two descriptors only; `off` is a live
+        // local the kernel updates. Bad descriptors fail with an errno, nothing else.
+        let n = unsafe { libc::sendfile(sock, file, &mut off, want) };
+        if n > 0 {
+            next += n as u64;
+            continue;
+        }
+        if n == 0 {
+            break; // end of file: the file is shorter than asked
+        }
+        match last_errno().0 {
+            libc::EINTR => continue,
+            libc::EAGAIN => break,
+            // Bytes already went: report them now, the error on the next call.
+            _ if next > offset => break,
+            e => return Err(Errno(e)),
+        }
+    }
+    Ok(next - offset)
+}
+
+/// How many bytes from `offset` (at most `len`) to send: the range clamped to the file's size,
+/// if `file` is a regular file and every page of the clamped range is in the page cache;
+/// `None` when there is nothing to send inline.
+fn cached_len(file: RawFd, offset: u64, len: u64) -> Option<u64> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the live, correctly sized `st`; a bad fd fails with EBADF.
+    if unsafe { libc::fstat(file, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let size = u64::try_from(st.st_size).ok()?;
+    let len = len.min(size.checked_sub(offset)?);
+    if len == 0 {
+        return None;
+    }
+    let cached = cachestat(file, offset, len)?;
+    let page = page_size();
+    let pages = (offset + len - 1) / page - offset / page + 1;
+    (cached.nr_cache >= pages).then_some(len)
+}
+
+/// `cachestat(2)` of `[offset, offset + len)`; `None` when the kernel cannot tell.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn cachestat(file: RawFd, offset: u64, len: u64) -> Option<Cachestat> {
+    let range = CachestatRange { off: offset, len };
+    let mut out = Cachestat::default();
+    let fd = libc::c_uint::try_from(file).ok()?;
+    // SAFETY: cachestat reads `range` and writes `out`, both live and laid out as the kernel's
+    // structs (`#[repr(C)]`, five and two `__u64`); flags must be 0. On a kernel without it the
+    // call fails with ENOSYS and touches nothing.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const CachestatRange,
+            &mut out as *mut Cachestat,
+            0 as libc::c_uint,
+        )
+    };
+    (r == 0).then_some(out)
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cachestat(_file: RawFd, _offset: u64, _len: u64) -> Option<Cachestat> {
+    None
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// How many pages of `[offset, offset + len)` `cachestat(2)` finds in the page cache; `None`
+/// when the kernel cannot tell. For tests that want to know whether an eviction worked.
+#[doc(hidden)]
+pub fn cached_pages(file: RawFd, offset: u64, len: u64) -> Option<u64> {
+    cachestat(file, offset, len).map(|c| c.nr_cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_written_file_counts_as_cached_and_a_pipe_does_not() {
+        let mut f = tempfile();
+        f.write_all(&vec![7u8; 10_000]).unwrap();
+        match cached_pages(f.as_raw_fd(), 0, 10_000) {
+            Some(n) => assert_eq!(n, 9_999 / page_size() + 1, "every page of a fresh write"),
+            None => eprintln!("cachestat unavailable here: skipping the count"),
+        }
+        assert_eq!(cached_len(f.as_raw_fd(), 0, 0), None);
+        assert_eq!(cached_len(f.as_raw_fd(), 10_000, 5), None, "at the end");
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into the live array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        assert_eq!(cached_len(fds[0], 0, 10), None, "not a regular file");
+        for fd in fds {
+            // SAFETY: closes the two descriptors pipe just made, which nobody else owns.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    fn tempfile() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("zc-direct-unit-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+}
