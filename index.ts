@@ -10,7 +10,7 @@
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
  * @module
  */
-import * as binding from './binding.js'
+import { binding } from './lib/native'
 import { normalizeBindingError } from './lib/errors'
 import { validateInteger, validateUint8Array } from './lib/validate'
 

@@ -1,6 +1,6 @@
 import test from 'ava'
 
-import { fixture, runNode, STUB_ADDON } from './helpers'
+import { fixture, NO_ADDON, runNode, STUB_ADDON } from './helpers'
 
 const TRANSFER = fixture('transfer.cjs')
 
@@ -35,4 +35,9 @@ test('ZEROCOPY_SOCKET_DISABLE=1: writes and sendFile deliver identical bytes thr
 test('the force-unsupported addon (what macOS/Windows load): writes and sendFile deliver identical bytes', async (t) => {
   const o = await transferIn({ NAPI_RS_NATIVE_LIBRARY_PATH: STUB_ADDON })
   assertFallback(t, o, 'platform', /force-unsupported/)
+})
+
+test('no native binding loads (NAPI_RS_NATIVE_LIBRARY_PATH names no file): writes and sendFile deliver identical bytes', async (t) => {
+  const o = await transferIn({ NAPI_RS_NATIVE_LIBRARY_PATH: NO_ADDON })
+  assertFallback(t, o, 'no-binding', /no native binding could be loaded/)
 })

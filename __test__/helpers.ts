@@ -97,6 +97,12 @@ export const fixture = (name: string): string => fileURLToPath(new URL(`./fixtur
 
 export const STUB_ADDON = fileURLToPath(new URL('../build/stub/zerocopy-socket.node', import.meta.url))
 
+/**
+ * For `NAPI_RS_NATIVE_LIBRARY_PATH`: a file that does not exist, so `binding.js` loads no addon
+ * at all (napi's own override; the package's loader honours no test-only switch).
+ */
+export const NO_ADDON = fileURLToPath(new URL('../build/no-such-addon.node', import.meta.url))
+
 /** Runs `node <file> <args...>` and returns its exit code, last stdout line as JSON, and stderr. */
 export function runNode(file: string, args: string[] = [], env: Record<string, string> = {}): Promise<{ code: number | null; json: unknown; stderr: string }> {
   const child = spawn(process.execPath, [file, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })

@@ -34,9 +34,11 @@ function verdict(r: ProbeReport): string {
 /** The doctor's report. */
 export async function doctor(): Promise<string> {
   const r = probe()
+  const noBinding = r.reason?.code === 'no-binding'
   const lines = [
     `platform:                 ${r.platform}${r.kernel ? ` (kernel ${r.kernel})` : ''}`,
-    `io_uring allowed:         ${r.ioUring ? 'yes' : `no: ${r.reason?.message}`}`,
+    `native binding:           ${noBinding ? `none (no-binding): ${r.reason?.message}` : 'loaded'}`,
+    `io_uring allowed:         ${r.ioUring ? 'yes' : noBinding ? 'unknown (no native binding to ask)' : `no: ${r.reason?.message}`}`,
     `kernel.io_uring_disabled: ${r.ioUringDisabled ?? 'n/a (no such sysctl)'}${r.ioUringDisabled === 1 ? ' (root and io_uring_group only)' : r.ioUringDisabled === 2 ? ' (off for everyone)' : ''}`,
     `seccomp:                  ${r.seccomp === null ? 'unknown' : r.seccomp === 0 ? 'none' : r.seccomp === 2 ? 'filter active (may block io_uring, as Docker’s default does)' : 'strict'}`,
     `IORING_OP_SEND_ZC:        ${yes(r.ops.sendZc)}`,

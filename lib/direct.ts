@@ -3,7 +3,7 @@
  * that should not pay the engine's cross-thread round trip.
  * @module
  */
-import * as binding from '../binding.js'
+import { binding } from './native'
 import { normalizeBindingError } from './errors'
 import { validateInteger } from './validate'
 

@@ -3,7 +3,7 @@
  * batched event records to the socket that owns them.
  * @module
  */
-import * as binding from '../binding.js'
+import { binding } from './native'
 
 /** What a socket gets told about its writes and its lifecycle. */
 export interface EngineHandler {

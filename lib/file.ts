@@ -8,7 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises'
 import { read as readCb, fstat as fstatCb } from 'node:fs'
 import { promisify } from 'node:util'
 
-import * as binding from '../binding.js'
+import { binding } from './native'
 import { codedError, errnoError, invalidArgType, invalidArgValue, outOfRange, type ZeroCopyError } from './errors'
 import { validateAbortSignal, validateInteger, validateOptions } from './validate'
 

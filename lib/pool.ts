@@ -3,7 +3,7 @@
  * skip per-send page pinning (`IORING_RECVSEND_FIXED_BUF`).
  * @module
  */
-import * as binding from '../binding.js'
+import { binding } from './native'
 import { engineAvailable } from './engine'
 import { codedError, invalidArgValue } from './errors'
 import { validateInteger, validateOptions } from './validate'

@@ -2,7 +2,9 @@
  * What this process can do: the probe report, its types, and the fallback reason it implies.
  * @module
  */
-import * as binding from '../binding.js'
+import { release } from 'node:os'
+
+import { binding, loadError, noBindingMessage } from './native'
 
 /** io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`. */
 export interface ProbeOps {
@@ -38,6 +40,12 @@ export type ProbeReasonCode =
   | 'setup-failed'
   /** io_uring works, but the kernel predates `IORING_OP_SEND_ZC` (Linux 6.0). */
   | 'kernel-too-old'
+  /**
+   * No native binding could be loaded: no prebuilt binary for this platform triple, an install
+   * without optional dependencies (`--omit=optional`), or a damaged addon. The message names
+   * the triple and carries the loader's own message.
+   */
+  | 'no-binding'
 
 /** Why zero-copy sends are unavailable in this process. */
 export interface ProbeReason {
@@ -88,6 +96,7 @@ export interface ProbeReport {
  * ```
  */
 export function probe(): ProbeReport {
+  if (loadError !== null) return noBindingReport()
   const r = binding.probe()
   return {
     supported: r.supported,
@@ -100,6 +109,23 @@ export function probe(): ProbeReport {
     seccomp: r.seccomp ?? null,
     memlockLimit: r.memlockLimit ?? null,
     reason: r.reason ? { code: r.reason.code as ProbeReasonCode, errno: r.reason.errno ?? null, message: r.reason.message } : null,
+  }
+}
+
+/** The report without a native binding: nothing is known of io_uring, nothing is used. */
+function noBindingReport(): ProbeReport {
+  const ops = { send: false, sendmsg: false, sendZc: false, sendmsgZc: false, splice: false, readFixed: false, pollAdd: false }
+  return {
+    supported: false,
+    ioUring: false,
+    platform: process.platform,
+    kernel: process.platform === 'linux' ? release() : '',
+    ops,
+    reportUsage: false,
+    ioUringDisabled: null,
+    seccomp: null,
+    memlockLimit: null,
+    reason: { code: 'no-binding', errno: null, message: noBindingMessage() },
   }
 }
 

@@ -9,7 +9,7 @@ import { Writable } from 'node:stream'
 import tls from 'node:tls'
 import { markAsUntransferable } from 'node:worker_threads'
 
-import * as binding from '../binding.js'
+import { binding } from './native'
 import { engineAvailable, engineFailure, keepAlive, register } from './engine'
 import { trackWrite } from './pool'
 import { fileShrankError, prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'

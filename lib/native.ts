@@ -1,0 +1,122 @@
+/**
+ * The native binding, loaded so that loading never throws. Where no addon can be loaded (no
+ * prebuilt binary for this platform, an install without optional dependencies, a damaged
+ * file), the package still loads: {@link binding} is then a stand-in that answers like the
+ * non-Linux stub build does (no engine, an unregistered `BindingPool`, `ERR_ZC_UNSUPPORTED`
+ * from `sendZcSync`), so every socket takes the `net.Socket` fallback and `probe()` reports
+ * `no-binding` with {@link loadError}.
+ * @module
+ */
+import type * as Generated from '../binding.js'
+import { codedError, errnoError } from './errors'
+
+/** What the generated loader (`binding.js`) exports. */
+export type NativeBinding = typeof Generated
+
+let loaded: NativeBinding | null = null
+let failure: string | null = null
+try {
+  // `binding.js` throws when neither a local `.node` file nor the platform package loads.
+  loaded = require('../binding.js') as NativeBinding
+} catch (e) {
+  failure = describeLoadError(e)
+}
+
+/** The loaded native binding, or `null` when none could be loaded. */
+export const native: NativeBinding | null = loaded
+
+/** The loader's own message for why no binding loaded (with its causes), or `null`. */
+export const loadError: string | null = failure
+
+/** The one sentence `probe()` reports as the `no-binding` reason. */
+export function noBindingMessage(): string {
+  return `no native binding could be loaded for ${triple()} (@zerocopy-socket/binding-${triple()} is not installed, or this platform has no prebuilt binary), so every send uses plain net.Socket writes: ${loadError}`
+}
+
+function unavailable(): never {
+  throw codedError('ERR_ZC_UNSUPPORTED', `io_uring zero-copy sends are not available: ${noBindingMessage()}`)
+}
+
+/** `BufferPool`'s memory without a binding: ordinary Buffers, one allocation each, never registered. */
+class UnregisteredPool {
+  readonly registered = false
+  readonly reason: string = noBindingMessage()
+  #buffers: Buffer[]
+  constructor(size: number, count: number) {
+    // One allocation a buffer: BufferPool tells its buffers apart by their ArrayBuffer.
+    this.#buffers = Array.from({ length: count }, () => Buffer.alloc(size))
+  }
+  buffer(index: number): Buffer {
+    return this.#buffers[index]
+  }
+}
+
+const standIn = {
+  __napiBindingTarget: 'native',
+  BindingPool: UnregisteredPool as unknown as NativeBinding['BindingPool'],
+  BindingSocket: unavailable as unknown as NativeBinding['BindingSocket'],
+  closeFd: unavailable,
+  // Like Windows: descriptors cannot be duplicated, so sendFile uses the caller's own.
+  dupFd: (): never => {
+    throw errnoError('ENOSYS', 'dup')
+  },
+  engineArm: () => new Float64Array(0),
+  engineFailure: () => null,
+  engineStart: () => false,
+  engineUnreleased: () => 0,
+  probe: unavailable,
+  sendZcSync: unavailable,
+  // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
+  sendfileNow: () => 0,
+} satisfies Omit<NativeBinding, ProtocolConstant>
+
+/**
+ * The engine's event protocol (crates/zerocopy-node/src/protocol.rs). The stand-in has none of
+ * them: only the engine's event records and results are read with them, and there is no engine.
+ */
+type ProtocolConstant = `RECORD_${string}` | `FLAG_${string}` | `ERRNO_${string}`
+
+/** The native binding, or where none loaded the stand-in described above. */
+export const binding: NativeBinding = loaded ?? (standIn as unknown as NativeBinding)
+
+// Lets `binding.BindingSocket` name the class's instance type too, as with
+// `import * as binding from '../binding.js'`.
+export declare namespace binding {
+  export type BindingPool = Generated.BindingPool
+  export type BindingSocket = Generated.BindingSocket
+}
+
+/** The error's message and its `cause` chain, one line each, without require stacks or repeats. */
+function describeLoadError(e: unknown): string {
+  const lines: string[] = []
+  const seen = new Set<unknown>()
+  for (let cur: unknown = e; cur !== null && cur !== undefined && !seen.has(cur) && lines.length < 8; cur = (cur as { cause?: unknown }).cause) {
+    seen.add(cur)
+    const line = (cur instanceof Error ? cur.message : String(cur)).split('\n')[0]
+    if (!lines.includes(line)) lines.push(line)
+  }
+  return lines.join('; ')
+}
+
+let cachedTriple: string | undefined
+
+/**
+ * This process's platform triple as napi-rs names its packages (`linux-x64-gnu`,
+ * `linux-x64-musl`, `darwin-arm64`, `win32-x64-msvc`): the binary it looks for is
+ * `@zerocopy-socket/binding-<triple>`.
+ */
+export function triple(): string {
+  cachedTriple ??= platformTriple()
+  return cachedTriple
+}
+
+function platformTriple(): string {
+  const { platform, arch } = process
+  if (platform === 'win32') return `win32-${arch}-msvc`
+  if (platform !== 'linux') return `${platform}-${arch}`
+  // As binding.js decides: a glibc runtime version in the process report means gnu.
+  ;(process.report as { excludeNetwork?: boolean }).excludeNetwork = true
+  const header = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header
+  const libc = header?.glibcVersionRuntime ? 'gnu' : 'musl'
+  return arch === 'arm' ? `linux-arm-${libc}eabihf` : `linux-${arch}-${libc}`
+}
