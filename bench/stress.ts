@@ -275,6 +275,22 @@ export async function session(seed: number, ctx: Context): Promise<string | null
     const ac = rng.chance(0.15) ? new AbortController() : undefined
     const abortHow = rng.int(3)
     const kind = rng.int(20)
+    if (kind === 18 && !ended && !destroyed && rng.chance(0.5)) {
+      // Hand the socket back, write on it directly, adopt it again: the bytes stay in order.
+      const marker = bytesFrom(seed + i, 1 + rng.int(3000))
+      const op: Op = { label: `op ${i}: release() + socket.write ${marker.length} B + from()`, bytes: marker, outcome: '', expect: 'exact', fatal: false }
+      const handedBack = zs.release().then(
+        (socket) =>
+          new Promise<void>((resolve, reject) => {
+            socket.write(marker, (err) => (err ? reject(err) : resolve()))
+            // Adopted at once: the engine waits for the socket's own write to drain first.
+            zs = ZeroCopySocket.from(socket, { zeroCopy: mode })
+          }),
+      )
+      track(op, handedBack, 'all-or-none')
+      await handedBack.catch(() => {}) // later operations go to the new wrapper
+      continue
+    }
     if (kind < 12) {
       const size = writeSize(rng)
       const at = rng.int(POOL_BYTES - size)
@@ -336,7 +352,8 @@ export async function session(seed: number, ctx: Context): Promise<string | null
 
 /** Whether `op` may have settled as it did, given whether the session broke the connection. */
 function allowed(op: Op, broken: boolean): boolean {
-  const failure = ['ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE']
+  // ERR_SOCKET_CLOSED, ERR_ZC_SOCKET_RELEASED: a release() whose re-adoption found the socket gone.
+  const failure = ['ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE', 'ERR_SOCKET_CLOSED', 'ERR_ZC_SOCKET_RELEASED']
   if (op.late) return op.outcome !== 'ok' // refused: after end() (WRITE_AFTER_END, EPIPE after the peer's FIN) or destroy()
   if (op.outcome === 'ABORT_ERR') return op.abortable === true
   if (op.bad) return op.outcome === 'ERR_OUT_OF_RANGE' || (broken && failure.includes(op.outcome))
