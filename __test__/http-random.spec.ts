@@ -60,21 +60,22 @@ function pick(random: () => number, c: Corpus): { index: number; range?: [number
   return { index, range: [start, end] }
 }
 
-async function server(c: Corpus): Promise<{ port: number; close: () => void; connections: () => number }> {
+async function server(c: Corpus): Promise<{ port: number; close: () => void; connections: () => number; errors: string[] }> {
   let connections = 0
+  const errors: string[] = []
   const s = http.createServer((req, res) => {
-    void respondWithFile(res, join(c.dir, req.url!.slice(1)), {}, { range: req.headers.range })
+    respondWithFile(res, join(c.dir, req.url!.slice(1)), {}, { range: req.headers.range }).catch((e: NodeJS.ErrnoException) => errors.push(`${req.url}: ${e.code ?? e.message}`))
   })
   s.on('connection', () => connections++)
   s.listen(0, '127.0.0.1')
   await once(s, 'listening')
-  return { port: (s.address() as net.AddressInfo).port, close: () => s.close(), connections: () => connections }
+  return { port: (s.address() as net.AddressInfo).port, close: () => s.close(), connections: () => connections, errors }
 }
 
 zcSerial(`1,000 keep-alive requests of random files and ranges through http.Agent, one connection, every body hash-checked (seed ${SEED})`, async (t) => {
   const random = rng(SEED)
   const c = await corpus(random)
-  const { port, close, connections } = await server(c)
+  const { port, close, connections, errors } = await server(c)
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   t.teardown(async () => (agent.destroy(), close(), await rm(c.dir, { recursive: true, force: true })))
   for (let i = 0; i < 1000; i++) {
@@ -94,12 +95,13 @@ zcSerial(`1,000 keep-alive requests of random files and ranges through http.Agen
     }
   }
   t.is(connections(), 1, 'one connection throughout')
+  t.deepEqual(errors, [], 'every response promise resolved')
 })
 
 zcSerial(`1,000 random requests through one curl process on one connection (seed ${SEED})`, async (t) => {
   const random = rng(SEED + 1)
   const c = await corpus(random)
-  const { port, close, connections } = await server(c)
+  const { port, close, connections, errors } = await server(c)
   t.teardown(async () => (close(), await rm(c.dir, { recursive: true, force: true })))
   const out = await mkdtemp(join(tmpdir(), 'zc-curl-'))
   t.teardown(() => rm(out, { recursive: true, force: true }))
@@ -118,6 +120,8 @@ zcSerial(`1,000 random requests through one curl process on one connection (seed
     }
   }
   t.is(connections(), 1, 'curl kept one connection for all 1,000')
+  await new Promise((r) => setTimeout(r, 100)) // the last response's promise, after curl hung up
+  t.deepEqual(errors, [], 'every response promise resolved, even the last one curl closed right after')
 })
 
 zcSerial(`clients that reset mid-body at random points: every promise settles, no descriptor is left, the server goes on (seed ${SEED})`, async (t) => {

@@ -245,11 +245,18 @@ async function sendRest(res: http.ServerResponse, socket: net.Socket, file: Prep
       signal: options.signal,
       onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
     })
-    await zs.release()
   } catch (e) {
     // A body cut short cannot be finished on this connection: it goes.
     zs.destroy()
     res.destroy()
+    throw e
+  }
+  try {
+    await zs.release()
+  } catch (e) {
+    // The whole body is with the kernel; a client that closed the connection right after it
+    // (curl after its last URL) does not make the response fail.
+    if (socket.destroyed) return void res.destroy()
     throw e
   }
   res.end()
