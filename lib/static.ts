@@ -34,8 +34,8 @@ export interface ServeStaticOptions {
   dotfiles?: 'allow' | 'deny' | 'ignore'
   /** Send a weak `ETag`. **Default:** `true`. */
   etag?: boolean
-  /** Extensions to try when a file is not found, e.g. `['html', 'htm']`. **Default:** `false`. */
-  extensions?: string[] | false
+  /** Extensions to try when a file is not found, e.g. `['html', 'htm']` (or one, `'html'`). **Default:** `false`. */
+  extensions?: string[] | string | false
   /** Pass client errors (400, 403, 404) and non-GET/HEAD methods to `next()` instead of answering. **Default:** `true`. */
   fallthrough?: boolean
   /** Add `immutable` to `Cache-Control` (with `maxAge`). **Default:** `false`. */
