@@ -13,6 +13,7 @@
  */
 import { once } from 'node:events'
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { createRequire } from 'node:module'
@@ -20,9 +21,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import test from 'ava'
+import express from 'express'
+import Fastify from 'fastify'
+import request from 'supertest'
 
 import { serveStatic, type ServeStaticOptions, type StaticMiddleware } from '../index'
-import { patternBytes, sha256 } from './helpers'
+import { patternBytes, runChild, sha256 } from './helpers'
 
 type Factory = (root: string, options?: ServeStaticOptions) => StaticMiddleware
 const reference = createRequire(import.meta.url)('serve-static') as Factory
@@ -35,6 +39,9 @@ const IMPLEMENTATIONS: [string, Factory][] = [
 const COMPARED = ['content-type', 'content-length', 'content-range', 'accept-ranges', 'cache-control', 'etag', 'last-modified', 'location', 'allow', 'content-security-policy', 'x-content-type-options', 'x-custom']
 
 const SECRET = 'TOP SECRET outside root'
+/** The keep-alive corpus: 0 B to 4 MiB. */
+const KA_SIZES = [0, 1, 777, 65_537, 200 * 1024, (1 << 20) + 3, 4 << 20]
+const KA = KA_SIZES.map((size, i) => patternBytes(size, 100 + i))
 const BIG = patternBytes(3 * (1 << 20) + 5, 7)
 const MID = patternBytes(200 * 1024, 8)
 
@@ -57,7 +64,8 @@ const FILES: Record<string, string | Buffer> = {
   'big.bin': BIG,
   'mid.bin': MID,
 }
-for (const dir of ['users', '.private', 'pets', 'snow ☃']) await mkdir(join(ROOT, dir), { recursive: true })
+for (const [i, bytes] of KA.entries()) FILES[`ka/${i}.bin`] = bytes
+for (const dir of ['users', '.private', 'pets', 'snow ☃', 'ka']) await mkdir(join(ROOT, dir), { recursive: true })
 for (const [name, content] of Object.entries(FILES)) await writeFile(join(ROOT, name), content)
 await mkdir(join(base, 'outside'))
 await writeFile(join(base, 'outside', 'secret.txt'), SECRET)
@@ -135,10 +143,10 @@ interface Reply {
   body: Buffer
 }
 
-/** One request with node:http's client, the path sent exactly as written. */
+/** One request with node:http's client, the path sent exactly as written; a connection of its own unless `agent` is given. */
 function fetchRaw(port: number, path: string, headers: http.OutgoingHttpHeaders = {}, method = 'GET', agent?: http.Agent): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, headers, agent }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method, headers, agent: agent ?? false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
@@ -396,4 +404,277 @@ test('both refuse a missing root and a setHeaders that is not a function, with t
     t.throws(() => make(42 as unknown as string), { instanceOf: TypeError, message: 'root path must be a string' })
     t.throws(() => make(ROOT, { setHeaders: 'x' as unknown as ServeStaticOptions['setHeaders'] }), { instanceOf: TypeError, message: 'option setHeaders must be function' })
   }
+})
+
+// ---------------------------------------------------------------------------------------------
+// Errors inside the middleware never end the process.
+
+test('a setHeaders that throws: a 500 through next(), and the server goes on (serve-static: the process dies)', async (t) => {
+  const boom: ServeStaticOptions = {
+    setHeaders: () => {
+      throw new Error('boom from setHeaders')
+    },
+  }
+  const port = await listen(upstreamServer(serveStatic(ROOT, boom)))
+  for (let i = 0; i < 3; i++) {
+    const r = await fetchRaw(port, '/todo.txt')
+    t.is(r.status, 500)
+    t.is(r.body.toString().split('\n')[0], 'Error: boom from setHeaders')
+    t.is((await fetchRaw(port, '/users/')).status, 500, 'the index goes through setHeaders too')
+  }
+  t.is((await fetchRaw(port, '/nope.txt')).status, 404, 'no setHeaders on a 404: the server still answers')
+  // The reference, in a child process: the exception escapes from send's fs callback.
+  const child = await runChild(
+    `const http = require('node:http'); const mw = require('serve-static')(process.env.ZC_ROOT, { setHeaders() { throw new Error('boom') } })
+     const server = http.createServer((req, res) => mw(req, res, () => res.end())).listen(0, '127.0.0.1', () => http.get({ host: '127.0.0.1', port: server.address().port, path: '/todo.txt' }).on('error', () => {}))`,
+    { ZC_ROOT: ROOT },
+  )
+  t.not(child.code, 0, 'serve-static ends the process on a throwing setHeaders')
+  t.regex(child.stderr, /Error: boom/)
+})
+
+test('a file deleted between stat and open: the same 404 as serve-static, then business as usual', async (t) => {
+  const file = join(ROOT, 'vanishing.txt')
+  const vanish: ServeStaticOptions = { setHeaders: (_res, path) => path === file && unlinkSync(path) }
+  const replies: Reply[] = []
+  for (const [, make] of IMPLEMENTATIONS) {
+    const middleware = make(ROOT, vanish)
+    // As upstream's createServer, but dropping the Content-Length send had set for the file (as
+    // finalhandler does): the error page is longer.
+    const server = http.createServer((req, res) =>
+      middleware(req, res, (err) => {
+        res.removeHeader('content-length')
+        res.statusCode = (err as { status: number }).status
+        res.end((err as Error).stack)
+      }),
+    )
+    const port = await listen(server)
+    writeFileSync(file, 'here, then gone')
+    utimesSync(file, 1e9, 1e9) // the same ETag and Last-Modified both times
+    replies.push(await fetchRaw(port, '/vanishing.txt'))
+    t.is((await fetchRaw(port, '/todo.txt')).body.toString(), '- groceries')
+  }
+  t.is(replies[1].status, 404)
+  t.regex(replies[1].body.toString(), /^Error: ENOENT/)
+  t.deepEqual(signature(replies[1]), signature(replies[0]))
+})
+
+/** Asks for `path` on a raw connection and resets it after `after` body-ish bytes arrived. */
+async function resetMidBody(port: number, path: string, after: number): Promise<number> {
+  const socket = net.connect(port, '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  let got = 0
+  await new Promise<void>((resolve) => {
+    socket.on('data', (c: Buffer) => {
+      got += c.length
+      if (got >= after) {
+        socket.resetAndDestroy()
+        resolve()
+      }
+    })
+    socket.on('close', () => resolve())
+    socket.on('error', () => resolve())
+  })
+  return got
+}
+
+test('clients that reset mid-body: the server keeps serving, byte-exact', async (t) => {
+  const [refPort, ourPort] = await ports(DEFAULT)
+  for (const port of [refPort, ourPort]) {
+    for (let i = 0; i < 8; i++) {
+      const got = await resetMidBody(port, i % 2 ? '/big.bin' : '/ka/6.bin', 1 + i * 40_000)
+      t.true(got > 0)
+      const r = await fetchRaw(port, '/mid.bin', { range: 'bytes=7-70000' })
+      t.is(r.status, 206)
+      t.true(r.body.equals(MID.subarray(7, 70_001)), `port ${port}: range after reset ${i}`)
+    }
+  }
+})
+
+// ---------------------------------------------------------------------------------------------
+// Keep-alive: a seeded random mix on one connection, every byte checked.
+
+/** xorshift32, reproducible from the printed seed. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return (x >>> 0) / 2 ** 32
+  }
+}
+
+const SEED = Number(process.env.ZC_TEST_SEED ?? Date.now() % 1_000_000)
+
+interface Step {
+  method: string
+  path: string
+  headers: http.OutgoingHttpHeaders
+  status: number
+  body: Buffer
+}
+
+async function randomSteps(count: number, random: () => number): Promise<Step[]> {
+  const steps: Step[] = []
+  for (let n = 0; n < count; n++) {
+    const i = Math.floor(random() * KA.length)
+    const file = KA[i]
+    const path = `/ka/${i}.bin`
+    const kind = Math.floor(random() * 5)
+    if (kind === 0) steps.push({ method: 'GET', path, headers: { 'if-none-match': await etagOf(`ka/${i}.bin`) }, status: 304, body: Buffer.alloc(0) })
+    else if (kind === 1) steps.push({ method: 'HEAD', path, headers: {}, status: 200, body: Buffer.alloc(0) })
+    else if (kind === 2 && file.length > 0) {
+      const start = Math.floor(random() * file.length)
+      const end = start + Math.floor(random() * (file.length - start))
+      steps.push({ method: 'GET', path, headers: { range: `bytes=${start}-${end}` }, status: 206, body: file.subarray(start, end + 1) })
+    } else if (kind === 3) steps.push({ method: 'GET', path, headers: { range: `bytes=${file.length + Math.floor(random() * 10)}-` }, status: 416, body: Buffer.alloc(0) })
+    else steps.push({ method: 'GET', path, headers: {}, status: 200, body: file })
+  }
+  return steps
+}
+
+test(`keep-alive: 120 seeded random 200/206/304/416/HEAD responses on one connection, byte-exact, as serve-static (seed ${SEED})`, async (t) => {
+  const steps = await randomSteps(120, rng(SEED))
+  for (const [impl, make] of IMPLEMENTATIONS) {
+    let connections = 0
+    const server = upstreamServer(make(ROOT))
+    server.on('connection', () => connections++)
+    const port = await listen(server)
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    for (const [n, step] of steps.entries()) {
+      const r = await fetchRaw(port, step.path, step.headers, step.method, agent)
+      const at = `${impl} step ${n}: ${step.method} ${step.path} ${JSON.stringify(step.headers)} (seed ${SEED})`
+      t.is(r.status, step.status, at)
+      if (step.status === 416) t.regex(r.body.toString(), /^RangeNotSatisfiableError/, at)
+      else t.true(r.body.equals(step.body), `${at}: body differs`)
+      if (step.method === 'HEAD') t.is(r.headers['content-length'], String(KA[Number(step.path.slice(4, -4))].length), at)
+    }
+    agent.destroy()
+    t.is(connections, 1, `${impl}: one connection served them all`)
+  }
+})
+
+// ---------------------------------------------------------------------------------------------
+// Large bodies: byte-exact with io_uring on and off (child processes), never through send's ReadStream.
+
+const CHILD = `
+const fs = require('node:fs'), http = require('node:http'), crypto = require('node:crypto')
+let readStreams = 0
+const createReadStream = fs.createReadStream
+fs.createReadStream = function (...args) { readStreams++; return createReadStream.apply(this, args) }
+const make = process.env.ZC_IMPL === 'reference' ? require('serve-static') : zc.serveStatic
+const mw = make(process.env.ZC_ROOT)
+const server = http.createServer((req, res) => mw(req, res, () => { res.statusCode = 404; res.end() }))
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+const get = (path, headers = {}) => new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port: server.address().port, path, headers, agent }, (res) => {
+  const h = crypto.createHash('sha256'); let bytes = 0
+  res.on('data', (c) => { h.update(c); bytes += c.length })
+  res.on('end', () => resolve({ status: res.statusCode, bytes, sha256: h.digest('hex'), range: res.headers['content-range'] ?? null }))
+}).on('error', reject))
+server.listen(0, '127.0.0.1', async () => {
+  const out = []
+  for (let round = 0; round < 2; round++) {
+    out.push(await get('/big.bin'), await get('/mid.bin', { range: 'bytes=1000-150000' }), await get('/ka/6.bin', { range: 'bytes=5-' }), await get('/nums.txt', { range: 'bytes=2-4' }))
+  }
+  console.log(JSON.stringify({ supported: zc.probe().supported, readStreams, out }))
+  agent.destroy(); server.close()
+})`
+
+const LARGE_EXPECTED = (() => {
+  const one = (status: number, body: Buffer, range: string | null) => ({ status, bytes: body.length, sha256: sha256(body), range })
+  const round = [
+    one(200, BIG, null),
+    one(206, MID.subarray(1000, 150_001), `bytes 1000-150000/${MID.length}`),
+    one(206, KA[6].subarray(5), `bytes 5-${KA[6].length - 1}/${KA[6].length}`),
+    one(206, Buffer.from('345'), 'bytes 2-4/9'),
+  ]
+  return [...round, ...round]
+})()
+
+for (const [what, env] of [
+  ['io_uring on', {}],
+  ['ZEROCOPY_SOCKET_DISABLE=1', { ZEROCOPY_SOCKET_DISABLE: '1' }],
+] as const) {
+  test(`large bodies and ranges, ${what}: byte-exact, and send's ReadStream never used (serve-static uses one per body)`, async (t) => {
+    const [ours, ref] = await Promise.all(['ours', 'reference'].map((impl) => runChild(CHILD, { ...env, ZC_ROOT: ROOT, ZC_IMPL: impl })))
+    const o = ours.json as { supported: boolean; readStreams: number; out: unknown[] } | null
+    const r = ref.json as typeof o
+    t.truthy(o, ours.stderr)
+    t.truthy(r, ref.stderr)
+    t.deepEqual(o!.out, LARGE_EXPECTED)
+    t.deepEqual(r!.out, LARGE_EXPECTED)
+    t.is(o!.readStreams, 0, 'every body went through respondWithFile')
+    t.is(r!.readStreams, LARGE_EXPECTED.length, 'the spy sees the reference read each body')
+    if ('ZEROCOPY_SOCKET_DISABLE' in env) t.false(o!.supported)
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Express (through supertest) and Fastify.
+
+/** supertest: the body as bytes, whatever its type. */
+function bytes(res: request.Response, done: (err: Error | null, body: Buffer) => void): void {
+  const chunks: Buffer[] = []
+  res.on('data', (c: Buffer) => chunks.push(c))
+  res.on('end', () => done(null, Buffer.concat(chunks)))
+}
+
+test('Express: app.use(prefix, serveStatic(root)) answers as express.static does (supertest)', async (t) => {
+  const apps = [express().use('/static', express.static(ROOT)), express().use('/static', serveStatic(ROOT))]
+  const cases: [string, Record<string, string>, number, Buffer | null][] = [
+    ['/static/users', {}, 301, null],
+    ['/static/users/', {}, 200, Buffer.from('<p>tobi, loki, jane</p>')],
+    ['/static/big.bin', {}, 200, BIG],
+    ['/static/mid.bin', { range: 'bytes=100-200099' }, 206, MID.subarray(100, 200_100)],
+    ['/static/nums.txt', { range: 'bytes=20-' }, 416, null],
+    ['/static/nope', {}, 404, null],
+  ]
+  for (const [path, headers, status, body] of cases) {
+    const [ref, ours] = await Promise.all(apps.map((app) => request(app).get(path).set(headers).buffer(true).parse(bytes)))
+    t.is(ours.status, status, path)
+    t.is(ref.status, status, path)
+    if (body) t.true((ours.body as Buffer).equals(body), `${path}: body`)
+    // Express's error pages carry stacks (file paths): their lengths differ.
+    for (const h of COMPARED) if (!(status >= 400 && h === 'content-length')) t.is(ours.headers[h], ref.headers[h], `${path}: ${h}`)
+    if (status === 301) t.is(ours.headers.location, '/static/users/')
+  }
+})
+
+test('Fastify: a route that hijacks the reply and hands it to serveStatic, keep-alive, byte-exact', async (t) => {
+  const app = Fastify()
+  const files = serveStatic(ROOT)
+  app.get('/*', (req, reply) => {
+    reply.hijack()
+    files(req.raw, reply.raw, (err) => {
+      reply.raw.statusCode = err ? ((err as { statusCode?: number }).statusCode ?? 500) : 404
+      reply.raw.end()
+    })
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  let connections = 0
+  app.server.on('connection', () => connections++)
+  const port = (app.server.address() as net.AddressInfo).port
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  for (let round = 0; round < 3; round++) {
+    const big = await fetchRaw(port, '/big.bin', {}, 'GET', agent)
+    t.is(big.status, 200)
+    t.true(big.body.equals(BIG))
+    const part = await fetchRaw(port, '/mid.bin', { range: 'bytes=10-100009' }, 'GET', agent)
+    t.is(part.status, 206)
+    t.is(part.headers['content-range'], `bytes 10-100009/${MID.length}`)
+    t.true(part.body.equals(MID.subarray(10, 100_010)))
+    const cached = await fetchRaw(port, '/todo.txt', { 'if-none-match': await etagOf('todo.txt') }, 'GET', agent)
+    t.is(cached.status, 304)
+    const head = await fetchRaw(port, '/ka/5.bin', {}, 'HEAD', agent)
+    t.is(head.status, 200)
+    t.is(head.headers['content-length'], String(KA[5].length))
+    t.is(head.body.length, 0)
+    t.is((await fetchRaw(port, '/nope.txt', {}, 'GET', agent)).status, 404)
+    t.is((await fetchRaw(port, '/users', {}, 'GET', agent)).headers.location, '/users/')
+  }
+  t.is(connections, 1)
 })

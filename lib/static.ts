@@ -61,6 +61,7 @@ interface SendStreamInternals extends NodeJS.EventEmitter {
   res: http.ServerResponse
   req: http.IncomingMessage
   stream(path: string, options: { start: number; end: number }): void
+  send(path: string, stat: import('node:fs').Stats): void
   onStatError(err: Error): void
   error(status: number, err?: unknown): void
   hasTrailingSlash(): boolean
@@ -79,6 +80,20 @@ function streamThroughEngine(this: SendStreamInternals, path: string, options: {
     () => this.emit('end'),
     (err: Error) => this.onStatError(err),
   )
+}
+
+/**
+ * `send`'s step that sets the headers and starts the body, guarded: `send` runs it in an fs
+ * callback, so an exception from inside it (a `setHeaders` that throws) would end the process,
+ * as it does with serve-static. Here it becomes a 500 for the middleware's error handling.
+ */
+function guardedSend(this: SendStreamInternals, step: SendStreamInternals['send'], path: string, stat: import('node:fs').Stats): void {
+  try {
+    step.call(this, path, stat)
+  } catch (err) {
+    if (this.res.headersSent) this.res.destroy(err as Error)
+    else this.error(500, err)
+  }
 }
 
 function collapseLeadingSlashes(str: string): string {
@@ -128,7 +143,11 @@ function redirectDirectory(this: SendStreamInternals, res: http.ServerResponse):
  * const app = express()
  * app.use(serveStatic('public', { maxAge: '1d' })) // instead of express.static('public', ...)
  * ```
- * @param root - The directory to serve; requests can never read outside it.
+ * One intended difference: an exception thrown by `setHeaders` goes to `next` as a 500 error,
+ * where serve-static lets it escape from an fs callback and end the process.
+ *
+ * @param root - The directory to serve; requests can never read outside it (by path: symlinks
+ *   inside it are followed, as serve-static follows them).
  * @param options - serve-static's options.
  * @returns A connect/Express middleware `(req, res, next)`.
  * @throws `TypeError` for a missing or non-string `root`, or a `setHeaders` that is not a function.
@@ -161,6 +180,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
     if (path === '/' && !originalUrl?.pathname?.endsWith('/')) path = ''
     const stream = send(req, path, opts) as unknown as SendStreamInternals
     stream.stream = streamThroughEngine
+    stream.send = guardedSend.bind(stream, stream.send)
     stream.on('directory', onDirectory)
     if (setHeaders) stream.on('headers', setHeaders)
     // Once a file is found, errors are always forwarded.
