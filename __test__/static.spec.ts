@@ -26,7 +26,7 @@ import Fastify from 'fastify'
 import request from 'supertest'
 
 import { serveStatic, type ServeStaticOptions, type StaticMiddleware } from '../index'
-import { patternBytes, runChild, sha256 } from './helpers'
+import { patternBytes, rng, runChild, SEED, sha256 } from './helpers'
 
 type Factory = (root: string, options?: ServeStaticOptions) => StaticMiddleware
 const reference = createRequire(import.meta.url)('serve-static') as Factory
@@ -495,18 +495,6 @@ test('clients that reset mid-body: the server keeps serving, byte-exact', async 
 // ---------------------------------------------------------------------------------------------
 // Keep-alive: a seeded random mix on one connection, every byte checked.
 
-/** xorshift32, reproducible from the printed seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 2 ** 32
-  }
-}
-
-const SEED = Number(process.env.ZC_TEST_SEED ?? Date.now() % 1_000_000)
 
 interface Step {
   method: string
