@@ -11,14 +11,17 @@
  * sending, so the traversal cases would never reach the server. supertest drives the Express
  * tests below.
  */
+import { execFile } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
+import https from 'node:https'
 import net from 'node:net'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 
 import test from 'ava'
 import express from 'express'
@@ -119,7 +122,7 @@ function upstreamServer(middleware: StaticMiddleware, before?: Before): http.Ser
   })
 }
 
-async function listen(server: http.Server): Promise<number> {
+async function listen(server: http.Server | https.Server): Promise<number> {
   opened.push(server)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -665,4 +668,33 @@ test('Fastify: a route that hijacks the reply and hands it to serveStatic, keep-
     t.is((await fetchRaw(port, '/users', {}, 'GET', agent)).headers.location, '/users/')
   }
   t.is(connections, 1)
+})
+
+test('https: the body is streamed through TLS, byte-exact, keep-alive, same headers as serve-static', async (t) => {
+  const key = join(base, 'key.pem')
+  const cert = join(base, 'cert.pem')
+  await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'])
+  const tlsOptions = { key: await readFile(key), cert: await readFile(cert) }
+  const replies: Reply[][] = []
+  for (const [, make] of IMPLEMENTATIONS) {
+    const middleware = make(ROOT)
+    const port = await listen(https.createServer(tlsOptions, (req, res) => middleware(req, res, () => ((res.statusCode = 404), res.end()))))
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false })
+    const get = (path: string, headers: http.OutgoingHttpHeaders = {}) =>
+      new Promise<Reply>((resolve, reject) => {
+        https.get({ host: '127.0.0.1', port, path, headers, agent }, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+        }).on('error', reject)
+      })
+    replies.push([await get('/big.bin'), await get('/mid.bin', { range: 'bytes=3-150002' }), await get('/todo.txt')])
+    agent.destroy()
+  }
+  const [ref, ours] = replies
+  t.true(ours[0].body.equals(BIG))
+  t.is(ours[1].status, 206)
+  t.true(ours[1].body.equals(MID.subarray(3, 150_003)))
+  t.is(ours[2].body.toString(), '- groceries')
+  t.deepEqual(ours.map(signature), ref.map(signature))
 })

@@ -135,6 +135,9 @@ function redirectDirectory(this: SendStreamInternals, res: http.ServerResponse):
  * socket through {@link respondWithFile} (inline `sendfile(2)` or the io_uring engine; over
  * TLS, streamed through the response).
  *
+ * One intended difference: an exception thrown by `setHeaders` goes to `next` as a 500 error,
+ * where serve-static lets it escape from an fs callback and end the process.
+ *
  * @example
  * ```ts
  * import express from 'express'
@@ -143,9 +146,6 @@ function redirectDirectory(this: SendStreamInternals, res: http.ServerResponse):
  * const app = express()
  * app.use(serveStatic('public', { maxAge: '1d' })) // instead of express.static('public', ...)
  * ```
- * One intended difference: an exception thrown by `setHeaders` goes to `next` as a 500 error,
- * where serve-static lets it escape from an fs callback and end the process.
- *
  * @param root - The directory to serve; requests can never read outside it (by path: symlinks
  *   inside it are followed, as serve-static follows them).
  * @param options - serve-static's options.
