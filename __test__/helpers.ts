@@ -91,6 +91,20 @@ export function patternBytes(length: number, seed = 1): Buffer {
   return out
 }
 
+/** xorshift32 in [0, 1), reproducible from its seed. */
+export function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return (x >>> 0) / 2 ** 32
+  }
+}
+
+/** The seed of a seeded random test: `ZC_TEST_SEED`, or one drawn now (print it). */
+export const SEED = Number(process.env.ZC_TEST_SEED ?? Date.now() % 1_000_000)
+
 /** The addon built with the `force-unsupported` feature: what macOS and Windows load. */
 /** Path of a script in `__test__/fixtures/`. */
 export const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))

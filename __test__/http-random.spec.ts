@@ -15,22 +15,10 @@ import { promisify } from 'node:util'
 import test from 'ava'
 
 import { respondWithFile } from '../index'
-import { patternBytes, runChild, sha256, zcSerial } from './helpers'
+import { patternBytes, rng, runChild, SEED, sha256, zcSerial } from './helpers'
 
 const run = promisify(execFile)
 
-/** xorshift32, reproducible from the printed seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 2 ** 32
-  }
-}
-
-const SEED = Number(process.env.ZC_TEST_SEED ?? Date.now() % 1_000_000)
 
 interface Corpus {
   dir: string

@@ -34,8 +34,8 @@ export interface ServeStaticOptions {
   dotfiles?: 'allow' | 'deny' | 'ignore'
   /** Send a weak `ETag`. **Default:** `true`. */
   etag?: boolean
-  /** Extensions to try when a file is not found, e.g. `['html', 'htm']`. **Default:** `false`. */
-  extensions?: string[] | false
+  /** Extensions to try when a file is not found, e.g. `['html', 'htm']` (or one, `'html'`). **Default:** `false`. */
+  extensions?: string[] | string | false
   /** Pass client errors (400, 403, 404) and non-GET/HEAD methods to `next()` instead of answering. **Default:** `true`. */
   fallthrough?: boolean
   /** Add `immutable` to `Cache-Control` (with `maxAge`). **Default:** `false`. */
@@ -61,6 +61,7 @@ interface SendStreamInternals extends NodeJS.EventEmitter {
   res: http.ServerResponse
   req: http.IncomingMessage
   stream(path: string, options: { start: number; end: number }): void
+  send(path: string, stat: import('node:fs').Stats): void
   onStatError(err: Error): void
   error(status: number, err?: unknown): void
   hasTrailingSlash(): boolean
@@ -79,6 +80,20 @@ function streamThroughEngine(this: SendStreamInternals, path: string, options: {
     () => this.emit('end'),
     (err: Error) => this.onStatError(err),
   )
+}
+
+/**
+ * `send`'s step that sets the headers and starts the body, guarded: `send` runs it in an fs
+ * callback, so an exception from inside it (a `setHeaders` that throws) would end the process,
+ * as it does with serve-static. Here it becomes a 500 for the middleware's error handling.
+ */
+function guardedSend(this: SendStreamInternals, step: SendStreamInternals['send'], path: string, stat: import('node:fs').Stats): void {
+  try {
+    step.call(this, path, stat)
+  } catch (err) {
+    if (this.res.headersSent) this.res.destroy(err as Error)
+    else this.error(500, err)
+  }
 }
 
 function collapseLeadingSlashes(str: string): string {
@@ -120,6 +135,9 @@ function redirectDirectory(this: SendStreamInternals, res: http.ServerResponse):
  * socket through {@link respondWithFile} (inline `sendfile(2)` or the io_uring engine; over
  * TLS, streamed through the response).
  *
+ * One intended difference: an exception thrown by `setHeaders` goes to `next` as a 500 error,
+ * where serve-static lets it escape from an fs callback and end the process.
+ *
  * @example
  * ```ts
  * import express from 'express'
@@ -128,7 +146,8 @@ function redirectDirectory(this: SendStreamInternals, res: http.ServerResponse):
  * const app = express()
  * app.use(serveStatic('public', { maxAge: '1d' })) // instead of express.static('public', ...)
  * ```
- * @param root - The directory to serve; requests can never read outside it.
+ * @param root - The directory to serve; requests can never read outside it (by path: symlinks
+ *   inside it are followed, as serve-static follows them).
  * @param options - serve-static's options.
  * @returns A connect/Express middleware `(req, res, next)`.
  * @throws `TypeError` for a missing or non-string `root`, or a `setHeaders` that is not a function.
@@ -161,6 +180,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
     if (path === '/' && !originalUrl?.pathname?.endsWith('/')) path = ''
     const stream = send(req, path, opts) as unknown as SendStreamInternals
     stream.stream = streamThroughEngine
+    stream.send = guardedSend.bind(stream, stream.send)
     stream.on('directory', onDirectory)
     if (setHeaders) stream.on('headers', setHeaders)
     // Once a file is found, errors are always forwarded.
