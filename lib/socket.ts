@@ -11,6 +11,8 @@ import { markAsUntransferable } from 'node:worker_threads'
 
 import { binding } from './native'
 import { engineAvailable, engineFailure, keepAlive, register } from './engine'
+import { WriteBatcher } from './batch'
+import { PendingOps, type Pending } from './pending'
 import { trackWrite } from './pool'
 import { fileShrankError, prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
@@ -94,20 +96,6 @@ export interface WriteStreamOptions {
   highWaterMark?: number
 }
 
-interface Pending {
-  resolve(result: WriteResult): void
-  reject(err: unknown): void
-  bytes: number
-  aborted: boolean
-  signal?: AbortSignal
-  onAbort?: () => void
-  /** For file sends: progress callback, and the syscall name errors carry. */
-  onProgress?: (sent: number, total: number) => void
-  syscall: string
-  /** A batch of small writes, not a caller's write or file. */
-  batch?: boolean
-}
-
 /** Result of {@link ZeroCopySocket.sendFile}. */
 export interface SendFileResult {
   /** Bytes sent (the whole requested range). */
@@ -120,9 +108,8 @@ type HeldOp = { kind: 'write'; id: number; data: Uint8Array } | { kind: 'file'; 
 const MODES: readonly ZeroCopyMode[] = ['auto', 'always', 'never']
 /**
  * Writes smaller than this (and, in `'auto'`, than `threshold`: those would be plain sends
- * anyway) are copied into a shared batch buffer and handed to the engine together; never in
- * `'always'`. Per-write native overhead made 1 KiB writes 0.41× as fast as net.Socket before
- * batching. The copy makes the caller's buffer reusable at once.
+ * anyway) are copied into a shared batch buffer and handed to the engine together (see
+ * lib/batch.ts); never in `'always'`.
  */
 const SMALL_WRITE = 16 * 1024
 /**
@@ -131,22 +118,6 @@ const SMALL_WRITE = 16 * 1024
  * copy into a batch is cheaper than a native call and an engine round trip per write.
  */
 const COPYING_ROUTE_BATCH = 64 * 1024
-/** Size of one batch buffer. */
-const BATCH_BYTES = 128 * 1024
-/**
- * Bytes of copied small writes that may be acknowledged before they are sent, while no larger
- * write is pending ahead of them: their promise resolves at once, as net.Socket's callback does
- * once data is buffered (an awaited 4 KiB write took ~100 µs through the engine round trip
- * against ~7 µs for net.Socket). Past this, small writes wait for their batch again
- * (backpressure). A later failure of those bytes is reported by the next write and `end()`.
- */
-const EARLY_LIMIT = 1 << 20
-
-interface BatchMember {
-  resolve(result: WriteResult): void
-  reject(err: unknown): void
-  bytes: number
-}
 const libcECANCELED = constants.errno.ECANCELED
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
 
@@ -222,9 +193,7 @@ export class ZeroCopySocket {
   readonly socket: net.Socket
   #native: binding.BindingSocket | null = null
   #fallbackReason: string | null = null
-  #pending = new Map<number, Pending>()
-  #nextId = 1
-  #inFlightBytes = 0
+  #pending = new PendingOps()
   #writes = 0
   #fallbackBytes = 0
   #fallbackWrites = 0
@@ -240,23 +209,15 @@ export class ZeroCopySocket {
    */
   #draining = false
   /** Small writes copied and waiting to go to the engine together; see {@link SMALL_WRITE}. */
-  #batch: { buf: Buffer; used: number; early: number; members: BatchMember[] } | null = null
-  #batchScheduled = false
+  #batcher = new WriteBatcher((data, settled) => this.#sendBatch(data, settled))
   /** Writes below this many bytes are batched (0: never). */
   #batchBelow: number
   #mode: ZeroCopyMode
   #threshold: number
-  #writesSinceRouteCheck = 0  /** Copied small-write bytes already acknowledged to callers but not yet sent. */
-  #earlyBytes = 0
-  /** Caller writes and files in flight or held (not batches): early acks wait behind them. */
-  #largePending = 0
-  /** Batch buffers whose sends settled, for reuse: a fresh 128 KiB buffer per batch made V8
-   * collect external memory often enough to stall the event loop for tens of milliseconds. */
-  #batchFree: Buffer[] = []
+  #writesSinceRouteCheck = 0
   #heldWaiters: (() => void)[] = []
   #ending: Promise<void> | null = null
   #endedWaiter: { resolve(): void; reject(e: unknown): void } | null = null
-  #idleWaiters: (() => void)[] = []
   #destroyed = false
   /** The peer's FIN ended the socket (no half-open): later writes fail with `EPIPE`, as node:net's. */
   #peerEnded = false
@@ -385,7 +346,7 @@ export class ZeroCopySocket {
         : n?.copiesAnyway
           ? 'the kernel reports it copies zero-copy sends on this route (ZC_COPIED, e.g. loopback): auto sends plain'
           : this.#fallbackReason,
-      inFlightBytes: this.#inFlightBytes,
+      inFlightBytes: this.#pending.inFlightBytes,
     }
   }
 
@@ -422,18 +383,19 @@ export class ZeroCopySocket {
     this.#writes++
     const bytes = data.byteLength
     if (bytes === 0) {
-      this.#flushBatch()
+      this.#batcher.flush()
       return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
     }
     if (this.#mode === 'auto' && this.#native !== null && (++this.#writesSinceRouteCheck & 63) === 0) {
       this.#batchBelow = this.#native.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#threshold, SMALL_WRITE)
     }
     if (bytes < this.#batchBelow && signal === undefined && this.#native !== null && this.#held === null) {
-      return this.#batchWrite(data, earlyAck)
+      this.#pending.inFlightBytes += bytes
+      return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
-    this.#flushBatch()
+    this.#batcher.flush()
     pin(data) // held from here until the kernel released it
-    const id = this.#nextId++
+    const id = this.#pending.nextId()
     return new Promise<WriteResult>((resolve, reject) => {
       const untrack = trackWrite(data)
       const p: Pending = {
@@ -444,9 +406,8 @@ export class ZeroCopySocket {
         signal,
         syscall: 'sendZc',
       }
-      this.#pending.set(id, p)
-      this.#largePending++
-      this.#inFlightBytes += bytes
+      this.#pending.add(id, p)
+      this.#pending.inFlightBytes += bytes
       if (signal) {
         p.onAbort = () => this.#abort(id, p)
         signal.addEventListener('abort', p.onAbort, { once: true })
@@ -487,8 +448,8 @@ export class ZeroCopySocket {
       return Promise.reject(e)
     }
     this.#writes++
-    this.#flushBatch()
-    const id = this.#nextId++
+    this.#batcher.flush()
+    const id = this.#pending.nextId()
     const prepared = prepareFile(taken, options)
     prepared.catch(() => {}) // settled through the held queue
     return new Promise<SendFileResult>((resolve, reject) => {
@@ -501,8 +462,7 @@ export class ZeroCopySocket {
         onProgress: options?.onProgress,
         syscall: 'sendFile',
       }
-      this.#pending.set(id, p)
-      this.#largePending++
+      this.#pending.add(id, p)
       if (signal) {
         p.onAbort = () => this.#abort(id, p)
         signal.addEventListener('abort', p.onAbort, { once: true })
@@ -562,7 +522,7 @@ export class ZeroCopySocket {
   release(): Promise<net.Socket> {
     if (this.#releasing) return this.#releasing
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
-    this.#flushBatch()
+    this.#batcher.flush()
     this.#releasing = this.#release()
     this.#releasing.catch(() => {})
     return this.#releasing
@@ -572,7 +532,7 @@ export class ZeroCopySocket {
     const ending = this.#ending
     if (ending) await ending
     await this.#heldDone()
-    await this.#idle()
+    await this.#pending.idle()
     if (!this.#destroyed && this.#native) await this.#closeNative('detach')
     if (this.#destroyed) throw this.#error ?? destroyedError()
     const s = this.socket
@@ -641,7 +601,7 @@ export class ZeroCopySocket {
     if (this.#ending) return this.#ending
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
     if (this.#releasing) return Promise.reject(releasedError())
-    this.#flushBatch()
+    this.#batcher.flush()
     this.#ending = this.#end()
     // end() may be called for its side effect only (socket.end() routes here): never leave an
     // unhandled rejection behind; callers that await it still see the error.
@@ -660,23 +620,17 @@ export class ZeroCopySocket {
     this.#destroyed = true
     if (this.#released) return // the socket is its owner's again
     if (error && this.#error === null) this.#error = error
-    const batch = this.#batch
-    this.#batch = null
-    if (batch) {
-      this.#inFlightBytes -= batch.used
-      this.#earlyBytes -= batch.early
-    }
-    for (const m of batch?.members ?? []) m.reject(this.#error ?? destroyedError())
+    this.#pending.inFlightBytes -= this.#batcher.discard(this.#error ?? destroyedError())
     const held = this.#held ?? []
     this.#held = null
     for (const op of held) {
       if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
-      this.#settle(op.id, (p) => p.reject(this.#error ?? destroyedError()))
+      this.#pending.settle(op.id, (p) => p.reject(this.#error ?? destroyedError()))
     }
     // `#held` is gone: whoever waits for it (end()) must look again, or it would wait forever.
     this.#wakeHeldWaiters()
     if (this.#fallbackReason !== null) {
-      for (const id of this.#pending.keys()) this.#settle(id, (p) => p.reject(this.#error ?? destroyedError()))
+      for (const id of this.#pending.ids()) this.#pending.settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     }
     if (this.#native) this.#closeNative('close')
     this.#endedWaiter?.reject(this.#error ?? destroyedError())
@@ -696,7 +650,7 @@ export class ZeroCopySocket {
           else resolve()
         }) as () => void)
       })
-      await this.#idle()
+      await this.#pending.idle()
       if (this.#destroyed && this.#error) throw this.#error
       return
     }
@@ -705,7 +659,7 @@ export class ZeroCopySocket {
     keepAlive(1)
     this.#native!.end()
     await ended
-    await this.#idle()
+    await this.#pending.idle()
     if (this.#error) throw this.#error
   }
 
@@ -724,83 +678,16 @@ export class ZeroCopySocket {
     return null
   }
 
-  /** Copies a small write into the current batch (starting one, and its flush, if needed). */
-  #batchWrite(data: Uint8Array, earlyAck: boolean): Promise<WriteResult> {
-    const bytes = data.byteLength
-    if (this.#batch !== null && this.#batch.used + bytes > this.#batch.buf.length) this.#flushBatch()
-    if (this.#batch === null) {
-      this.#batch = { buf: this.#batchFree.pop() ?? Buffer.allocUnsafe(BATCH_BYTES), used: 0, early: 0, members: [] }
-      if (!this.#batchScheduled) {
-        this.#batchScheduled = true
-        setImmediate(() => {
-          this.#batchScheduled = false
-          this.#flushBatch()
-        })
-      }
-    }
-    const batch = this.#batch
-    batch.buf.set(data, batch.used)
-    batch.used += bytes
-    this.#inFlightBytes += bytes
-    if (earlyAck && this.#largePending === 0 && this.#earlyBytes + bytes <= EARLY_LIMIT) {
-      this.#earlyBytes += bytes
-      batch.early += bytes
-      return Promise.resolve({ bytes, zeroCopy: false, copied: false })
-    }
-    return new Promise<WriteResult>((resolve, reject) => batch.members.push({ resolve, reject, bytes }))
-  }
-
-  /** Hands the current batch to the engine as one write; its members settle with it. */
-  #flushBatch(): void {
-    const batch = this.#batch
-    if (batch === null || this.#native === null) return
-    this.#batch = null
-    const id = this.#nextId++
-    // Settled means the kernel released the buffer: it may be reused for a later batch.
-    const recycle = (): void => {
-      this.#earlyBytes -= batch.early
-      if (this.#batchFree.length < 16) this.#batchFree.push(batch.buf)
-    }
-    this.#pending.set(id, {
-      resolve: (r) => {
-        recycle()
-        for (const m of batch.members) m.resolve({ bytes: m.bytes, zeroCopy: r.zeroCopy, copied: r.copied })
-      },
-      reject: (e) => {
-        recycle()
-        for (const m of batch.members) m.reject(e)
-      },
-      bytes: batch.used,
-      aborted: false,
-      syscall: 'sendZc',
-      batch: true,
-    })
-    this.#nativeWrite(id, batch.buf.subarray(0, batch.used))
+  /** Sends a flushed batch of small writes as one engine write. */
+  #sendBatch(data: Uint8Array, settled: { resolve(r: WriteResult): void; reject(e: unknown): void }): void {
+    const id = this.#pending.nextId()
+    this.#pending.add(id, { ...settled, bytes: data.byteLength, aborted: false, syscall: 'sendZc', batch: true })
+    this.#nativeWrite(id, data)
   }
 
   /** Resolves `result` once every write issued before it has settled. */
   #afterPending(result: WriteResult): Promise<WriteResult> {
-    return this.#idle().then(() => result)
-  }
-
-  #idle(): Promise<void> {
-    if (this.#pending.size === 0) return Promise.resolve()
-    return new Promise((resolve) => this.#idleWaiters.push(resolve))
-  }
-
-  #settle(id: number, how: (p: Pending) => void): void {
-    const p = this.#pending.get(id)
-    if (p === undefined) return
-    this.#pending.delete(id)
-    if (!p.batch) this.#largePending--
-    this.#inFlightBytes -= p.bytes
-    if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort)
-    how(p)
-    if (this.#pending.size === 0) {
-      const waiters = this.#idleWaiters
-      this.#idleWaiters = []
-      for (const w of waiters) w()
-    }
+    return this.#pending.idle().then(() => result)
   }
 
   #abort(id: number, p: Pending): void {
@@ -809,7 +696,7 @@ export class ZeroCopySocket {
     if (i >= 0) {
       const [op] = this.#held!.splice(i, 1)
       if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
-      this.#settle(id, (q) => q.reject(abortError(q.signal)))
+      this.#pending.settle(id, (q) => q.reject(abortError(q.signal)))
     } else if (this.#native) {
       this.#native.abort(id)
     }
@@ -903,7 +790,7 @@ export class ZeroCopySocket {
           file = await op.file
         } catch (e) {
           if (this.#held?.[0] === op) this.#held.shift()
-          this.#settle(op.id, (p) => p.reject(e))
+          this.#pending.settle(op.id, (p) => p.reject(e))
           continue
         }
         if (this.#held?.[0] !== op) {
@@ -913,7 +800,7 @@ export class ZeroCopySocket {
         this.#held.shift()
         const p = this.#pending.get(op.id)
         if (p) p.bytes = file.length
-        this.#inFlightBytes += file.length
+        this.#pending.inFlightBytes += file.length
         await this.#issueFile(op.id, file)
       }
       this.#held = null
@@ -931,7 +818,7 @@ export class ZeroCopySocket {
   async #issueFile(id: number, file: PreparedFile): Promise<void> {
     if (file.length === 0) {
       await file.close()
-      this.#settle(id, (p) => p.resolve({ bytes: 0, zeroCopy: false, copied: false }))
+      this.#pending.settle(id, (p) => p.resolve({ bytes: 0, zeroCopy: false, copied: false }))
       return
     }
     if (this.#fallbackReason !== null) {
@@ -943,7 +830,7 @@ export class ZeroCopySocket {
       this.#native!.sendFile(id, file.fd, file.offset, file.length)
     } catch (e) {
       keepAlive(-1)
-      this.#settle(id, (p) => p.reject(normalizeBindingError(e)))
+      this.#pending.settle(id, (p) => p.reject(normalizeBindingError(e)))
     } finally {
       await file.close() // the engine works on its own dup
     }
@@ -964,13 +851,13 @@ export class ZeroCopySocket {
           sent += chunk.length
           this.#fallbackBytes += chunk.length
           this.#pending.get(id)?.onProgress?.(sent, file.length)
-          if (sent === file.length) this.#settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
+          if (sent === file.length) this.#pending.settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
         })
         if (!ok) await this.#drained()
       }
     } catch (e) {
       // The bytes already written stay written; the stream is broken mid-file.
-      this.#settle(id, (p) => p.reject(e))
+      this.#pending.settle(id, (p) => p.reject(e))
       if ((e as ZeroCopyError).code === 'ERR_ZC_FILE_SHRANK') queueMicrotask(() => this.destroy())
     } finally {
       await file.close()
@@ -1003,7 +890,7 @@ export class ZeroCopySocket {
   #done(id: number, value: number, flags: number): void {
     keepAlive(-1)
     this.#touch()
-    this.#settle(id, (p) => {
+    this.#pending.settle(id, (p) => {
       if (flags & binding.FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & binding.FLAG_ZERO_COPY) !== 0, copied: (flags & binding.FLAG_COPIED) !== 0 })
       if (-value === libcECANCELED) return p.reject(this.#error ?? destroyedError())
@@ -1026,7 +913,7 @@ export class ZeroCopySocket {
     this.#fallbackWrites++
     const write = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
     write.call(this.socket, data, (err) => {
-      this.#settle(id, (p) => {
+      this.#pending.settle(id, (p) => {
         if (err) return p.reject(err)
         this.#fallbackBytes += data.byteLength
         if (p.aborted) return p.reject(abortError(p.signal))
