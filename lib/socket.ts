@@ -12,9 +12,10 @@ import { markAsUntransferable } from 'node:worker_threads'
 import { binding } from './native'
 import { engineAvailable, engineFailure, keepAlive, register } from './engine'
 import { WriteBatcher } from './batch'
+import { FallbackTransport } from './fallback'
 import { PendingOps, type Pending } from './pending'
 import { trackWrite } from './pool'
-import { fileShrankError, prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
+import { fileShrankError, prepareFile, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
 import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
 import { probeReason } from './probe'
 import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateSendable, validateUint8Array } from './validate'
@@ -195,8 +196,8 @@ export class ZeroCopySocket {
   #fallbackReason: string | null = null
   #pending = new PendingOps()
   #writes = 0
-  #fallbackBytes = 0
-  #fallbackWrites = 0
+  /** Sends through the socket's own write where the engine is not used (see lib/fallback.ts). */
+  #fallback: FallbackTransport
   /**
    * Operations waiting in JS, in order: until the socket is connected and its own buffer has
    * drained, and behind a file that is still being opened. `null` when nothing waits.
@@ -238,6 +239,12 @@ export class ZeroCopySocket {
 
   private constructor(socket: net.Socket, options: ZeroCopyOptions | undefined) {
     this.socket = socket
+    this.#fallback = new FallbackTransport(
+      socket,
+      this.#pending,
+      () => this.#destroyed,
+      () => this.destroy(),
+    )
     owned.add(socket)
     this.#origEnd = socket.end as (this: net.Socket, cb?: () => void) => net.Socket
     const mode = options?.zeroCopy ?? 'auto'
@@ -335,10 +342,10 @@ export class ZeroCopySocket {
   get stats(): SocketStats {
     const n = this.#native?.stats
     return {
-      bytesSent: n ? n.bytesSent : this.#fallbackBytes,
+      bytesSent: n ? n.bytesSent : this.#fallback.bytesSent,
       writes: this.#writes,
       zeroCopySends: n ? n.zeroCopySends : 0,
-      copySends: n ? n.copySends : this.#fallbackWrites,
+      copySends: n ? n.copySends : this.#fallback.writes,
       notifications: n ? n.notifications : 0,
       copiedNotifications: n ? n.copiedNotifications : 0,
       fallbackReason: n?.zeroCopyUnsupported
@@ -642,14 +649,7 @@ export class ZeroCopySocket {
     await this.#heldDone()
     if (this.#destroyed) throw this.#error ?? destroyedError()
     if (this.#fallbackReason !== null) {
-      await new Promise<void>((resolve, reject) => {
-        // The socket's own end(): its callback gets an error if the socket is destroyed before
-        // the FIN went out, as the engine path rejects then.
-        this.#origEnd.call(this.socket, ((err?: Error | null) => {
-          if (err || this.#destroyed) reject(this.#error ?? destroyedError())
-          else resolve()
-        }) as () => void)
-      })
+      await this.#fallback.end(this.#origEnd, () => this.#error ?? destroyedError())
       await this.#pending.idle()
       if (this.#destroyed && this.#error) throw this.#error
       return
@@ -811,7 +811,7 @@ export class ZeroCopySocket {
   }
 
   #issueWrite(id: number, data: Uint8Array): void {
-    if (this.#fallbackReason !== null) this.#fallbackWrite(id, data)
+    if (this.#fallbackReason !== null) this.#fallback.write(id, data)
     else this.#nativeWrite(id, data)
   }
 
@@ -822,7 +822,7 @@ export class ZeroCopySocket {
       return
     }
     if (this.#fallbackReason !== null) {
-      await this.#fallbackSendFile(id, file)
+      await this.#fallback.sendFile(id, file)
       return
     }
     try {
@@ -834,52 +834,6 @@ export class ZeroCopySocket {
     } finally {
       await file.close() // the engine works on its own dup
     }
-  }
-
-  /** Fallback: reads the file in chunks and writes them through the socket, in order. */
-  async #fallbackSendFile(id: number, file: PreparedFile): Promise<void> {
-    const write = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
-    let sent = 0
-    try {
-      for await (const chunk of readChunks(file, 256 * 1024)) {
-        const p = this.#pending.get(id)
-        if (p === undefined || this.#destroyed) break
-        if (p.aborted) throw abortError(p.signal)
-        this.#fallbackWrites++
-        const ok = write.call(this.socket, chunk, (err) => {
-          if (err) return
-          sent += chunk.length
-          this.#fallbackBytes += chunk.length
-          this.#pending.get(id)?.onProgress?.(sent, file.length)
-          if (sent === file.length) this.#pending.settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
-        })
-        if (!ok) await this.#drained()
-      }
-    } catch (e) {
-      // The bytes already written stay written; the stream is broken mid-file.
-      this.#pending.settle(id, (p) => p.reject(e))
-      if ((e as ZeroCopyError).code === 'ERR_ZC_FILE_SHRANK') queueMicrotask(() => this.destroy())
-    } finally {
-      await file.close()
-    }
-  }
-
-  /**
-   * Resolves on the socket's next 'drain', or once it closed: a socket destroyed while full
-   * never drains, and waiting for 'drain' alone left the file send (and its file) behind forever.
-   */
-  #drained(): Promise<void> {
-    const s = this.socket
-    if (s.destroyed) return Promise.resolve()
-    return new Promise((resolve) => {
-      const done = (): void => {
-        s.off('drain', done)
-        s.off('close', done)
-        resolve()
-      }
-      s.on('drain', done)
-      s.on('close', done)
-    })
   }
 
   #nativeWrite(id: number, data: Uint8Array): void {
@@ -909,18 +863,6 @@ export class ZeroCopySocket {
     else waiter?.reject(this.#error ?? engineError(-errno, 'shutdown'))
   }
 
-  #fallbackWrite(id: number, data: Uint8Array): void {
-    this.#fallbackWrites++
-    const write = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
-    write.call(this.socket, data, (err) => {
-      this.#pending.settle(id, (p) => {
-        if (err) return p.reject(err)
-        this.#fallbackBytes += data.byteLength
-        if (p.aborted) return p.reject(abortError(p.signal))
-        p.resolve({ bytes: data.byteLength, zeroCopy: false, copied: false })
-      })
-    })
-  }
 }
 
 function validateZeroCopyOptions(options: ZeroCopyOptions | undefined): void {
