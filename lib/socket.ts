@@ -4,19 +4,18 @@
  * @module
  */
 import net from 'node:net'
-import { constants } from 'node:os'
 import { Writable } from 'node:stream'
 import tls from 'node:tls'
 import { markAsUntransferable } from 'node:worker_threads'
 
-import { binding } from './native'
-import { engineAvailable, engineFailure, keepAlive, register } from './engine'
 import { WriteBatcher } from './batch'
+import { engineAvailable, engineFailure } from './engine'
+import { EngineTransport } from './engine-transport'
 import { FallbackTransport } from './fallback'
 import { PendingOps, type Pending } from './pending'
 import { trackWrite } from './pool'
-import { fileShrankError, prepareFile, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
-import { abortError, codedError, errnoError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
+import { prepareFile, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
+import { abortError, codedError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
 import { probeReason } from './probe'
 import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateSendable, validateUint8Array } from './validate'
 
@@ -119,8 +118,6 @@ const SMALL_WRITE = 16 * 1024
  * copy into a batch is cheaper than a native call and an engine round trip per write.
  */
 const COPYING_ROUTE_BATCH = 64 * 1024
-const libcECANCELED = constants.errno.ECANCELED
-const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
 
 /** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
 const owned = new WeakSet<net.Socket>()
@@ -136,18 +133,6 @@ function releasedError(): ZeroCopyError {
 /** Writing after the peer's FIN ended the socket, worded as node:net's `writeAfterFIN`. */
 function peerEndedError(): ZeroCopyError {
   return codedError('EPIPE', 'This socket has been ended by the other party')
-}
-
-/** The error for an engine result `errno` (positive): an errno name, or one of the engine's own. */
-function engineError(errno: number, syscall: string): ZeroCopyError {
-  if (errno === binding.ERRNO_FILE_SHRANK) return fileShrankError()
-  if (errno === binding.ERRNO_ENGINE_FAILED) {
-    return codedError(
-      'ERR_ZC_ENGINE_FAILED',
-      `This thread's io_uring send engine failed (io_uring_enter ${binding.engineFailure() ?? 'failed'}); later sockets use plain sends`,
-    )
-  }
-  return errnoError(ERRNO_NAMES.get(errno) ?? 'EIO', syscall)
 }
 
 /**
@@ -192,7 +177,8 @@ function socketFd(socket: net.Socket): number {
 export class ZeroCopySocket {
   /** The adopted socket: read from it and listen to its events as usual. */
   readonly socket: net.Socket
-  #native: binding.BindingSocket | null = null
+  /** The engine connection, once adopted (see lib/engine-transport.ts). */
+  #engine: EngineTransport | null = null
   #fallbackReason: string | null = null
   #pending = new PendingOps()
   #writes = 0
@@ -218,7 +204,6 @@ export class ZeroCopySocket {
   #writesSinceRouteCheck = 0
   #heldWaiters: (() => void)[] = []
   #ending: Promise<void> | null = null
-  #endedWaiter: { resolve(): void; reject(e: unknown): void } | null = null
   #destroyed = false
   /** The peer's FIN ended the socket (no half-open): later writes fail with `EPIPE`, as node:net's. */
   #peerEnded = false
@@ -231,11 +216,6 @@ export class ZeroCopySocket {
   #releasing: Promise<net.Socket> | null = null
   /** {@link release} finished: the socket is its owner's again. */
   #released = false
-  /** The engine was asked to close or detach; `#closed` settles on its `closed` event. */
-  #closeSent = false
-  /** The engine reported `closed`: it holds nothing of this socket any more. */
-  #nativeGone = false
-  #closed: { promise: Promise<void>; resolve(): void } | null = null
 
   private constructor(socket: net.Socket, options: ZeroCopyOptions | undefined) {
     this.socket = socket
@@ -340,7 +320,7 @@ export class ZeroCopySocket {
 
   /** Current counters; see {@link SocketStats}. */
   get stats(): SocketStats {
-    const n = this.#native?.stats
+    const n = this.#engine?.stats
     return {
       bytesSent: n ? n.bytesSent : this.#fallback.bytesSent,
       writes: this.#writes,
@@ -393,10 +373,10 @@ export class ZeroCopySocket {
       this.#batcher.flush()
       return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
     }
-    if (this.#mode === 'auto' && this.#native !== null && (++this.#writesSinceRouteCheck & 63) === 0) {
-      this.#batchBelow = this.#native.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#threshold, SMALL_WRITE)
+    if (this.#mode === 'auto' && this.#engine !== null && (++this.#writesSinceRouteCheck & 63) === 0) {
+      this.#batchBelow = this.#engine.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#threshold, SMALL_WRITE)
     }
-    if (bytes < this.#batchBelow && signal === undefined && this.#native !== null && this.#held === null) {
+    if (bytes < this.#batchBelow && signal === undefined && this.#engine !== null && this.#held === null) {
       this.#pending.inFlightBytes += bytes
       return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
@@ -540,7 +520,7 @@ export class ZeroCopySocket {
     if (ending) await ending
     await this.#heldDone()
     await this.#pending.idle()
-    if (!this.#destroyed && this.#native) await this.#closeNative('detach')
+    if (!this.#destroyed && this.#engine) await this.#engine.close('detach')
     if (this.#destroyed) throw this.#error ?? destroyedError()
     const s = this.socket
     for (const [event, fn] of this.#listeners) s.off(event, fn as (...args: unknown[]) => void)
@@ -554,35 +534,6 @@ export class ZeroCopySocket {
     this.#released = true
     // A destroy() that came after the detach and before here found nothing to close.
     return s
-  }
-
-  /**
-   * Asks the engine to close (`'close'`: cancel and, if the peer holds pages, reset) or to hand
-   * back (`'detach'`) the socket; settles on its `closed` event. The engine reports `closed`
-   * once per connection, and the event loop is kept alive for it once: a close after a detach
-   * only changes how the engine goes, it does not wait for a second event.
-   */
-  #closeNative(how: 'close' | 'detach'): Promise<void> {
-    if (this.#nativeGone) return Promise.resolve()
-    if (this.#closed === null) {
-      let resolve!: () => void
-      const promise = new Promise<void>((r) => (resolve = r))
-      this.#closed = { promise, resolve }
-    }
-    if (!this.#closeSent) keepAlive(1)
-    const first = !this.#closeSent
-    this.#closeSent = true
-    if (how === 'close') this.#native!.close()
-    else if (first) this.#native!.detach()
-    return this.#closed.promise
-  }
-
-  #onClosed(): void {
-    const closed = this.#closed
-    if (closed === null || this.#nativeGone) return
-    keepAlive(-1)
-    this.#nativeGone = true
-    closed.resolve()
   }
 
   /** Counts the engine's progress as activity for the socket's idle timeout (`setTimeout`). */
@@ -639,9 +590,10 @@ export class ZeroCopySocket {
     if (this.#fallbackReason !== null) {
       for (const id of this.#pending.ids()) this.#pending.settle(id, (p) => p.reject(this.#error ?? destroyedError()))
     }
-    if (this.#native) this.#closeNative('close')
-    this.#endedWaiter?.reject(this.#error ?? destroyedError())
-    this.#endedWaiter = null
+    if (this.#engine) {
+      void this.#engine.close('close')
+      this.#engine.rejectEnd(this.#error ?? destroyedError())
+    }
     if (!this.socket.destroyed) this.socket.destroy(error)
   }
 
@@ -654,11 +606,7 @@ export class ZeroCopySocket {
       if (this.#destroyed && this.#error) throw this.#error
       return
     }
-    // Created only now, and awaited at once: a destroy() that rejects it always has a listener.
-    const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
-    keepAlive(1)
-    this.#native!.end()
-    await ended
+    await this.#engine!.end()
     await this.#pending.idle()
     if (this.#error) throw this.#error
   }
@@ -682,7 +630,7 @@ export class ZeroCopySocket {
   #sendBatch(data: Uint8Array, settled: { resolve(r: WriteResult): void; reject(e: unknown): void }): void {
     const id = this.#pending.nextId()
     this.#pending.add(id, { ...settled, bytes: data.byteLength, aborted: false, syscall: 'sendZc', batch: true })
-    this.#nativeWrite(id, data)
+    this.#engine!.write(id, data)
   }
 
   /** Resolves `result` once every write issued before it has settled. */
@@ -697,8 +645,8 @@ export class ZeroCopySocket {
       const [op] = this.#held!.splice(i, 1)
       if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
       this.#pending.settle(id, (q) => q.reject(abortError(q.signal)))
-    } else if (this.#native) {
-      this.#native.abort(id)
+    } else if (this.#engine) {
+      this.#engine.abort(id)
     }
   }
 
@@ -743,21 +691,15 @@ export class ZeroCopySocket {
   #adopt(mode: ZeroCopyMode, threshold: number, chunk: number): void {
     if (this.#destroyed) return
     try {
-      const native = new binding.BindingSocket(socketFd(this.socket), mode, threshold, chunk)
-      register(native.id, {
-        done: (id, value, flags) => this.#done(id, value, flags),
-        progress: (id, sent) => {
-          this.#touch()
-          const p = this.#pending.get(id)
-          p?.onProgress?.(sent, p.bytes)
+      this.#engine = new EngineTransport(socketFd(this.socket), mode, threshold, chunk, this.#pending, {
+        error: () => this.#error,
+        fail: (err) => {
+          if (this.#error === null) this.#error = err
         },
-        ended: (errno) => {
-          keepAlive(-1)
-          this.#ended(errno)
-        },
-        closed: () => this.#onClosed(),
+        destroyedError,
+        destroy: () => this.destroy(),
+        touch: () => this.#touch(),
       })
-      this.#native = native
     } catch (e) {
       // Not a stream socket the engine can use: write through the socket, in order.
       const err = normalizeBindingError(e) as ZeroCopyError
@@ -770,7 +712,7 @@ export class ZeroCopySocket {
 
   /** Whether operations can be issued (engine adopted the socket, or the fallback is chosen). */
   #ready(): boolean {
-    return this.#native !== null || this.#fallbackReason !== null
+    return this.#engine !== null || this.#fallbackReason !== null
   }
 
   /** Issues held operations in order, waiting for each file to be opened and checked. */
@@ -812,7 +754,7 @@ export class ZeroCopySocket {
 
   #issueWrite(id: number, data: Uint8Array): void {
     if (this.#fallbackReason !== null) this.#fallback.write(id, data)
-    else this.#nativeWrite(id, data)
+    else this.#engine!.write(id, data)
   }
 
   async #issueFile(id: number, file: PreparedFile): Promise<void> {
@@ -826,41 +768,10 @@ export class ZeroCopySocket {
       return
     }
     try {
-      keepAlive(1)
-      this.#native!.sendFile(id, file.fd, file.offset, file.length)
-    } catch (e) {
-      keepAlive(-1)
-      this.#pending.settle(id, (p) => p.reject(normalizeBindingError(e)))
+      this.#engine!.sendFile(id, file)
     } finally {
       await file.close() // the engine works on its own dup
     }
-  }
-
-  #nativeWrite(id: number, data: Uint8Array): void {
-    keepAlive(1)
-    this.#native!.write(id, data)
-  }
-
-  #done(id: number, value: number, flags: number): void {
-    keepAlive(-1)
-    this.#touch()
-    this.#pending.settle(id, (p) => {
-      if (flags & binding.FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
-      if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & binding.FLAG_ZERO_COPY) !== 0, copied: (flags & binding.FLAG_COPIED) !== 0 })
-      if (-value === libcECANCELED) return p.reject(this.#error ?? destroyedError())
-      const err = engineError(-value, p.syscall)
-      if (this.#error === null) this.#error = err
-      p.reject(-value === binding.ERRNO_FILE_SHRANK ? err : this.#error)
-      // The connection is unusable: tear it down (without making the socket emit 'error').
-      queueMicrotask(() => this.destroy())
-    })
-  }
-
-  #ended(errno: number): void {
-    const waiter = this.#endedWaiter
-    this.#endedWaiter = null
-    if (errno === 0) waiter?.resolve()
-    else waiter?.reject(this.#error ?? engineError(-errno, 'shutdown'))
   }
 
 }
