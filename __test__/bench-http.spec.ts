@@ -52,6 +52,8 @@ test('bench:http smoke run: every server serves every file byte-exact, and wrk c
       t.is(runs.length, 1, `${server} at ${size} bytes measured once`)
       for (const r of runs) {
         t.true(r.requests > 0, `${server} at ${size} bytes: wrk completed ${r.requests} requests`)
+        // wrk prints bytes read with three significant digits or so ("1.04GB"): within 1 %.
+        t.true(r.bodyBytes >= 0.99 * r.requests * size, `${server} at ${size} bytes: ${r.bodyBytes} body bytes for ${r.requests} responses`)
         t.is(r.errors, 0, `${server} at ${size} bytes: no socket errors or non-2xx responses`)
       }
     }

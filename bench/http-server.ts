@@ -92,6 +92,8 @@ async function start(name: string, root: string): Promise<number> {
 
 if (require.main === module) {
   const [name, root] = process.argv.slice(2)
+  // The harness stops servers with SIGTERM; exiting normally lets `node --cpu-prof` write its profile.
+  process.on('SIGTERM', () => process.exit(0))
   start(name, root).then(
     (port) => process.stdout.write(`${JSON.stringify({ port })}\n`),
     (e) => {

@@ -58,8 +58,15 @@ export interface HttpRun {
   server: string
   size: number
   rep: number
+  /** Responses wrk completed (a response still arriving when the time is up does not count). */
   requests: number
   seconds: number
+  /**
+   * Body bytes received, complete responses or not: wrk's bytes read less the response headers
+   * (their size per response is taken from the correctness check). Large files with 8 in flight
+   * finish few responses in a few seconds, so throughput is counted in bytes, not responses.
+   */
+  bodyBytes: number
   /** The server process's user + system CPU seconds during the measurement (nginx: its worker). */
   cpuSecs: number
   p99Ms: number
@@ -82,6 +89,8 @@ export interface HttpRow {
   rps: Spread
   gbps: Spread
   cpuPerGB: number
+  /** Completed responses over all runs (how many samples p99 has). */
+  requests: number
   p99Ms: number
   errors: number
 }
@@ -92,11 +101,13 @@ export interface HttpCheck {
   ok: boolean
   /** What was wrong (or `all N files byte-exact`). */
   detail: string
+  /** Bytes of status line and headers of the response, per file size (to tell body bytes from wrk's bytes read). */
+  headerBytes: Record<number, number>
 }
 
 /** Everything an HTTP benchmark produced. */
 export interface HttpBenchResult {
-  machine: { kernel: string; cpus: string; cores: number; node: string; nginx: string; wrk: string; date: string }
+  machine: { kernel: string; cpus: string; cores: number; node: string; nginx: string; wrk: string; date: string; loadavg: { start: number; end: number } }
   options: { sizes: number[]; duration: number; reps: number; warmup: number; connections: number; seed: number }
   checks: HttpCheck[]
   /** Servers or tools that could not run here, and why (loud in the docs and on stderr). */
@@ -307,7 +318,7 @@ async function sha256File(path: string): Promise<string> {
 }
 
 /** GET `path` once over `agent`: status, Content-Length and the body's SHA-256 and length. */
-function fetchHash(port: number, path: string, agent: http.Agent): Promise<{ status: number; contentLength: string | undefined; bytes: number; sha256: string }> {
+function fetchHash(port: number, path: string, agent: http.Agent): Promise<{ status: number; contentLength: string | undefined; headerBytes: number; bytes: number; sha256: string }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path, agent, timeout: 60_000 }, (res) => {
       const h = createHash('sha256')
@@ -316,7 +327,10 @@ function fetchHash(port: number, path: string, agent: http.Agent): Promise<{ sta
         h.update(c)
         bytes += c.length
       })
-      res.once('end', () => resolve({ status: res.statusCode ?? 0, contentLength: res.headers['content-length'], bytes, sha256: h.digest('hex') }))
+      // As sent, but for white space node:http's parser trims around values.
+      let headerBytes = `HTTP/${res.httpVersion} ${res.statusCode} ${res.statusMessage}\r\n\r\n`.length
+      for (let i = 0; i < res.rawHeaders.length; i += 2) headerBytes += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`.length
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, contentLength: res.headers['content-length'], headerBytes, bytes, sha256: h.digest('hex') }))
       res.once('error', reject)
     })
     req.once('timeout', () => req.destroy(new Error('no response within 60 s')))
@@ -329,10 +343,12 @@ async function check(server: string, work: string, files: Map<number, { name: st
   const running = await startServer(server, work)
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   const wrong: string[] = []
+  const headerBytes: Record<number, number> = {}
   try {
     for (const [size, f] of files) {
       try {
         const got = await fetchHash(running.port, `/${f.name}`, agent)
+        headerBytes[size] = got.headerBytes
         if (got.status !== 200) wrong.push(`${chunkLabel(size)}: status ${got.status}`)
         else if (got.contentLength !== String(size)) wrong.push(`${chunkLabel(size)}: Content-Length ${got.contentLength}`)
         else if (got.bytes !== size || got.sha256 !== f.sha256) wrong.push(`${chunkLabel(size)}: ${got.bytes} bytes with SHA-256 ${got.sha256.slice(0, 16)}…, expected ${size} with ${f.sha256.slice(0, 16)}…`)
@@ -344,14 +360,16 @@ async function check(server: string, work: string, files: Map<number, { name: st
     agent.destroy()
     await running.stop()
   }
-  return { server, ok: wrong.length === 0, detail: wrong.length === 0 ? `all ${files.size} files byte-exact` : wrong.join('; ') }
+  return { server, ok: wrong.length === 0, detail: wrong.length === 0 ? `all ${files.size} files byte-exact` : wrong.join('; '), headerBytes }
 }
 
 const TIME_UNITS: Record<string, number> = { us: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }
+/** wrk prints bytes in binary units labelled KB, MB, ... */
+const BYTE_UNITS: Record<string, number> = { B: 1, KB: KiB, MB: MiB, GB: GiB, TB: 1024 * GiB }
 
 /** The numbers of one `wrk --latency` report. */
-export function parseWrk(out: string): { requests: number; seconds: number; p99Ms: number; errors: number } {
-  const done = /(\d+) requests in ([\d.]+)(us|ms|s|m|h)/.exec(out)
+export function parseWrk(out: string): { requests: number; seconds: number; bytesRead: number; p99Ms: number; errors: number } {
+  const done = /(\d+) requests in ([\d.]+)(us|ms|s|m|h), ([\d.]+)(B|KB|MB|GB|TB) read/.exec(out)
   const p99 = /^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$/m.exec(out)
   if (!done) throw new Error(`unexpected wrk output: ${out.trim().split('\n').slice(-3).join(' | ')}`)
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
@@ -360,6 +378,7 @@ export function parseWrk(out: string): { requests: number; seconds: number; p99M
   return {
     requests: Number(done[1]),
     seconds: Number(done[2]) * TIME_UNITS[done[3]],
+    bytesRead: Number(done[4]) * BYTE_UNITS[done[5]],
     // No completed request, no latency sample.
     p99Ms: p99 ? Number(p99[1]) * TIME_UNITS[p99[2]] * 1e3 : NaN,
     errors,
@@ -380,14 +399,15 @@ function wrk(port: number, name: string, seconds: number): Promise<string> {
 }
 
 /** Starts `server`, warms it up, measures it with wrk (CPU time read around the measurement), stops it. */
-async function measureOne(server: string, size: number, name: string, rep: number, work: string, duration: number, warmup: number): Promise<HttpRun> {
+async function measureOne(server: string, size: number, name: string, rep: number, work: string, duration: number, warmup: number, headerBytes: number): Promise<HttpRun> {
   const running = await startServer(server, work)
   try {
     if (warmup > 0) await wrk(running.port, name, warmup)
     const cpu0 = cpuSeconds(running.cpuPid)
     const out = await wrk(running.port, name, duration)
     const cpuSecs = cpuSeconds(running.cpuPid) - cpu0
-    return { server, size, rep, cpuSecs, ...parseWrk(out) }
+    const { bytesRead, ...wrkNumbers } = parseWrk(out)
+    return { server, size, rep, cpuSecs, ...wrkNumbers, bodyBytes: Math.max(0, bytesRead - wrkNumbers.requests * headerBytes) }
   } finally {
     await running.stop()
   }
@@ -405,8 +425,9 @@ function aggregate(runs: HttpRun[]): HttpRow[] {
     size: rs[0].size,
     runs: rs.length,
     rps: spread(rs.map((r) => r.requests / r.seconds)),
-    gbps: spread(rs.map((r) => (r.requests * r.size) / r.seconds / 1e9)),
-    cpuPerGB: median(rs.map((r) => (r.requests > 0 ? r.cpuSecs / ((r.requests * r.size) / 1e9) : NaN))),
+    gbps: spread(rs.map((r) => r.bodyBytes / r.seconds / 1e9)),
+    cpuPerGB: median(rs.map((r) => (r.bodyBytes > 0 ? r.cpuSecs / (r.bodyBytes / 1e9) : NaN))),
+    requests: rs.reduce((n, r) => n + r.requests, 0),
     p99Ms: median(rs.map((r) => r.p99Ms)),
     errors: rs.reduce((n, r) => n + r.errors, 0),
   }))
@@ -431,6 +452,7 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
   const reps = opts.reps ?? (opts.quick ? 1 : 3)
   const warmup = opts.quick ? 0 : 1
   const seed = 4242
+  const loadStart = os.loadavg()[0]
   const skipped: string[] = []
   const loud = (line: string): void => {
     skipped.push(line)
@@ -457,7 +479,7 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
     try {
       c = await check(server, work, files)
     } catch (e) {
-      c = { server, ok: false, detail: `did not start: ${(e as Error).message}` }
+      c = { server, ok: false, detail: `did not start: ${(e as Error).message}`, headerBytes: {} }
     }
     checks.push(c)
     if (c.ok) log(opts, `check ${server}: ${c.detail}`)
@@ -473,10 +495,10 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
       for (let rep = 0; rep < reps; rep++) {
         for (const [size, f] of files) {
           for (const server of shuffle(good, seed + rep * 1000 + size % 997)) {
-            const r = await measureOne(server, size, f.name, rep, work, duration, warmup)
+            const r = await measureOne(server, size, f.name, rep, work, duration, warmup, checks.find((c) => c.server === server)!.headerBytes[size])
             runs.push(r)
             if (r.errors > 0) loud(`${server} at ${chunkLabel(size)} (rep ${rep + 1}): wrk reported ${r.errors} socket errors or non-2xx responses`)
-            bar.step(`rep ${rep + 1}/${reps} ${server.padEnd(15)} ${chunkLabel(size).padStart(5)}  ${(r.requests / r.seconds).toFixed(0).padStart(7)} req/s  ${((r.requests * size) / r.seconds / 1e9).toFixed(2)} GB/s`)
+            bar.step(`rep ${rep + 1}/${reps} ${server.padEnd(15)} ${chunkLabel(size).padStart(5)}  ${(r.requests / r.seconds).toFixed(0).padStart(7)} req/s  ${(r.bodyBytes / r.seconds / 1e9).toFixed(2)} GB/s`)
           }
         }
       }
@@ -493,6 +515,7 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
       nginx: nginxVersion(),
       wrk: versionOf('wrk'),
       date: new Date().toISOString(),
+      loadavg: { start: loadStart, end: os.loadavg()[0] },
     },
     options: { sizes: [...files.keys()], duration, reps, warmup, connections: CONNECTIONS, seed },
     checks,
