@@ -10,7 +10,7 @@
  * runs write no docs. Scratch files (data files, nginx config, pid and logs) live in a fresh
  * directory under `os.tmpdir()`, removed when the run ends.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { chmodSync, createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
@@ -91,7 +91,8 @@ export interface HttpRow {
   cpuPerGB: number
   /** Completed responses over all runs (how many samples p99 has). */
   requests: number
-  p99Ms: number
+  /** `null` when no response completed. */
+  p99Ms: number | null
   errors: number
 }
 
@@ -120,14 +121,16 @@ function log(opts: HttpBenchOptions, line: string): void {
   if (opts.verbose !== false) process.stderr.write(`${line}\n`)
 }
 
+/** The first line `cmd -v` prints, or `null` when `cmd` is not installed. */
+function versionOf(cmd: string): string | null {
+  // Both print their version on stderr (nginx exits 0, wrk 1): only a missing binary counts.
+  const r = spawnSync(cmd, ['-v'], { encoding: 'utf8' })
+  if (r.error) return null
+  return `${r.stderr}${r.stdout}`.trim().split('\n')[0]
+}
+
 function has(cmd: string): boolean {
-  try {
-    execFileSync(cmd, ['-v'], { stdio: 'ignore' })
-    return true
-  } catch (e) {
-    // wrk -v prints its version and exits 1; only a missing binary counts.
-    return (e as NodeJS.ErrnoException).code !== 'ENOENT'
-  }
+  return versionOf(cmd) !== null
 }
 
 /** Installs the Debian packages of the missing tools when root (as bench/harness.ts does liburing-dev); returns what is still missing. */
@@ -148,26 +151,6 @@ function ensureTools(opts: HttpBenchOptions, tools: string[]): string[] {
     }
   }
   return tools.filter((t) => !has(t))
-}
-
-function versionOf(cmd: string): string {
-  try {
-    return execFileSync(cmd, ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0]
-  } catch (e) {
-    // Both print their version on stderr (nginx exits 0, wrk 1).
-    const err = e as { stdout?: string; stderr?: string; code?: string }
-    if (err.code === 'ENOENT') return 'not installed'
-    return `${err.stdout ?? ''}${err.stderr ?? ''}`.trim().split('\n')[0]
-  }
-}
-
-function nginxVersion(): string {
-  try {
-    const r = execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-    return r.trim() || versionOf('nginx')
-  } catch {
-    return versionOf('nginx')
-  }
 }
 
 /** A port that was free a moment ago (nginx needs one in its config). */
@@ -428,7 +411,7 @@ function aggregate(runs: HttpRun[]): HttpRow[] {
     gbps: spread(rs.map((r) => r.bodyBytes / r.seconds / 1e9)),
     cpuPerGB: median(rs.map((r) => (r.bodyBytes > 0 ? r.cpuSecs / (r.bodyBytes / 1e9) : NaN))),
     requests: rs.reduce((n, r) => n + r.requests, 0),
-    p99Ms: median(rs.map((r) => r.p99Ms)),
+    p99Ms: rs.some((r) => r.requests > 0) ? median(rs.filter((r) => r.requests > 0).map((r) => r.p99Ms)) : null,
     errors: rs.reduce((n, r) => n + r.errors, 0),
   }))
 }
@@ -512,8 +495,8 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
       cpus: os.cpus()[0]?.model ?? 'unknown',
       cores: os.cpus().length,
       node: process.version,
-      nginx: nginxVersion(),
-      wrk: versionOf('wrk'),
+      nginx: versionOf('nginx') ?? 'nginx not installed',
+      wrk: versionOf('wrk') ?? 'wrk not installed',
       date: new Date().toISOString(),
       loadavg: { start: loadStart, end: os.loadavg()[0] },
     },

@@ -334,7 +334,7 @@ export function httpMarkdown(r: HttpBenchResult, described: [string, string][], 
     for (const name of servers) {
       const row = httpFind(r, name, size)
       if (!row) continue
-      lines.push(`| ${name} | ${chunkLabel(size)} | ${rpsCell(row)} | ${row.gbps.median.toFixed(3)} [${row.gbps.min.toFixed(3)}-${row.gbps.max.toFixed(3)}] | ${Number.isFinite(row.cpuPerGB) ? row.cpuPerGB.toFixed(2) : '-'} | ${Number.isFinite(row.p99Ms) ? row.p99Ms.toFixed(2) : '-'} | ${row.requests} | ${row.errors} |`)
+      lines.push(`| ${name} | ${chunkLabel(size)} | ${rpsCell(row)} | ${row.gbps.median.toFixed(3)} [${row.gbps.min.toFixed(3)}-${row.gbps.max.toFixed(3)}] | ${Number.isFinite(row.cpuPerGB) ? row.cpuPerGB.toFixed(2) : '-'} | ${row.p99Ms === null ? '-' : row.p99Ms.toFixed(2)} | ${row.requests} | ${row.errors} |`)
     }
   }
   if (notes) lines.push('', notes.trim())
