@@ -106,13 +106,19 @@ function buildTools(opts: BenchOptions, work: string): string | null {
   return null
 }
 
-/** A page-cached data file of `size` bytes in `work`. */
-function dataFile(size: number, work: string): string {
+/**
+ * A page-cached data file of `size` bytes in `work`. Every 4 KiB page starts with its own file
+ * offset, so a body from the wrong place of the file cannot hash like the right one.
+ */
+export function dataFile(size: number, work: string): string {
   const path = join(work, `data-${size}.bin`)
   const block = Buffer.alloc(MiB)
   for (let i = 0; i < block.length; i += 8) block.writeBigUInt64LE(BigInt(i), i)
   const out = openSync(path, 'w')
-  for (let written = 0; written < size; written += MiB) writeFileSync(out, block.subarray(0, Math.min(MiB, size - written)))
+  for (let written = 0; written < size; written += MiB) {
+    for (let page = 0; page < MiB; page += 4 * KiB) block.writeBigUInt64LE(BigInt(written + page), page)
+    writeFileSync(out, block.subarray(0, Math.min(MiB, size - written)))
+  }
   closeSync(out)
   // Read it once so it is in the page cache.
   const fd = openSync(path, 'r')
@@ -181,7 +187,7 @@ async function runOne(v: Variant, port: number, chunk: number, total: number, fi
 }
 
 /** Deterministic shuffle (mulberry32), so the interleaving is reproducible. */
-function shuffle<T>(items: T[], seed: number): T[] {
+export function shuffle<T>(items: T[], seed: number): T[] {
   const out = [...items]
   let a = seed >>> 0
   for (let i = out.length - 1; i > 0; i--) {
@@ -219,14 +225,19 @@ function aggregate(runs: Run[]): Row[] {
   })
 }
 
-/** Runs the benchmark in a fresh scratch directory under `os.tmpdir()`, removed afterwards even when the run fails. */
-export async function runBench(opts: BenchOptions): Promise<BenchResult> {
-  const work = mkdtempSync(join(os.tmpdir(), 'zerocopy-bench-'))
+/** Runs `fn` with a fresh scratch directory under `os.tmpdir()`, removed afterwards even when `fn` fails. */
+export async function inScratchDir<T>(prefix: string, fn: (work: string) => Promise<T>): Promise<T> {
+  const work = mkdtempSync(join(os.tmpdir(), prefix))
   try {
-    return await measure(opts, work)
+    return await fn(work)
   } finally {
     rmSync(work, { recursive: true, force: true })
   }
+}
+
+/** Runs the benchmark in a fresh scratch directory under `os.tmpdir()`, removed afterwards even when the run fails. */
+export function runBench(opts: BenchOptions): Promise<BenchResult> {
+  return inScratchDir('zerocopy-bench-', (work) => measure(opts, work))
 }
 
 /** The (variant, chunk) runs of one repetition, in table order. */

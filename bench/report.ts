@@ -1,9 +1,14 @@
-/** Turns benchmark results into the stdout table, docs/benchmarks.md and its SVG chart. */
+/**
+ * Turns benchmark results into the stdout tables, the docs pages and their SVG charts: the
+ * loopback benchmark's (docs/benchmarks.md) and the HTTP benchmark's (docs/benchmarks-http.md).
+ */
 import type { BenchResult, Row } from './harness'
+import type { HttpBenchResult, HttpRow } from './http'
 
 const KiB = 1024
 
-function chunkLabel(c: number | null): string {
+/** `4096` → `4K`, `1048576` → `1M`; `null` (a whole file) → `file`. */
+export function chunkLabel(c: number | null): string {
   if (c === null) return 'file'
   return c >= 1 << 20 ? `${c >> 20}M` : `${c / KiB}K`
 }
@@ -133,6 +138,8 @@ export function markdown(r: BenchResult, described: [string, string][], notes = 
     '',
     '![throughput chart](benchmarks.svg)',
     '',
+    'HTTP file serving (nginx, `send`, `@fastify/static`, `createReadStream().pipe()` and `respondWithFile` under `wrk`) is measured by `npm run bench:http`: see [benchmarks-http.md](benchmarks-http.md).',
+    '',
     `| variant | ${chunks.map(chunkLabel).join(' | ')} |`,
     `|---|${chunks.map(() => '---').join('|')}|`,
   ]
@@ -173,40 +180,181 @@ export function markdown(r: BenchResult, described: [string, string][], notes = 
 
 const COLORS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac']
 
-/** A grouped bar chart of median GB/s per chunk size for the memory-write variants. */
-export function svg(r: BenchResult): string {
-  const chunks = r.options.chunks
-  const names = variantsOf(r, false)
-  const max = Math.max(1, ...r.rows.filter((x) => names.includes(x.variant)).map((x) => x.gbps.max))
+/** A grouped bar chart: one group per x label, one bar per series, whiskers min-max. */
+export interface BarChart {
+  title: string
+  groups: string[]
+  series: string[]
+  /** The bar of `series` in group `group` (an index into `groups`), or `undefined` for none. */
+  value(series: string, group: number): { median: number; min: number; max: number } | undefined
+  /** A log₁₀ y axis, for values that span decades. **Default:** linear. */
+  log?: boolean
+}
+
+/** The SVG of a {@link BarChart}. */
+export function barChart(c: BarChart): string {
+  const bars = c.groups.flatMap((_, gi) => c.series.map((s) => c.value(s, gi))).filter((b) => b !== undefined && b.median > 0)
+  const max = c.log ? Math.max(...bars.map((b) => b!.max)) : Math.max(1, ...bars.map((b) => b!.max))
+  const lo = c.log ? Math.floor(Math.log10(Math.min(...bars.map((b) => b!.min).filter((v) => v > 0)))) : 0
+  const hi = c.log ? Math.ceil(Math.log10(max)) : max
   const W = 900
   const H = 420
   const left = 50
   const bottom = 60
   const plotH = H - bottom - 40
-  const groupW = (W - left - 20) / chunks.length
-  const barW = (groupW - 10) / names.length
-  const y = (v: number): number => 40 + plotH - (v / max) * plotH
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<text x="${left}" y="20" font-size="14">Loopback send throughput, GB/s (median; whiskers min-max)</text>`]
-  for (let t = 0; t <= max; t += max > 4 ? 1 : 0.5) {
-    parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${t}</text>`)
+  const groupW = (W - left - 20) / c.groups.length
+  const barW = (groupW - 10) / c.series.length
+  const y = (v: number): number => 40 + plotH - ((c.log ? Math.log10(Math.max(v, 10 ** lo)) - lo : v) / (hi - lo)) * plotH
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<text x="${left}" y="20" font-size="14">${c.title}</text>`]
+  const ticks: number[] = []
+  if (c.log) for (let e = lo; e <= hi; e++) ticks.push(10 ** e)
+  else for (let t = 0; t <= max; t += max > 4 ? 1 : 0.5) ticks.push(t)
+  for (const t of ticks) {
+    parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${c.log ? Number(t.toPrecision(1)) : t}</text>`)
   }
-  chunks.forEach((c, gi) => {
+  const base = c.log ? 10 ** lo : 0
+  c.groups.forEach((label, gi) => {
     const gx = left + gi * groupW + 5
-    parts.push(`<text x="${gx + groupW / 2 - 5}" y="${H - bottom + 16}" text-anchor="middle">${chunkLabel(c)}</text>`)
-    names.forEach((name, i) => {
-      const row = find(r, name, c)
-      if (!row) return
+    parts.push(`<text x="${gx + groupW / 2 - 5}" y="${H - bottom + 16}" text-anchor="middle">${label}</text>`)
+    c.series.forEach((name, i) => {
+      const bar = c.value(name, gi)
+      if (!bar || (c.log && bar.median <= 0)) return
       const x = gx + i * barW
-      parts.push(`<rect x="${x.toFixed(1)}" y="${y(row.gbps.median).toFixed(1)}" width="${(barW - 1).toFixed(1)}" height="${(y(0) - y(row.gbps.median)).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>`)
+      parts.push(`<rect x="${x.toFixed(1)}" y="${y(bar.median).toFixed(1)}" width="${(barW - 1).toFixed(1)}" height="${(y(base) - y(bar.median)).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>`)
       const cx = (x + barW / 2).toFixed(1)
-      parts.push(`<line x1="${cx}" x2="${cx}" y1="${y(row.gbps.max).toFixed(1)}" y2="${y(row.gbps.min).toFixed(1)}" stroke="#333"/>`)
+      parts.push(`<line x1="${cx}" x2="${cx}" y1="${y(bar.max).toFixed(1)}" y2="${y(bar.min).toFixed(1)}" stroke="#333"/>`)
     })
   })
-  names.forEach((name, i) => {
+  c.series.forEach((name, i) => {
     const lx = left + (i % 4) * 210
     const ly = H - 28 + Math.floor(i / 4) * 14
     parts.push(`<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${lx + 14}" y="${ly}">${name}</text>`)
   })
   parts.push('</svg>')
   return `${parts.join('\n')}\n`
+}
+
+/** A grouped bar chart of median GB/s per chunk size for the memory-write variants. */
+export function svg(r: BenchResult): string {
+  const chunks = r.options.chunks
+  return barChart({
+    title: 'Loopback send throughput, GB/s (median; whiskers min-max)',
+    groups: chunks.map(chunkLabel),
+    series: variantsOf(r, false),
+    value: (name, gi) => find(r, name, chunks[gi])?.gbps,
+  })
+}
+
+function httpFind(r: HttpBenchResult, server: string, size: number): HttpRow | undefined {
+  return r.rows.find((x) => x.server === server && x.size === size)
+}
+
+/** The servers of an HTTP run that were measured, in table order. */
+function httpServers(r: HttpBenchResult): string[] {
+  return r.checks.map((c) => c.server).filter((s) => r.rows.some((x) => x.server === s))
+}
+
+function rpsCell(row: HttpRow | undefined): string {
+  if (!row) return '-'
+  const f = (v: number): string => (v >= 100 ? v.toFixed(0) : v.toFixed(1))
+  return `${f(row.rps.median)} [${f(row.rps.min)}-${f(row.rps.max)}]`
+}
+
+/** The HTTP benchmark's stdout table: requests/s median [min-max] per server and size, then the goals. */
+export function httpTable(r: HttpBenchResult): string {
+  const sizes = r.options.sizes
+  const lines = [`HTTP/1.1 keep-alive, wrk -t1 -c${r.options.connections} -d${r.options.duration}s, ${r.options.reps} run(s); requests/s median [min-max]`]
+  lines.push(['server'.padEnd(16), ...sizes.map((s) => chunkLabel(s).padStart(22))].join(' '))
+  for (const name of httpServers(r)) lines.push([name.padEnd(16), ...sizes.map((s) => rpsCell(httpFind(r, name, s)).padStart(22))].join(' '))
+  for (const g of httpGoals(r)) lines.push(`${g.id} ${g.pass === null ? 'n/a' : g.pass ? 'met' : 'MISSED'}: ${g.detail}`)
+  for (const c of r.checks) if (!c.ok) lines.push(`!!! ${c.server} served WRONG BYTES and is not reported: ${c.detail}`)
+  for (const s of r.skipped) lines.push(`!!! ${s}`)
+  return lines.join('\n')
+}
+
+/**
+ * The goals of the HTTP issue, as ratios of median body GB/s within this run: for one file size
+ * that is the ratio of requests/s, without counting only the responses that finished in time.
+ */
+export function httpGoals(r: HttpBenchResult): Goal[] {
+  const rate = (server: string, size: number): number | undefined => httpFind(r, server, size)?.gbps.median
+  const ratio = (id: string, text: string, other: string, sizes: number[], min: number | null, ours = 'respondWithFile'): Goal => {
+    const parts = sizes.flatMap((s) => {
+      const a = rate(ours, s)
+      const b = rate(other, s)
+      return a === undefined || b === undefined || b === 0 ? [] : [[s, a / b] as const]
+    })
+    return { id, text, pass: parts.length && min !== null ? parts.every(([, x]) => x >= min) : null, detail: parts.map(([s, x]) => `${chunkLabel(s)}: ${x.toFixed(2)}×`).join('; ') || 'not measured' }
+  }
+  const sizes = r.options.sizes
+  return [
+    ratio('H1', 'respondWithFile ≥ 0.9× nginx at 1 MiB and above', 'nginx', sizes.filter((s) => s >= 1 << 20), 0.9),
+    ratio('H2', 'respondWithFile ≥ 2× `send` at 64 KiB and above', 'send', sizes.filter((s) => s >= 64 * KiB), 2),
+    ratio('H3', 'respondWithFile ≥ 1.0× `createReadStream().pipe()` at 4 KiB', 'pipe', sizes.filter((s) => s === 4 * KiB), 1),
+    ratio('S1', '`serveStatic` against `serve-static` (the ratio, every size)', 'serve-static', sizes, null, 'serveStatic'),
+  ]
+}
+
+/** docs/benchmarks-http.md: machine and versions, method, the chart, the tables, the goals and `notes` (prose). */
+export function httpMarkdown(r: HttpBenchResult, described: [string, string][], notes = ''): string {
+  const sizes = r.options.sizes
+  const servers = httpServers(r)
+  const m = r.machine
+  const o = r.options
+  const lines = [
+    '# HTTP file-serving benchmark',
+    '',
+    '<!-- Generated by `npm run bench:http` (bench/http.ts). Do not edit by hand: rerun it (`-- --report-only` after editing bench/http-analysis.md). -->',
+    '',
+    `${m.cores} × ${m.cpus}, Linux ${m.kernel}, Node ${m.node}, ${m.nginx}, ${m.wrk.split(' [')[0]}; ${m.date}; 1-minute load average ${m.loadavg.start.toFixed(1)} at the start, ${m.loadavg.end.toFixed(1)} at the end (the machine is shared). The loopback TCP benchmark is in [benchmarks.md](benchmarks.md).`,
+    '',
+    `Files of ${sizes.map(chunkLabel).join(', ')} (KiB, MiB) in a temporary directory, read once before measuring so they are served from the page cache. Each server runs in its own process, one at a time, on 127.0.0.1; \`wrk -t1 -c${o.connections} -d${o.duration}s --timeout 60s --latency\` with keep-alive requests one file (the 60 s timeout keeps slow 256 MiB responses from counting as timeouts). Interleaved: for each of ${o.reps} repetitions, for each size, the servers in a seeded shuffled order; each measurement starts its server afresh, warms it up with ${o.warmup} s of the same load, then measures. Requests/s (completed responses per second) are median [min-max] over the repetitions. GB/s counts body bytes received, whole responses or not (wrk's bytes read less each response's headers), so it does not jump with the few 256 MiB responses that finish within a measurement; the goals compare GB/s, which for one file size is the ratio of requests/s. Server CPU is the server process's utime + stime (all its threads; nginx: its one worker) from \`/proc/<pid>/stat\` around the measurement, per GB of body; p99 is wrk's latency distribution (median over repetitions). wrk and the server share the machine's ${m.cores} cores (and other work on it), so compare within this run only.`,
+    '',
+    `Before measuring, every server served every file once to Node's http client over one keep-alive connection, and each body's SHA-256 was compared with the file's: ${r.checks.map((c) => `${c.server} ${c.ok ? 'byte-exact' : '**WRONG BYTES, not reported**'}`).join(', ')}.`,
+    '',
+    '![GB/s per file size and server](benchmarks-http.svg)',
+    '',
+    '## Requests/s',
+    '',
+    `| server | ${sizes.map(chunkLabel).join(' | ')} |`,
+    `|---|${sizes.map(() => '---').join('|')}|`,
+    ...servers.map((name) => `| ${name} | ${sizes.map((s) => rpsCell(httpFind(r, name, s))).join(' | ')} |`),
+    '',
+    '## Goals (ratios of median GB/s in this run)',
+    '',
+    '| goal | | result |',
+    '|---|---|---|',
+    ...httpGoals(r).map((g) => `| ${g.id}: ${g.text} | ${g.pass === null ? (g.id.startsWith('S') ? 'ratio' : 'n/a') : g.pass ? 'met' : '**missed**'} | ${g.detail} |`),
+    '',
+    '## Per server and size',
+    '',
+    '| server | size | requests/s | GB/s | server CPU s/GB | p99 ms | responses | wrk errors |',
+    '|---|---|---|---|---|---|---|---|',
+  ]
+  for (const size of sizes) {
+    for (const name of servers) {
+      const row = httpFind(r, name, size)
+      if (!row) continue
+      lines.push(`| ${name} | ${chunkLabel(size)} | ${rpsCell(row)} | ${row.gbps.median.toFixed(3)} [${row.gbps.min.toFixed(3)}-${row.gbps.max.toFixed(3)}] | ${Number.isFinite(row.cpuPerGB) ? row.cpuPerGB.toFixed(2) : '-'} | ${row.p99Ms === null ? '-' : row.p99Ms.toFixed(2)} | ${row.requests} | ${row.errors} |`)
+    }
+  }
+  if (notes) lines.push('', notes.trim())
+  lines.push('', '## Servers', '')
+  for (const [name, what] of described) lines.push(`- \`${name}\`: ${what}`)
+  for (const c of r.checks) if (!c.ok) lines.push('', `**${c.server} served wrong bytes and is not reported:** ${c.detail}`)
+  for (const s of r.skipped) lines.push('', `**Skipped:** ${s}`)
+  lines.push('')
+  return lines.join('\n')
+}
+
+/** Median GB/s per file size, one bar per server, on a log axis (4 KiB and 256 MiB differ by decades). */
+export function httpSvg(r: HttpBenchResult): string {
+  const sizes = r.options.sizes
+  return barChart({
+    title: 'HTTP file serving over loopback, GB/s of body (median; whiskers min-max; log scale)',
+    groups: sizes.map(chunkLabel),
+    series: httpServers(r),
+    value: (name, gi) => httpFind(r, name, sizes[gi])?.gbps,
+    log: true,
+  })
 }

@@ -323,16 +323,14 @@ fn closing_the_callers_fd_and_reusing_its_number_never_redirects_bytes() {
         )
     };
     // Close the caller's descriptor behind the engine's back and reuse its number for a file.
+    // `dup2` does both at once: waiting for the kernel to hand the number out again raced with
+    // the other tests of this binary, which open descriptors on other threads.
     let number = tx.into_raw_fd();
-    // SAFETY: we own `number` (into_raw_fd) and close it exactly once.
-    unsafe { libc::close(number) };
     let path = std::env::temp_dir().join(format!("zc-victim-{}", std::process::id()));
     let victim = std::fs::File::create(&path).unwrap();
-    assert_eq!(
-        victim.as_raw_fd(),
-        number,
-        "the number was reused (the scenario happened)"
-    );
+    // SAFETY: we own `number` (into_raw_fd): dup2 closes the socket it named and makes it a
+    // second descriptor of `victim`, closed below exactly once.
+    assert_eq!(unsafe { libc::dup2(victim.as_raw_fd(), number) }, number);
     engine.end(conn);
     let done = wait_done(&rx, 1);
     assert_eq!(done, vec![(1, Ok(data.len()))]);
@@ -347,6 +345,8 @@ fn closing_the_callers_fd_and_reusing_its_number_never_redirects_bytes() {
         "no byte landed in the file"
     );
     drop(victim);
+    // SAFETY: `number` is ours (the dup2 above) and closed only here.
+    unsafe { libc::close(number) };
     std::fs::remove_file(&path).unwrap();
 }
 

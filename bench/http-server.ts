@@ -1,0 +1,112 @@
+/**
+ * One Node.js file server of the HTTP benchmark (bench/http.ts), in its own process:
+ * `node bench/http-server.js <server> <root>` serves `GET /<name>` from the files in `root` on
+ * 127.0.0.1 (a free port) and prints `{"port":N}` on stdout once it listens. nginx, the
+ * non-Node server of the benchmark, is started by bench/http.ts itself.
+ *
+ * The list of servers imports nothing heavy, so the harness can check `--only` against it; each
+ * server loads its framework only when it is the one started.
+ */
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { basename, join } from 'node:path'
+
+/** One server of the benchmark, in table order. */
+export interface HttpServer {
+  name: string
+  describe: string
+}
+
+/** Every server, in table order; `nginx` is the reference. */
+export const HTTP_SERVERS: HttpServer[] = [
+  { name: 'nginx', describe: "Debian's nginx, one worker, `sendfile on; tcp_nopush on; access_log off;`, keep-alive" },
+  { name: 'respondWithFile', describe: 'node:http + `respondWithFile(res, path)` (this package)' },
+  { name: 'pipe', describe: 'node:http + `fs.createReadStream(path).pipe(res)`, `Content-Length` from `fs.stat`' },
+  { name: 'send', describe: '`send(req, path).pipe(res)` (the engine of `express.static` / `serve-static`)' },
+  { name: 'fastify-static', describe: 'fastify + `@fastify/static`, `reply.sendFile(name)`' },
+  { name: 'serve-static', describe: 'node:http + `serve-static(root)` middleware (what `express.static` is)' },
+  { name: 'serveStatic', describe: 'node:http + `serveStatic(root)` middleware (this package, the drop-in for serve-static)' },
+]
+
+/** The file a request names: only its last path segment, so nothing outside `root` is served. */
+function fileOf(root: string, url: string | undefined): string {
+  return join(root, basename(decodeURIComponent((url ?? '/').split('?')[0])))
+}
+
+function notFound(res: http.ServerResponse): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  res.statusCode = 404
+  res.end()
+}
+
+async function listen(server: http.Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return (server.address() as AddressInfo).port
+}
+
+async function start(name: string, root: string): Promise<number> {
+  switch (name) {
+    case 'respondWithFile': {
+      const { respondWithFile } = await import('../index')
+      return listen(
+        http.createServer((req, res) => {
+          respondWithFile(res, fileOf(root, req.url)).catch(() => notFound(res))
+        }),
+      )
+    }
+    case 'pipe':
+      return listen(
+        http.createServer((req, res) => {
+          const path = fileOf(root, req.url)
+          stat(path).then(
+            (st) => {
+              res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size })
+              createReadStream(path).on('error', () => res.destroy()).pipe(res)
+            },
+            () => notFound(res),
+          )
+        }),
+      )
+    case 'send': {
+      const send = (await import('send')).default
+      return listen(
+        http.createServer((req, res) => {
+          send(req, basename(fileOf(root, req.url)), { root }).on('error', () => notFound(res)).pipe(res)
+        }),
+      )
+    }
+    case 'fastify-static': {
+      const fastify = (await import('fastify')).default({ logger: false })
+      await fastify.register((await import('@fastify/static')).default, { root, serve: false })
+      fastify.get<{ Params: { name: string } }>('/:name', (req, reply) => reply.sendFile(req.params.name))
+      await fastify.listen({ port: 0, host: '127.0.0.1' })
+      return (fastify.server.address() as AddressInfo).port
+    }
+    case 'serve-static':
+    case 'serveStatic': {
+      const middleware =
+        name === 'serveStatic' ? (await import('../lib/static')).serveStatic(root) : (await import('serve-static')).default(root)
+      return listen(http.createServer((req, res) => middleware(req, res, () => notFound(res))))
+    }
+    default:
+      throw new Error(`unknown server '${name}' (known: ${HTTP_SERVERS.filter((s) => s.name !== 'nginx').map((s) => s.name).join(', ')})`)
+  }
+}
+
+if (require.main === module) {
+  const [name, root] = process.argv.slice(2)
+  // The harness stops servers with SIGTERM; exiting normally lets `node --cpu-prof` write its profile.
+  process.on('SIGTERM', () => process.exit(0))
+  start(name, root).then(
+    (port) => process.stdout.write(`${JSON.stringify({ port })}\n`),
+    (e) => {
+      console.error(`http-server ${name}: ${(e as Error).message}`)
+      process.exit(1)
+    },
+  )
+}
