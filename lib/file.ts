@@ -3,16 +3,15 @@
  * in chunks for the fallback path. The engine path reads on the engine's own thread.
  * @module
  */
-import { constants as fsConstants, type Stats } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
-import { read as readCb, fstat as fstatCb } from 'node:fs'
+import { closeSync, constants as fsConstants, fstatSync, open as openCb, read as readCb, type Stats } from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
 import { promisify } from 'node:util'
 
 import { binding } from './native'
 import { codedError, errnoError, invalidArgType, invalidArgValue, outOfRange, type ZeroCopyError } from './errors'
 import { validateAbortSignal, validateInteger, validateOptions } from './validate'
 
-const fstat = promisify(fstatCb)
+const open = promisify(openCb)
 const read = promisify(readCb)
 
 /** What `sendFile` sends: a path, a file descriptor, or an open `FileHandle`. */
@@ -101,27 +100,30 @@ export function releaseTaken(taken: TakenFile): void {
  * the end. The result's `close()` closes what was opened or duplicated (never the caller's own).
  */
 export async function prepareFile(taken: TakenFile, options: SendFileOptions | undefined): Promise<PreparedFile> {
-  let handle: FileHandle | undefined
+  // Only the open goes to the thread pool: a path lookup can wait for the disk. `fstat` of an
+  // open descriptor and `close` of a read-only one never do, and each thread-pool round trip
+  // cost a small HTTP response more than its body (measured with bench:http at 4 KiB).
+  let opened: number | undefined
   let fd: number
   let dup: number | undefined
   const path = 'path' in taken ? taken.path : undefined
   if ('path' in taken) {
-    handle = await open(taken.path, fsConstants.O_RDONLY)
-    fd = handle.fd
+    opened = await open(taken.path, fsConstants.O_RDONLY)
+    fd = opened
   } else {
     fd = taken.fd
     if (taken.owned) dup = fd
   }
   const close = async (): Promise<void> => {
-    await handle?.close()
-    handle = undefined
+    if (opened !== undefined) closeSync(opened)
+    opened = undefined
     if (dup !== undefined) binding.closeFd(dup)
     dup = undefined
   }
   try {
     let stats: Stats
     try {
-      stats = await fstat(fd)
+      stats = fstatSync(fd)
     } catch (e) {
       throw withPath(errnoError((e as ZeroCopyError).code ?? 'EBADF', 'fstat'), path)
     }
