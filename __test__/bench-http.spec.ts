@@ -79,10 +79,18 @@ test('bench:http options: sizes with units, and clear errors for bad values befo
     }
     return { opts: cmd.opts(), error: errors.join('') }
   }
-  t.deepEqual(parse('--sizes', '4K,1M', '--duration', '2', '--reps', '5', '--only', 'nginx,send').opts, { sizes: [4096, 1 << 20], duration: 2, reps: 5, only: ['nginx', 'send'] })
+  t.deepEqual(parse('--sizes', '4K,1M', '--duration', '2', '--reps', '5', '--only', 'nginx,send').opts, {
+    sizes: [4096, 1 << 20],
+    duration: 2,
+    reps: 5,
+    only: ['nginx', 'send'],
+  })
   t.regex(parse('--sizes', '4K,0').error, /expected a file size .* got '0'/)
   t.regex(parse('--sizes', '2G').error, /expected a file size from 1 byte to 1 GiB/)
   t.regex(parse('--duration', '0.3').error, /expected whole seconds from 1 to 600, got '0.3'/)
   t.regex(parse('--reps', '-1').error, /expected a count/)
-  t.regex(parse('--only', 'nginx,apache').error, /unknown server 'apache' \(known: nginx, respondWithFile, pipe, send, fastify-static, serve-static, serveStatic\)/)
+  t.regex(
+    parse('--only', 'nginx,apache').error,
+    /unknown server 'apache' \(known: nginx, respondWithFile, pipe, send, fastify-static, serve-static, serveStatic\)/,
+  )
 })

@@ -59,7 +59,10 @@ for (const mode of ['file', 'auto', 'always', 'never']) {
     t.is(recv.code, 0, recv.stderr)
     t.true(out.equals(data), 'the received file is identical')
     t.true(recv.stdout.includes(`sha256 ${sha}`), recv.stdout.join('\n'))
-    t.true(send.stdout.some((l) => l === `peer confirmed ${data.length} bytes, sha256 ${sha}`), send.stdout.join('\n'))
+    t.true(
+      send.stdout.some((l) => l === `peer confirmed ${data.length} bytes, sha256 ${sha}`),
+      send.stdout.join('\n'),
+    )
     t.regex(send.stdout[0], new RegExp(`^sent ${data.length} bytes .* GB/s \\(mode ${mode}\\)$`))
     t.true(send.stdout.some((l) => /zero-copy sends: +\d+/.test(l)))
     t.true(send.stdout.some((l) => /^ {2}fallback: /.test(l)))
@@ -76,7 +79,10 @@ test('errors exit non-zero with one line and no stack trace', async (t) => {
     [['send', dir, '--to', '127.0.0.1:9'], /^zerocopy-socket: is a directory: .* \(EISDIR\)$/],
     [['frobnicate'], /^error: unknown command 'frobnicate'/],
     [['bench', '--reps', 'x'], /^error: option '--reps <n>' argument 'x' is invalid\. expected a count, got 'x' \(run with --help for usage\)$/],
-    [['bench', '--chunks', '1024,-5'], /^error: option '--chunks <sizes>' argument '1024,-5' is invalid\. expected a size in bytes from 1 to 67108864, got '-5' \(run with --help for usage\)$/],
+    [
+      ['bench', '--chunks', '1024,-5'],
+      /^error: option '--chunks <sizes>' argument '1024,-5' is invalid\. expected a size in bytes from 1 to 67108864, got '-5' \(run with --help for usage\)$/,
+    ],
   ]
   for (const [args, message] of cases) {
     const r = await cli(args)
@@ -114,7 +120,10 @@ function failsWithOneLine(t: ExecutionContext, r: Done, message: RegExp, what: s
   const lines = r.stderr.replace(/\n$/, '').split('\n')
   t.is(lines.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`)
   t.regex(lines[0], message, what)
-  t.false(lines.some((l) => l.startsWith('    at ')), `${what}: no stack trace`)
+  t.false(
+    lines.some((l) => l.startsWith('    at ')),
+    `${what}: no stack trace`,
+  )
 }
 
 test('recv --out that cannot be written (a directory, a missing directory) fails before listening, with one line', async (t) => {
@@ -127,12 +136,16 @@ test('recv --out that cannot be written (a directory, a missing directory) fails
     // Were it to listen anyway (as it used to), a sender connects: the failure must not wait for one.
     const r = await cli(['recv', '--port', '0', '--out', out, '--quiet'], (l) => {
       const m = /listening on .*:(\d+)$/.exec(l)
-      if (m) net.connect(Number(m[1]), '127.0.0.1', function (this: net.Socket) {
-        this.on('error', () => {}).end('raw bytes')
-      })
+      if (m)
+        net.connect(Number(m[1]), '127.0.0.1', function (this: net.Socket) {
+          this.on('error', () => {}).end('raw bytes')
+        })
     })
     failsWithOneLine(t, r, message, `--out ${out}`)
-    t.false(r.stdout.some((l) => l.startsWith('listening on')), 'it did not listen')
+    t.false(
+      r.stdout.some((l) => l.startsWith('listening on')),
+      'it did not listen',
+    )
   }
 })
 
@@ -144,7 +157,12 @@ for (const mode of ['file', 'auto', 'always', 'never']) {
     t.teardown(() => receiver.kill())
     const [port] = await new Promise<string[]>((resolve) => createInterface({ input: receiver.stdout }).once('line', (l) => resolve([l])))
     const r = await cli(['send', file, '--to', `127.0.0.1:${port}`, '--mode', mode, '--quiet'])
-    failsWithOneLine(t, r, new RegExp(`^zerocopy-socket: the receiver at 127\\.0\\.0\\.1:${port} closed the connection after \\d+ of ${32 << 20} bytes \\(\\w+\\)$`), mode)
+    failsWithOneLine(
+      t,
+      r,
+      new RegExp(`^zerocopy-socket: the receiver at 127\\.0\\.0\\.1:${port} closed the connection after \\d+ of ${32 << 20} bytes \\(\\w+\\)$`),
+      mode,
+    )
     t.is(r.code, 1)
   })
 }
@@ -152,14 +170,25 @@ for (const mode of ['file', 'auto', 'always', 'never']) {
 test('send --to without a usable port (0, missing) fails with one line before connecting', async (t) => {
   for (const to of ['127.0.0.1:0', '127.0.0.1:', '[::1]', 'localhost:65536']) {
     const r = await cli(['send', CLI, '--to', to])
-    failsWithOneLine(t, r, new RegExp(`^zerocopy-socket: --to must be HOST:PORT with a port from 1 to 65535, got '${to.replace(/[[\].]/g, '\\$&')}' \\(ERR_INVALID_ARG_VALUE\\)$`), to)
+    failsWithOneLine(
+      t,
+      r,
+      new RegExp(`^zerocopy-socket: --to must be HOST:PORT with a port from 1 to 65535, got '${to.replace(/[[\].]/g, '\\$&')}' \\(ERR_INVALID_ARG_VALUE\\)$`),
+      to,
+    )
   }
 })
 
 test('bench rejects sizes it cannot run and unknown variants with one line, before any child starts', async (t) => {
   const cases: [string[], RegExp][] = [
-    [['--chunks', '99999999999999'], /^error: option '--chunks <sizes>' argument '99999999999999' is invalid\. expected a size in bytes from 1 to 67108864, got '99999999999999' \(run with --help for usage\)$/],
-    [['--only', 'nosuch'], /^error: option '--only <variants>' argument 'nosuch' is invalid\. unknown variant 'nosuch' \(known: node_write, .*, c_splice, sink\) \(run with --help for usage\)$/],
+    [
+      ['--chunks', '99999999999999'],
+      /^error: option '--chunks <sizes>' argument '99999999999999' is invalid\. expected a size in bytes from 1 to 67108864, got '99999999999999' \(run with --help for usage\)$/,
+    ],
+    [
+      ['--only', 'nosuch'],
+      /^error: option '--only <variants>' argument 'nosuch' is invalid\. unknown variant 'nosuch' \(known: node_write, .*, c_splice, sink\) \(run with --help for usage\)$/,
+    ],
     [['--only', 'zc_auto,nosuch'], /^error: option '--only <variants>' argument 'zc_auto,nosuch' is invalid\. unknown variant 'nosuch' /],
   ]
   for (const [args, message] of cases) {
@@ -177,7 +206,10 @@ test('bench keeps its scratch files in a temporary directory, removed after a ru
   const run = async (env: Record<string, string>): Promise<Done> => {
     const cwd = mkdtempSync(join(dir, 'bench-cwd-'))
     const scratch = mkdtempSync(join(dir, 'bench-tmp-'))
-    const r = await cli(['bench', '--quick', '--only', 'zc_auto', '--chunks', '65536', '--total', String(1 << 20)], undefined, { cwd, env: { TMPDIR: scratch, ...env } })
+    const r = await cli(['bench', '--quick', '--only', 'zc_auto', '--chunks', '65536', '--total', String(1 << 20)], undefined, {
+      cwd,
+      env: { TMPDIR: scratch, ...env },
+    })
     t.false(existsSync(join(cwd, '.bench')), 'no .bench/ in the cwd')
     t.false(existsSync(join(ROOT, '.bench')), 'no .bench/ in the checkout')
     t.deepEqual(readdirSync(scratch), [], 'the scratch directory is gone')
@@ -185,7 +217,10 @@ test('bench keeps its scratch files in a temporary directory, removed after a ru
   }
   const ok = await run({})
   t.is(ok.code, 0, ok.stderr)
-  t.true(ok.stdout.some((l) => l.startsWith('zc_auto')), ok.stdout.join('\n'))
+  t.true(
+    ok.stdout.some((l) => l.startsWith('zc_auto')),
+    ok.stdout.join('\n'),
+  )
   // No compiler on PATH: the harness fails after making its scratch directory.
   const noGcc = mkdtempSync(join(dir, 'bin-'))
   const failed = await run({ PATH: noGcc })

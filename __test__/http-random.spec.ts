@@ -19,7 +19,6 @@ import { patternBytes, rng, runChild, SEED, sha256, zcSerial } from './helpers'
 
 const run = promisify(execFile)
 
-
 interface Corpus {
   dir: string
   files: Buffer[]
@@ -52,7 +51,9 @@ async function server(c: Corpus): Promise<{ port: number; close: () => void; con
   let connections = 0
   const errors: string[] = []
   const s = http.createServer((req, res) => {
-    respondWithFile(res, join(c.dir, req.url!.slice(1)), {}, { range: req.headers.range }).catch((e: NodeJS.ErrnoException) => errors.push(`${req.url}: ${e.code ?? e.message}`))
+    respondWithFile(res, join(c.dir, req.url!.slice(1)), {}, { range: req.headers.range }).catch((e: NodeJS.ErrnoException) =>
+      errors.push(`${req.url}: ${e.code ?? e.message}`),
+    )
   })
   s.on('connection', () => connections++)
   s.listen(0, '127.0.0.1')
@@ -95,7 +96,9 @@ zcSerial(`1,000 random requests through one curl process on one connection (seed
   t.teardown(() => rm(out, { recursive: true, force: true }))
   const asked = Array.from({ length: 1000 }, () => pick(random, c))
   const config = asked
-    .map(({ index, range }, i) => [`url = "http://127.0.0.1:${port}/${index}"`, `output = "${join(out, String(i))}"`, range ? `range = "${range[0]}-${range[1]}"` : ''].join('\n'))
+    .map(({ index, range }, i) =>
+      [`url = "http://127.0.0.1:${port}/${index}"`, `output = "${join(out, String(i))}"`, range ? `range = "${range[0]}-${range[1]}"` : ''].join('\n'),
+    )
     .join('\nnext\n')
   await writeFile(join(out, 'config'), config)
   await run('curl', ['-sS', '--fail', '--config', join(out, 'config')], { maxBuffer: 1 << 20 })
@@ -154,8 +157,14 @@ zcSerial(`clients that reset mid-body at random points: every promise settles, n
   const until = Date.now() + 20_000
   while (outcomes.length < rounds + 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
   t.is(outcomes.length, rounds + 1, 'every response promise settled')
-  t.true(outcomes.slice(1).every((o) => ['ok', 'ECONNRESET', 'EPIPE', 'ERR_STREAM_DESTROYED'].includes(o)), outcomes.join(','))
-  t.true(outcomes.slice(1).some((o) => o !== 'ok'), 'some resets landed mid-body')
+  t.true(
+    outcomes.slice(1).every((o) => ['ok', 'ECONNRESET', 'EPIPE', 'ERR_STREAM_DESTROYED'].includes(o)),
+    outcomes.join(','),
+  )
+  t.true(
+    outcomes.slice(1).some((o) => o !== 'ok'),
+    'some resets landed mid-body',
+  )
   const body = await fetchAll(port)
   t.is(sha256(body), sha256(big), 'the server still serves, byte-exact')
   await new Promise((r) => setTimeout(r, 200))
@@ -200,8 +209,17 @@ test('io_uring switched off (ZEROCOPY_SOCKET_DISABLE=1): responses are byte-exac
   const { code, json, stderr } = await runChild(script, { ZEROCOPY_SOCKET_DISABLE: '1' })
   t.is(code, 0, stderr)
   const o = json as { hashes: string[]; results: { bytes: number; zeroCopy: boolean; fallbackReason: string | null }[]; probe: { code: string } }
-  t.deepEqual(o.hashes, [0, 1, 2, 0].map((i) => sha256(files[i])))
+  t.deepEqual(
+    o.hashes,
+    [0, 1, 2, 0].map((i) => sha256(files[i])),
+  )
   t.is(o.results.length, 4)
-  t.true(o.results.every((r) => typeof r.fallbackReason === 'string' || r.zeroCopy), JSON.stringify(o.results))
-  t.true(o.results.some((r) => /ZEROCOPY_SOCKET_DISABLE/.test(r.fallbackReason ?? '')), JSON.stringify(o.results))
+  t.true(
+    o.results.every((r) => typeof r.fallbackReason === 'string' || r.zeroCopy),
+    JSON.stringify(o.results),
+  )
+  t.true(
+    o.results.some((r) => /ZEROCOPY_SOCKET_DISABLE/.test(r.fallbackReason ?? '')),
+    JSON.stringify(o.results),
+  )
 })

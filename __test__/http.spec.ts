@@ -68,7 +68,13 @@ async function fileServer(s: Site, results: RespondWithFileResult[] = []): Promi
 }
 
 /** GET (or another method) with Node's client; the whole body. */
-function get(agent: http.Agent, port: number, path: string, headers: http.OutgoingHttpHeaders = {}, method = 'GET'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+function get(
+  agent: http.Agent,
+  port: number,
+  path: string,
+  headers: http.OutgoingHttpHeaders = {},
+  method = 'GET',
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path, agent, headers, method }, (res) => {
       const chunks: Buffer[] = []
@@ -98,7 +104,7 @@ zcSerial('keep-alive: 60 responses of every size on one connection, byte-exact, 
   }
   t.is(connections(), 1, 'one connection served them all')
   // The last promise settles just after its response (the file is closed after the body).
-  for (const until = Date.now() + 5000; results.length < 60 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 5))
+  for (const until = Date.now() + 5000; results.length < 60 && Date.now() < until;) await new Promise((r) => setTimeout(r, 5))
   t.is(results.length, 60)
   t.true(results.every((r) => r.fallbackReason === null && r.zeroCopy))
 })
@@ -329,15 +335,17 @@ test('TLS: the body is streamed through the response, byte-exact, and the result
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false })
   for (const name of ['f5242891.bin', 'f4096.bin']) {
     const body = await new Promise<Buffer>((resolve, reject) => {
-      https.get({ host: '127.0.0.1', port, path: `/${name}`, agent }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks)))
-      }).on('error', reject)
+      https
+        .get({ host: '127.0.0.1', port, path: `/${name}`, agent }, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks)))
+        })
+        .on('error', reject)
     })
     t.true(body.equals(s.files.get(name)!), name)
   }
   agent.destroy()
-  for (const until = Date.now() + 5000; results.length < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 5))
+  for (const until = Date.now() + 5000; results.length < 2 && Date.now() < until;) await new Promise((r) => setTimeout(r, 5))
   t.is(results.length, 2)
   t.false(results[0].zeroCopy)
   t.regex(results[0].fallbackReason ?? '', /TLS/)

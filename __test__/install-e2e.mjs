@@ -77,7 +77,15 @@ const noRustPath = process.env.PATH.split(delimiter)
 /** The environment of every npm/node child: no npm_config_* inherited from `npm run`, own cache and npmrc. */
 function childEnv() {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)))
-  return { ...env, PATH: noRustPath, npm_config_cache: join(work, 'npm-cache'), npm_config_userconfig: join(work, 'npmrc'), npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' }
+  return {
+    ...env,
+    PATH: noRustPath,
+    npm_config_cache: join(work, 'npm-cache'),
+    npm_config_userconfig: join(work, 'npmrc'),
+    npm_config_update_notifier: 'false',
+    npm_config_fund: 'false',
+    npm_config_audit: 'false',
+  }
 }
 
 /**
@@ -150,11 +158,15 @@ log: { type: stdout, format: pretty, level: warn }
   )
   const port = await freePort()
   const url = `http://127.0.0.1:${port}/`
-  registry = spawn(process.execPath, [join(ROOT, 'node_modules/verdaccio/bin/verdaccio'), '--config', join(dir, 'config.yaml'), '--listen', `127.0.0.1:${port}`], {
-    cwd: dir,
-    env: childEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  registry = spawn(
+    process.execPath,
+    [join(ROOT, 'node_modules/verdaccio/bin/verdaccio'), '--config', join(dir, 'config.yaml'), '--listen', `127.0.0.1:${port}`],
+    {
+      cwd: dir,
+      env: childEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   let output = ''
   registry.stdout.on('data', (c) => (output += c))
   registry.stderr.on('data', (c) => (output += c))
@@ -192,7 +204,11 @@ async function platformPackage() {
   // Laid out as actions/download-artifact leaves the build matrix's uploads.
   mkdirSync(join(stage, 'artifacts', `bindings-${HOST_TARGET}`), { recursive: true })
   copyFileSync(built, join(stage, 'artifacts', `bindings-${HOST_TARGET}`, ADDON))
-  await run(process.execPath, [join(ROOT, 'node_modules/@napi-rs/cli/dist/cli.js'), 'artifacts', '--cwd', stage, '--output-dir', 'artifacts', '--npm-dir', 'npm'], { quiet: true })
+  await run(
+    process.execPath,
+    [join(ROOT, 'node_modules/@napi-rs/cli/dist/cli.js'), 'artifacts', '--cwd', stage, '--output-dir', 'artifacts', '--npm-dir', 'npm'],
+    { quiet: true },
+  )
   const dir = join(stage, 'npm', TRIPLE)
   check(readFileSync(join(dir, ADDON)).equals(readFileSync(built)), `napi artifacts put the built ${ADDON} into npm/${TRIPLE}/`)
   return dir
@@ -207,9 +223,15 @@ async function mainTarball() {
   const files = (await run('tar', ['tzf', tgz])).trim().split('\n').sort()
   const inside = JSON.parse(await run('tar', ['xzOf', tgz, 'package/package.json']))
   const wanted = Object.fromEntries(readdirSync(join(ROOT, 'npm')).map((d) => [`${rootPkg.napi.packageName}-${d}`, rootPkg.version]))
-  check(JSON.stringify(Object.entries(inside.optionalDependencies ?? {}).sort()) === JSON.stringify(Object.entries(wanted).sort()), `the tarball's optionalDependencies name all ${Object.keys(wanted).length} platform packages at ${rootPkg.version}`)
+  check(
+    JSON.stringify(Object.entries(inside.optionalDependencies ?? {}).sort()) === JSON.stringify(Object.entries(wanted).sort()),
+    `the tarball's optionalDependencies name all ${Object.keys(wanted).length} platform packages at ${rootPkg.version}`,
+  )
   const stray = files.filter((f) => /\.node$|__test__|\.ts$(?<!\.d\.ts)|soak|stress|\/crates\/|\/npm\//.test(f))
-  check(stray.length === 0, `the tarball ships no addon, tests, TypeScript sources or crates (${files.length} files)${stray.length ? `: ${stray.join(', ')}` : ''}`)
+  check(
+    stray.length === 0,
+    `the tarball ships no addon, tests, TypeScript sources or crates (${files.length} files)${stray.length ? `: ${stray.join(', ')}` : ''}`,
+  )
   for (const f of ['index.js', 'index.d.ts', 'binding.js', 'binding.d.ts', 'lib/native.js', 'lib/socket.d.ts', 'cli/zerocopy-socket.js', 'bench/harness.js']) {
     if (!files.includes(`package/${f}`)) fail(`the tarball lacks ${f}`)
   }
@@ -232,10 +254,16 @@ async function consumer(name, url, installFlags, withBinding) {
 
   const t = await runJson(['transfer.cjs'], app)
   const code = t.probe.reason?.code ?? null
-  check(t.received.bytes === t.sent.bytes && t.received.sha256 === t.sent.sha256, `${name}: require() + 64 MiB of writes and sendFile(): SHA-256 ${t.received.sha256.slice(0, 16)}… equal on both ends`)
+  check(
+    t.received.bytes === t.sent.bytes && t.received.sha256 === t.sent.sha256,
+    `${name}: require() + 64 MiB of writes and sendFile(): SHA-256 ${t.received.sha256.slice(0, 16)}… equal on both ends`,
+  )
   if (withBinding) {
     const here = await runJson(['-e', `console.log(JSON.stringify(require(${JSON.stringify(ROOT)}).probe()))`], ROOT)
-    check(code !== 'no-binding' && t.probe.supported === here.supported, `${name}: the installed binary loaded (supported: ${t.probe.supported}${code ? `, reason ${code}` : ''}, as in the checkout)`)
+    check(
+      code !== 'no-binding' && t.probe.supported === here.supported,
+      `${name}: the installed binary loaded (supported: ${t.probe.supported}${code ? `, reason ${code}` : ''}, as in the checkout)`,
+    )
     check(!t.probe.supported || t.stats.zeroCopySends > 0, `${name}: ${t.stats.zeroCopySends} zero-copy sends, fallback: ${t.stats.fallbackReason ?? 'none'}`)
   } else {
     check(code === 'no-binding' && !t.probe.supported, `${name}: probe() says no-binding: ${t.probe.reason?.message.slice(0, 90)}…`)
@@ -243,12 +271,37 @@ async function consumer(name, url, installFlags, withBinding) {
     check(t.stats.zeroCopySends === 0 && /no native binding/.test(t.stats.fallbackReason ?? ''), `${name}: the transfer took the net.Socket fallback`)
   }
   const esm = await runJson(['esm.mjs'], app)
-  check(esm.connect === 'function' && esm.pool === 'function' && esm.sendZcSync === 'function' && esm.reason === code, `${name}: ESM import { ZeroCopySocket, BufferPool, probe, sendZcSync } works`)
-  await run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--strict', '--noEmit', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules/@types'), 'consumer.ts'], { cwd: app })
+  check(
+    esm.connect === 'function' && esm.pool === 'function' && esm.sendZcSync === 'function' && esm.reason === code,
+    `${name}: ESM import { ZeroCopySocket, BufferPool, probe, sendZcSync } works`,
+  )
+  await run(
+    process.execPath,
+    [
+      join(ROOT, 'node_modules/typescript/bin/tsc'),
+      '--strict',
+      '--noEmit',
+      '--module',
+      'nodenext',
+      '--moduleResolution',
+      'nodenext',
+      '--target',
+      'es2022',
+      '--types',
+      'node',
+      '--typeRoots',
+      join(ROOT, 'node_modules/@types'),
+      'consumer.ts',
+    ],
+    { cwd: app },
+  )
   check(true, `${name}: tsc --strict --noEmit consumer.ts against the installed declarations`)
   const doctor = await run('npx', ['--no', 'zerocopy-socket', 'doctor'], { cwd: app })
   const line = doctor.split('\n').find((l) => l.startsWith('native binding:')) ?? ''
-  check(withBinding ? /^native binding: +loaded$/.test(line) : line.includes('none (no-binding)'), `${name}: npx zerocopy-socket doctor: ${line.replace(/ +/, ' ').slice(0, 80)}`)
+  check(
+    withBinding ? /^native binding: +loaded$/.test(line) : line.includes('none (no-binding)'),
+    `${name}: npx zerocopy-socket doctor: ${line.replace(/ +/, ' ').slice(0, 80)}`,
+  )
 }
 
 let failed = false

@@ -1,4 +1,3 @@
-
 import test from 'ava'
 
 import { BufferPool, ZeroCopySocket } from '../index'
@@ -111,4 +110,3 @@ if (!isRoot) console.error('\n!!! not root: the RLIMIT_MEMLOCK pool test is SKIP
   t.regex(out.reason, /ENOMEM.*RLIMIT_MEMLOCK: 65536 bytes/)
   t.true(out.match, 'bytes identical through ordinary memory')
 })
-

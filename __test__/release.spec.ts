@@ -127,3 +127,22 @@ zcSerial('the engine’s progress counts as activity for socket.setTimeout; idle
   t.true(timeouts >= 1, 'an idle socket still times out after release')
   t.true(bytes > 0)
 })
+
+zcSerial('socket.end() while release() runs is not lost: the socket ends once it is handed back', async (t) => {
+  // node:http calls socket.end() when a keep-alive client leaves; if that came while the last
+  // body's release was running, the call was dropped and the connection stayed open for good.
+  for (let i = 0; i < 10; i++) {
+    const { client, server, close } = await loopbackPair()
+    const received = collect(server)
+    const zs = ZeroCopySocket.from(client)
+    const data = patternBytes(2 << 20, i)
+    void zs.write(data)
+    const releasing = zs.release()
+    client.end(Buffer.from('!'))
+    const socket = await deadline(releasing, 10_000, 'release')
+    t.is(socket, client)
+    const got = await deadline(received, 10_000, `round ${i}: the peer sees the end`)
+    t.true(got.equals(Buffer.concat([data, Buffer.from('!')])), `round ${i}: every byte, then the FIN`)
+    close()
+  }
+})

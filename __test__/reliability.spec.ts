@@ -21,14 +21,22 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 zcTest('peer resets at random points: pending writes reject with ECONNRESET/EPIPE, resolved ones are a prefix, no fd leaks', async (t) => {
   const { code, json, stderr } = await runNode(fixture('resets.cjs'), ['24', '7'])
   t.is(code, 0, `the process exits normally: ${stderr}`)
-  const r = json as { results: { fulfilled: number; prefix: boolean; rxIsPrefix: boolean; codes: string[] }[]; before: number; after: number; unhandled: string[] }
+  const r = json as {
+    results: { fulfilled: number; prefix: boolean; rxIsPrefix: boolean; codes: string[] }[]
+    before: number
+    after: number
+    unhandled: string[]
+  }
   t.is(r.results.length, 24)
   for (const run of r.results) {
     t.true(run.prefix, 'no write succeeded after one failed')
     t.true(run.rxIsPrefix, 'the peer got a prefix of the stream: nothing lost in the middle, reordered or repeated')
     for (const c of run.codes) t.true(['ECONNRESET', 'EPIPE'].includes(c), c)
   }
-  t.true(r.results.some((run) => run.codes.length > 0), 'resets hit writes in flight')
+  t.true(
+    r.results.some((run) => run.codes.length > 0),
+    'resets hit writes in flight',
+  )
   t.deepEqual(r.unhandled, [], 'no unhandled rejections')
   t.is(r.after, r.before, 'no fd left open')
 })
@@ -54,40 +62,41 @@ zcSerial('GC storm: thousands of writes whose buffers are dropped at once, gc() 
   t.is(unreleasedRequests(), 0)
 })
 
-for (const chunkBytes of [256 * 1024, 4 * 1024]) zcTest(`a receiver that stops reading (${chunkBytes / 1024} KiB chunks): no busy loop, in-flight bytes bounded by highWaterMark, resumes`, async (t) => {
-  const { client, server, close } = await loopbackPair()
-  t.teardown(close)
-  server.pause()
-  const zs = ZeroCopySocket.from(client)
-  const hwm = chunkBytes < 16384 ? 64 * 1024 : 1 << 20
-  const ws = zs.createWriteStream({ highWaterMark: hwm })
-  const chunk = Buffer.alloc(chunkBytes, 3)
-  let written = 0
-  let maxInFlight = 0
-  const total = 64 << 20
-  const done = (async () => {
-    while (written < total) {
-      written += chunk.length
-      maxInFlight = Math.max(maxInFlight, zs.stats.inFlightBytes)
-      if (!ws.write(chunk)) await new Promise((r) => ws.once('drain', r))
-    }
-    ws.end()
-    await new Promise((r) => ws.once('finish', r))
-  })()
-  await new Promise((r) => setTimeout(r, 300)) // socket buffers full by now
-  const cpu0 = process.cpuUsage()
-  const t0 = Date.now()
-  await new Promise((r) => setTimeout(r, 500))
-  const cpu = process.cpuUsage(cpu0)
-  const busy = (cpu.user + cpu.system) / 1000 / (Date.now() - t0)
-  t.true(busy < 0.2, `CPU while stalled: ${(busy * 100).toFixed(1)}% of a core`)
-  t.true(written < total, 'the writer is held back by backpressure')
-  t.true(maxInFlight <= hwm + chunk.length, `inFlightBytes ${maxInFlight} stayed within highWaterMark`)
-  const received = hashReceived(server)
-  server.resume()
-  await done
-  t.is((await received).bytes, total)
-})
+for (const chunkBytes of [256 * 1024, 4 * 1024])
+  zcTest(`a receiver that stops reading (${chunkBytes / 1024} KiB chunks): no busy loop, in-flight bytes bounded by highWaterMark, resumes`, async (t) => {
+    const { client, server, close } = await loopbackPair()
+    t.teardown(close)
+    server.pause()
+    const zs = ZeroCopySocket.from(client)
+    const hwm = chunkBytes < 16384 ? 64 * 1024 : 1 << 20
+    const ws = zs.createWriteStream({ highWaterMark: hwm })
+    const chunk = Buffer.alloc(chunkBytes, 3)
+    let written = 0
+    let maxInFlight = 0
+    const total = 64 << 20
+    const done = (async () => {
+      while (written < total) {
+        written += chunk.length
+        maxInFlight = Math.max(maxInFlight, zs.stats.inFlightBytes)
+        if (!ws.write(chunk)) await new Promise((r) => ws.once('drain', r))
+      }
+      ws.end()
+      await new Promise((r) => ws.once('finish', r))
+    })()
+    await new Promise((r) => setTimeout(r, 300)) // socket buffers full by now
+    const cpu0 = process.cpuUsage()
+    const t0 = Date.now()
+    await new Promise((r) => setTimeout(r, 500))
+    const cpu = process.cpuUsage(cpu0)
+    const busy = (cpu.user + cpu.system) / 1000 / (Date.now() - t0)
+    t.true(busy < 0.2, `CPU while stalled: ${(busy * 100).toFixed(1)}% of a core`)
+    t.true(written < total, 'the writer is held back by backpressure')
+    t.true(maxInFlight <= hwm + chunk.length, `inFlightBytes ${maxInFlight} stayed within highWaterMark`)
+    const received = hashReceived(server)
+    server.resume()
+    await done
+    t.is((await received).bytes, total)
+  })
 
 zcTest('a file descriptor where a socket is expected: sendZcSync fails with ENOTSOCK, nothing is written', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'zc-notsock-'))
@@ -139,18 +148,21 @@ function underSeccomp(args: string[]): Promise<{ code: number | null; stdout: st
   })
 }
 
-;(process.platform === 'linux' ? test : test.skip)('io_uring blocked by a seccomp filter (as Docker does): probe says why, transfers fall back byte-exact', async (t) => {
-  const r = await underSeccomp([fixture('transfer.cjs'), '200', '5'])
-  t.is(r.code, 0, r.stderr)
-  const o = JSON.parse(r.stdout.trim().split('\n').pop()!)
-  t.false(o.probe.supported)
-  t.is(o.probe.reason.code, 'seccomp')
-  t.is(o.probe.reason.errno, 'EPERM')
-  t.is(o.probe.seccomp, 2)
-  t.regex(o.sent.stats.fallbackReason, /seccomp/)
-  t.is(o.received.sha256, o.sent.sha256)
-  t.is(o.received.bytes, o.sent.bytes)
-})
+;(process.platform === 'linux' ? test : test.skip)(
+  'io_uring blocked by a seccomp filter (as Docker does): probe says why, transfers fall back byte-exact',
+  async (t) => {
+    const r = await underSeccomp([fixture('transfer.cjs'), '200', '5'])
+    t.is(r.code, 0, r.stderr)
+    const o = JSON.parse(r.stdout.trim().split('\n').pop()!)
+    t.false(o.probe.supported)
+    t.is(o.probe.reason.code, 'seccomp')
+    t.is(o.probe.reason.errno, 'EPERM')
+    t.is(o.probe.seccomp, 2)
+    t.regex(o.sent.stats.fallbackReason, /seccomp/)
+    t.is(o.received.sha256, o.sent.sha256)
+    t.is(o.received.bytes, o.sent.bytes)
+  },
+)
 
 ;(process.platform === 'linux' ? test : test.skip)('doctor under the seccomp filter explains it', async (t) => {
   const r = await underSeccomp([`${ROOT}cli/zerocopy-socket.js`, 'doctor'])
@@ -160,20 +172,22 @@ function underSeccomp(args: string[]): Promise<{ code: number | null; stdout: st
   t.regex(r.stdout, /self-test: +4 MiB went out through the fallback/)
 })
 
-
 const DEBUG_ADDON = `${ROOT}build/debug/zerocopy-socket.node`
 
-;(existsSync(DEBUG_ADDON) ? zcTest : test.skip)('debug-assertion build: destroy() and aborts during in-flight SEND_ZC settle every write and leave nothing pinned', async (t) => {
-  const { code, json, stderr } = await runNode(fixture('destroy-abort.cjs'), [], { NAPI_RS_NATIVE_LIBRARY_PATH: DEBUG_ADDON })
-  t.is(code, 0, `no crash or failed debug assertion: ${stderr}`)
-  const r = json as { outcomes: Record<string, number>; unreleased: number; unhandled: string[] }
-  const total = Object.values(r.outcomes).reduce((a, b) => a + b, 0)
-  t.is(total, 20 * 12, 'every write settled')
-  for (const code of Object.keys(r.outcomes)) t.true(['fulfilled', 'ABORT_ERR', 'ERR_STREAM_DESTROYED'].includes(code), code)
-  t.true((r.outcomes.ABORT_ERR ?? 0) > 0 && (r.outcomes.ERR_STREAM_DESTROYED ?? 0) > 0, JSON.stringify(r.outcomes))
-  t.is(r.unreleased, 0, 'the Rust-side count of pinned requests is back to zero')
-  t.deepEqual(r.unhandled, [])
-})
+;(existsSync(DEBUG_ADDON) ? zcTest : test.skip)(
+  'debug-assertion build: destroy() and aborts during in-flight SEND_ZC settle every write and leave nothing pinned',
+  async (t) => {
+    const { code, json, stderr } = await runNode(fixture('destroy-abort.cjs'), [], { NAPI_RS_NATIVE_LIBRARY_PATH: DEBUG_ADDON })
+    t.is(code, 0, `no crash or failed debug assertion: ${stderr}`)
+    const r = json as { outcomes: Record<string, number>; unreleased: number; unhandled: string[] }
+    const total = Object.values(r.outcomes).reduce((a, b) => a + b, 0)
+    t.is(total, 20 * 12, 'every write settled')
+    for (const code of Object.keys(r.outcomes)) t.true(['fulfilled', 'ABORT_ERR', 'ERR_STREAM_DESTROYED'].includes(code), code)
+    t.true((r.outcomes.ABORT_ERR ?? 0) > 0 && (r.outcomes.ERR_STREAM_DESTROYED ?? 0) > 0, JSON.stringify(r.outcomes))
+    t.is(r.unreleased, 0, 'the Rust-side count of pinned requests is back to zero')
+    t.deepEqual(r.unhandled, [])
+  },
+)
 
 zcTest('worker threads that end mid-transfer: every connection ends for its peer, and no descriptor, ring or thread is left', async (t) => {
   const env: Record<string, string> = existsSync(DEBUG_ADDON) ? { NAPI_RS_NATIVE_LIBRARY_PATH: DEBUG_ADDON } : {}

@@ -32,4 +32,3 @@ zcTest('sendZcSync on an AF_UNIX socket fails with EOPNOTSUPP', async (t) => {
   t.is(err?.syscall, 'sendZc')
   t.is(err?.errno, -95)
 })
-

@@ -43,7 +43,11 @@ zcTest('sendFile of 64 MiB, with progress reports that end at the total', async 
   t.is(r.bytes, data.length)
   t.true((await received).equals(data))
   t.true(seen.length > 1, 'several progress reports')
-  t.deepEqual([...seen].sort((a, b) => a - b), seen, 'progress never goes back')
+  t.deepEqual(
+    [...seen].sort((a, b) => a - b),
+    seen,
+    'progress never goes back',
+  )
   t.is(seen.at(-1), data.length)
 })
 

@@ -39,7 +39,20 @@ const IMPLEMENTATIONS: [string, Factory][] = [
 ]
 
 /** The headers whose values must be identical between the two. */
-const COMPARED = ['content-type', 'content-length', 'content-range', 'accept-ranges', 'cache-control', 'etag', 'last-modified', 'location', 'allow', 'content-security-policy', 'x-content-type-options', 'x-custom']
+const COMPARED = [
+  'content-type',
+  'content-length',
+  'content-range',
+  'accept-ranges',
+  'cache-control',
+  'etag',
+  'last-modified',
+  'location',
+  'allow',
+  'content-security-policy',
+  'x-content-type-options',
+  'x-custom',
+]
 
 const SECRET = 'TOP SECRET outside root'
 /** The keep-alive corpus: 0 B to 4 MiB. */
@@ -234,29 +247,123 @@ const REDIRECT_HEADERS = { 'content-type': 'text/html; charset=UTF-8', 'content-
 
 const CASES: Case[] = [
   // basic operations
-  { name: 'serves a file', config: DEFAULT, path: '/todo.txt', status: 200, body: '- groceries', expect: { 'content-type': TEXT, 'content-length': '11', 'accept-ranges': 'bytes', etag: /^W\/"b-/, 'last-modified': / GMT$/, 'cache-control': 'public, max-age=0' } },
+  {
+    name: 'serves a file',
+    config: DEFAULT,
+    path: '/todo.txt',
+    status: 200,
+    body: '- groceries',
+    expect: {
+      'content-type': TEXT,
+      'content-length': '11',
+      'accept-ranges': 'bytes',
+      etag: /^W\/"b-/,
+      'last-modified': / GMT$/,
+      'cache-control': 'public, max-age=0',
+    },
+  },
   { name: 'serves nested files', config: DEFAULT, path: '/users/tobi.txt', status: 200, body: 'ferret' },
-  { name: 'sets Content-Type from the extension', config: DEFAULT, path: '/todo.html', status: 200, body: '<li>groceries</li>', expect: { 'content-type': 'text/html; charset=utf-8' } },
+  {
+    name: 'sets Content-Type from the extension',
+    config: DEFAULT,
+    path: '/todo.html',
+    status: 200,
+    body: '<li>groceries</li>',
+    expect: { 'content-type': 'text/html; charset=utf-8' },
+  },
   { name: 'urlencoded pathnames', config: DEFAULT, path: '/foo%20bar', status: 200, body: 'baz' },
   { name: 'auth-looking URL //todo@txt', config: DEFAULT, path: '//todo@txt', status: 404, body: sorry },
-  { name: 'index.html for a directory', config: DEFAULT, path: '/users/', status: 200, body: '<p>tobi, loki, jane</p>', expect: { 'content-type': 'text/html; charset=utf-8' } },
+  {
+    name: 'index.html for a directory',
+    config: DEFAULT,
+    path: '/users/',
+    status: 200,
+    body: '<p>tobi, loki, jane</p>',
+    expect: { 'content-type': 'text/html; charset=utf-8' },
+  },
   { name: '../ inside root', config: DEFAULT, path: '/users/../todo.txt', status: 200, body: '- groceries' },
-  { name: 'HEAD: headers, no body', config: DEFAULT, method: 'HEAD', path: '/todo.txt', status: 200, body: '', expect: { 'content-length': '11', 'content-type': TEXT } },
+  {
+    name: 'HEAD: headers, no body',
+    config: DEFAULT,
+    method: 'HEAD',
+    path: '/todo.txt',
+    status: 200,
+    body: '',
+    expect: { 'content-length': '11', 'content-type': TEXT },
+  },
   { name: 'HEAD of a large file', config: DEFAULT, method: 'HEAD', path: '/big.bin', status: 200, body: '', expect: { 'content-length': String(BIG.length) } },
   { name: 'POST is skipped (next)', config: DEFAULT, method: 'POST', path: '/todo.txt', status: 404, body: sorry },
-  { name: 'If-None-Match with the ETag: 304', config: DEFAULT, path: '/todo.txt', headers: async () => ({ 'if-none-match': await etagOf('todo.txt') }), status: 304, body: '' },
-  { name: 'If-None-Match another ETag: 200', config: DEFAULT, path: '/todo.txt', headers: () => ({ 'if-none-match': 'W/"nope"' }), status: 200, body: '- groceries' },
-  { name: 'If-Modified-Since in the future: 304', config: DEFAULT, path: '/todo.txt', headers: () => ({ 'if-modified-since': new Date(Date.now() + 86_400_000).toUTCString() }), status: 304, body: '' },
-  { name: 'If-Match mismatch: 412', config: DEFAULT, path: '/todo.txt', headers: () => ({ 'if-match': '"nope"' }), status: 412, body: 'PreconditionFailedError: Precondition Failed' },
-  { name: 'If-Match the ETag: 200', config: DEFAULT, path: '/todo.txt', headers: async () => ({ 'if-match': await etagOf('todo.txt') }), status: 200, body: '- groceries' },
-  { name: 'If-Unmodified-Since in the past: 412', config: DEFAULT, path: '/todo.txt', headers: () => ({ 'if-unmodified-since': new Date(86_400_000).toUTCString() }), status: 412, body: 'PreconditionFailedError: Precondition Failed' },
+  {
+    name: 'If-None-Match with the ETag: 304',
+    config: DEFAULT,
+    path: '/todo.txt',
+    headers: async () => ({ 'if-none-match': await etagOf('todo.txt') }),
+    status: 304,
+    body: '',
+  },
+  {
+    name: 'If-None-Match another ETag: 200',
+    config: DEFAULT,
+    path: '/todo.txt',
+    headers: () => ({ 'if-none-match': 'W/"nope"' }),
+    status: 200,
+    body: '- groceries',
+  },
+  {
+    name: 'If-Modified-Since in the future: 304',
+    config: DEFAULT,
+    path: '/todo.txt',
+    headers: () => ({ 'if-modified-since': new Date(Date.now() + 86_400_000).toUTCString() }),
+    status: 304,
+    body: '',
+  },
+  {
+    name: 'If-Match mismatch: 412',
+    config: DEFAULT,
+    path: '/todo.txt',
+    headers: () => ({ 'if-match': '"nope"' }),
+    status: 412,
+    body: 'PreconditionFailedError: Precondition Failed',
+  },
+  {
+    name: 'If-Match the ETag: 200',
+    config: DEFAULT,
+    path: '/todo.txt',
+    headers: async () => ({ 'if-match': await etagOf('todo.txt') }),
+    status: 200,
+    body: '- groceries',
+  },
+  {
+    name: 'If-Unmodified-Since in the past: 412',
+    config: DEFAULT,
+    path: '/todo.txt',
+    headers: () => ({ 'if-unmodified-since': new Date(86_400_000).toUTCString() }),
+    status: 412,
+    body: 'PreconditionFailedError: Precondition Failed',
+  },
   { name: 'zero-length file', config: DEFAULT, path: '/empty.txt', status: 200, body: '', expect: { 'content-length': '0' } },
   { name: 'hidden files ignored', config: DEFAULT, path: '/.hidden', status: 404, body: sorry },
   { name: 'large file, whole', config: DEFAULT, path: '/big.bin', status: 200, body: BIG, expect: { 'content-type': 'application/octet-stream' } },
   { name: 'missing file: next()', config: DEFAULT, path: '/nope.txt', status: 404, body: sorry },
   // acceptRanges
-  { name: 'acceptRanges false: whole file, no Accept-Ranges', config: RANGES_OFF, path: '/nums.txt', headers: range('bytes=0-4'), status: 200, body: '123456789', expect: { 'accept-ranges': null } },
-  { name: 'acceptRanges true: 206', config: RANGES_ON, path: '/nums.txt', headers: range('bytes=0-4'), status: 206, body: '12345', expect: { 'accept-ranges': 'bytes' } },
+  {
+    name: 'acceptRanges false: whole file, no Accept-Ranges',
+    config: RANGES_OFF,
+    path: '/nums.txt',
+    headers: range('bytes=0-4'),
+    status: 200,
+    body: '123456789',
+    expect: { 'accept-ranges': null },
+  },
+  {
+    name: 'acceptRanges true: 206',
+    config: RANGES_ON,
+    path: '/nums.txt',
+    headers: range('bytes=0-4'),
+    status: 206,
+    body: '12345',
+    expect: { 'accept-ranges': 'bytes' },
+  },
   // cacheControl
   { name: 'cacheControl false: no Cache-Control', config: CACHE_OFF, path: '/todo.txt', status: 200, body: '- groceries', expect: { 'cache-control': null } },
   { name: 'cacheControl false ignores maxAge', config: CACHE_OFF_MAXAGE, path: '/todo.txt', status: 200, expect: { 'cache-control': null } },
@@ -280,7 +387,15 @@ const CASES: Case[] = [
   { name: 'fallthrough: directory, redirect false', config: NO_REDIRECT, path: '/pets', status: 404, body: sorry },
   { name: 'directory with slash, no index', config: DEFAULT, path: '/pets/', status: 404, body: sorry },
   // fallthrough: false
-  { name: 'no fallthrough: POST → 405 with Allow', config: NO_FALLTHROUGH, method: 'POST', path: '/todo.txt', status: 405, body: '', expect: { allow: 'GET, HEAD', 'content-length': '0' } },
+  {
+    name: 'no fallthrough: POST → 405 with Allow',
+    config: NO_FALLTHROUGH,
+    method: 'POST',
+    path: '/todo.txt',
+    status: 405,
+    body: '',
+    expect: { allow: 'GET, HEAD', 'content-length': '0' },
+  },
   { name: 'no fallthrough: malformed → 400', config: NO_FALLTHROUGH, path: '/%', status: 400, body: 'BadRequestError: Bad Request' },
   { name: 'no fallthrough: traversal → 403', config: NO_FALLTHROUGH, path: '/users/../../todo.txt', status: 403, body: 'ForbiddenError: Forbidden' },
   { name: 'no fallthrough: ENAMETOOLONG → 404', config: LONG_ROOT_NO_FT, path: '/', status: 404, body: /^Error: ENAMETOOLONG/ },
@@ -301,7 +416,14 @@ const CASES: Case[] = [
   { name: 'maxAge Infinity: one year', config: MAXAGE_INFINITY, path: '/todo.txt', status: 200, expect: { 'cache-control': 'public, max-age=31536000' } },
   { name: 'maxage (lowercase) in ms', config: MAXAGE_MS, path: '/todo.txt', status: 200, expect: { 'cache-control': 'public, max-age=1' } },
   // redirect
-  { name: 'redirect: trailing slash', config: DEFAULT, path: '/users', status: 301, body: /Redirecting to \/users\//, expect: { location: '/users/', ...REDIRECT_HEADERS } },
+  {
+    name: 'redirect: trailing slash',
+    config: DEFAULT,
+    path: '/users',
+    status: 301,
+    body: /Redirecting to \/users\//,
+    expect: { location: '/users/', ...REDIRECT_HEADERS },
+  },
   { name: 'redirect keeps the query string', config: DEFAULT, path: '/users?name=john', status: 301, expect: { location: '/users/?name=john' } },
   { name: 'redirect never protocol-relative', config: DEFAULT, path: '//users', status: 301, expect: { location: '/users/' } },
   { name: 'redirect encodes', config: DEFAULT, path: '/snow%20%E2%98%83', status: 301, expect: { location: '/snow%20%E2%98%83/' } },
@@ -319,21 +441,122 @@ const CASES: Case[] = [
   { name: 'encoded traversal %2e%2e → 403', config: NO_FALLTHROUGH, path: '/users/%2e%2e/%2e%2e/todo.txt', status: 403, body: 'ForbiddenError: Forbidden' },
   { name: 'root path disclosure → 403', config: NO_FALLTHROUGH, path: '/users/../../site/todo.txt', status: 403, body: 'ForbiddenError: Forbidden' },
   // Range
-  { name: 'Range 0-4', config: DEFAULT, path: '/nums.txt', headers: range('bytes=0-4'), status: 206, body: '12345', expect: { 'content-range': 'bytes 0-4/9', 'content-length': '5' } },
-  { name: 'Range 0-0 is inclusive', config: DEFAULT, path: '/nums.txt', headers: range('bytes=0-0'), status: 206, body: '1', expect: { 'content-range': 'bytes 0-0/9' } },
-  { name: 'Range -3 (suffix)', config: DEFAULT, path: '/nums.txt', headers: range('bytes=-3'), status: 206, body: '789', expect: { 'content-range': 'bytes 6-8/9' } },
-  { name: 'Range 3- (open)', config: DEFAULT, path: '/nums.txt', headers: range('bytes=3-'), status: 206, body: '456789', expect: { 'content-range': 'bytes 3-8/9' } },
-  { name: 'Range last-byte-pos past the end', config: DEFAULT, path: '/nums.txt', headers: range('bytes=2-50'), status: 206, body: '3456789', expect: { 'content-range': 'bytes 2-8/9', 'content-length': '7' } },
-  { name: 'Range first-byte-pos past the end → 416', config: DEFAULT, path: '/nums.txt', headers: range('bytes=9-50'), status: 416, body: 'RangeNotSatisfiableError: Range Not Satisfiable', expect: { 'content-range': 'bytes */9' } },
+  {
+    name: 'Range 0-4',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=0-4'),
+    status: 206,
+    body: '12345',
+    expect: { 'content-range': 'bytes 0-4/9', 'content-length': '5' },
+  },
+  {
+    name: 'Range 0-0 is inclusive',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=0-0'),
+    status: 206,
+    body: '1',
+    expect: { 'content-range': 'bytes 0-0/9' },
+  },
+  {
+    name: 'Range -3 (suffix)',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=-3'),
+    status: 206,
+    body: '789',
+    expect: { 'content-range': 'bytes 6-8/9' },
+  },
+  {
+    name: 'Range 3- (open)',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=3-'),
+    status: 206,
+    body: '456789',
+    expect: { 'content-range': 'bytes 3-8/9' },
+  },
+  {
+    name: 'Range last-byte-pos past the end',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=2-50'),
+    status: 206,
+    body: '3456789',
+    expect: { 'content-range': 'bytes 2-8/9', 'content-length': '7' },
+  },
+  {
+    name: 'Range first-byte-pos past the end → 416',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=9-50'),
+    status: 416,
+    body: 'RangeNotSatisfiableError: Range Not Satisfiable',
+    expect: { 'content-range': 'bytes */9' },
+  },
   { name: 'Range syntactically invalid → 200', config: DEFAULT, path: '/nums.txt', headers: range('asdf'), status: 200, body: '123456789' },
   { name: 'Range several → 200 whole', config: DEFAULT, path: '/nums.txt', headers: range('bytes=0-1,4-5'), status: 200, body: '123456789' },
-  { name: 'Range overlapping → combined 206', config: DEFAULT, path: '/nums.txt', headers: range('bytes=0-1,1-3'), status: 206, body: '1234', expect: { 'content-range': 'bytes 0-3/9' } },
-  { name: 'Range with a fresh If-Range', config: DEFAULT, path: '/nums.txt', headers: async () => ({ range: 'bytes=1-2', 'if-range': await etagOf('nums.txt') }), status: 206, body: '23' },
-  { name: 'Range with a stale If-Range → 200', config: DEFAULT, path: '/nums.txt', headers: () => ({ range: 'bytes=1-2', 'if-range': 'W/"old"' }), status: 200, body: '123456789' },
-  { name: 'Range of a 200 KiB file', config: DEFAULT, path: '/mid.bin', headers: range('bytes=1000-150000'), status: 206, body: MID.subarray(1000, 150_001), expect: { 'content-range': `bytes 1000-150000/${MID.length}` } },
-  { name: 'Range of the tail of a 3 MiB file', config: DEFAULT, path: '/big.bin', headers: range('bytes=-1048583'), status: 206, body: BIG.subarray(BIG.length - 1_048_583) },
-  { name: 'Range on a zero-length file → 416', config: DEFAULT, path: '/empty.txt', headers: range('bytes=0-0'), status: 416, expect: { 'content-range': 'bytes */0' } },
-  { name: 'HEAD with a Range', config: DEFAULT, method: 'HEAD', path: '/nums.txt', headers: range('bytes=0-4'), status: 206, body: '', expect: { 'content-length': '5' } },
+  {
+    name: 'Range overlapping → combined 206',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: range('bytes=0-1,1-3'),
+    status: 206,
+    body: '1234',
+    expect: { 'content-range': 'bytes 0-3/9' },
+  },
+  {
+    name: 'Range with a fresh If-Range',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: async () => ({ range: 'bytes=1-2', 'if-range': await etagOf('nums.txt') }),
+    status: 206,
+    body: '23',
+  },
+  {
+    name: 'Range with a stale If-Range → 200',
+    config: DEFAULT,
+    path: '/nums.txt',
+    headers: () => ({ range: 'bytes=1-2', 'if-range': 'W/"old"' }),
+    status: 200,
+    body: '123456789',
+  },
+  {
+    name: 'Range of a 200 KiB file',
+    config: DEFAULT,
+    path: '/mid.bin',
+    headers: range('bytes=1000-150000'),
+    status: 206,
+    body: MID.subarray(1000, 150_001),
+    expect: { 'content-range': `bytes 1000-150000/${MID.length}` },
+  },
+  {
+    name: 'Range of the tail of a 3 MiB file',
+    config: DEFAULT,
+    path: '/big.bin',
+    headers: range('bytes=-1048583'),
+    status: 206,
+    body: BIG.subarray(BIG.length - 1_048_583),
+  },
+  {
+    name: 'Range on a zero-length file → 416',
+    config: DEFAULT,
+    path: '/empty.txt',
+    headers: range('bytes=0-0'),
+    status: 416,
+    expect: { 'content-range': 'bytes */0' },
+  },
+  {
+    name: 'HEAD with a Range',
+    config: DEFAULT,
+    method: 'HEAD',
+    path: '/nums.txt',
+    headers: range('bytes=0-4'),
+    status: 206,
+    body: '',
+    expect: { 'content-length': '5' },
+  },
   // mount points
   { name: 'index at mount point: redirect', config: MOUNTED_USERS, path: '/users', status: 301, expect: { location: '/users/' } },
   { name: 'index at mount point: served', config: MOUNTED_USERS, path: '/users/', status: 200, body: '<p>tobi, loki, jane</p>' },
@@ -405,7 +628,10 @@ test('both refuse a missing root and a setHeaders that is not a function, with t
   for (const [, make] of IMPLEMENTATIONS) {
     t.throws(() => make(''), { instanceOf: TypeError, message: 'root path required' })
     t.throws(() => make(42 as unknown as string), { instanceOf: TypeError, message: 'root path must be a string' })
-    t.throws(() => make(ROOT, { setHeaders: 'x' as unknown as ServeStaticOptions['setHeaders'] }), { instanceOf: TypeError, message: 'option setHeaders must be function' })
+    t.throws(() => make(ROOT, { setHeaders: 'x' as unknown as ServeStaticOptions['setHeaders'] }), {
+      instanceOf: TypeError,
+      message: 'option setHeaders must be function',
+    })
   }
 })
 
@@ -498,7 +724,6 @@ test('clients that reset mid-body: the server keeps serving, byte-exact', async 
 // ---------------------------------------------------------------------------------------------
 // Keep-alive: a seeded random mix on one connection, every byte checked.
 
-
 interface Step {
   method: string
   path: string
@@ -520,7 +745,8 @@ async function randomSteps(count: number, random: () => number): Promise<Step[]>
       const start = Math.floor(random() * file.length)
       const end = start + Math.floor(random() * (file.length - start))
       steps.push({ method: 'GET', path, headers: { range: `bytes=${start}-${end}` }, status: 206, body: file.subarray(start, end + 1) })
-    } else if (kind === 3) steps.push({ method: 'GET', path, headers: { range: `bytes=${file.length + Math.floor(random() * 10)}-` }, status: 416, body: Buffer.alloc(0) })
+    } else if (kind === 3)
+      steps.push({ method: 'GET', path, headers: { range: `bytes=${file.length + Math.floor(random() * 10)}-` }, status: 416, body: Buffer.alloc(0) })
     else steps.push({ method: 'GET', path, headers: {}, status: 200, body: file })
   }
   return steps
@@ -682,11 +908,13 @@ test('https: the body is streamed through TLS, byte-exact, keep-alive, same head
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false })
     const get = (path: string, headers: http.OutgoingHttpHeaders = {}) =>
       new Promise<Reply>((resolve, reject) => {
-        https.get({ host: '127.0.0.1', port, path, headers, agent }, (res) => {
-          const chunks: Buffer[] = []
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-        }).on('error', reject)
+        https
+          .get({ host: '127.0.0.1', port, path, headers, agent }, (res) => {
+            const chunks: Buffer[] = []
+            res.on('data', (c: Buffer) => chunks.push(c))
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+          })
+          .on('error', reject)
       })
     replies.push([await get('/big.bin'), await get('/mid.bin', { range: 'bytes=3-150002' }), await get('/todo.txt')])
     agent.destroy()

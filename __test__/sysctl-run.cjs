@@ -38,9 +38,17 @@ try {
   }
   check('transfer child exits 0', t.status === 0 && o !== null, t.stderr)
   if (o) {
-    check('probe reports sysctl / EPERM', o.probe.reason?.code === 'sysctl' && o.probe.reason?.errno === 'EPERM' && o.probe.ioUringDisabled === 2, JSON.stringify(o.probe.reason))
+    check(
+      'probe reports sysctl / EPERM',
+      o.probe.reason?.code === 'sysctl' && o.probe.reason?.errno === 'EPERM' && o.probe.ioUringDisabled === 2,
+      JSON.stringify(o.probe.reason),
+    )
     check('fallback reason names the sysctl', /io_uring_disabled=2/.test(o.sent.stats.fallbackReason ?? ''), o.sent.stats.fallbackReason)
-    check('bytes identical through the fallback', o.received.sha256 === o.sent.sha256 && o.received.bytes === o.sent.bytes, `${o.received.bytes} vs ${o.sent.bytes}`)
+    check(
+      'bytes identical through the fallback',
+      o.received.sha256 === o.sent.sha256 && o.received.bytes === o.sent.bytes,
+      `${o.received.bytes} vs ${o.sent.bytes}`,
+    )
   }
   const d = node([path.join(root, 'cli', 'zerocopy-socket.js'), 'doctor'])
   check('doctor exits 0', d.status === 0, d.stderr)

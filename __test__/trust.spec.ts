@@ -276,7 +276,13 @@ test('8: a write after the peer ended the connection rejects EPIPE, as net.Socke
 zcTest('10: an io_uring_enter failure fails every pending write with ERR_ZC_ENGINE_FAILED, no crash, later sockets fall back', async (t) => {
   const { code, json, stderr } = await runNode(fixture('engine-failure.cjs'))
   t.is(code, 0, `no crash: ${stderr}`)
-  const r = json as { pending: string[]; ended: string; failure: string | null; later: { capable: boolean; reason: string; same: boolean }; unhandled: string[] }
+  const r = json as {
+    pending: string[]
+    ended: string
+    failure: string | null
+    later: { capable: boolean; reason: string; same: boolean }
+    unhandled: string[]
+  }
   t.true(r.pending.length > 0)
   for (const c of r.pending) t.true(c === 'ok' || c === 'ERR_ZC_ENGINE_FAILED', c)
   t.true(r.pending.includes('ERR_ZC_ENGINE_FAILED'), JSON.stringify(r.pending))

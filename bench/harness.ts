@@ -170,7 +170,12 @@ async function runOne(v: Variant, port: number, chunk: number, total: number, fi
   }
   const [mode, qd, slots] = v.c!
   const out = await runProcess(join(work, 'csend'), [mode, String(port), String(chunk), String(total), String(qd), String(slots), file])
-  const kv = Object.fromEntries(out.trim().split(/\s+/).map((p) => p.split('=')))
+  const kv = Object.fromEntries(
+    out
+      .trim()
+      .split(/\s+/)
+      .map((p) => p.split('=')),
+  )
   const notifications = Number(kv.notifs ?? 0)
   return {
     variant: v.name,
@@ -270,7 +275,9 @@ async function measure(opts: BenchOptions, work: string): Promise<BenchResult> {
   const withSink = !opts.only || opts.only.includes('sink')
   if (plan.length === 0 && !withSink) {
     // `--only` names known variants (bench/options.ts), but none of them runs here at these chunk sizes.
-    throw Object.assign(new Error(`nothing to run: ${opts.only?.join(',')} at chunk sizes ${chunks.join(',')}${noC ? ` (${noC})` : ''}`), { code: 'ERR_INVALID_ARG_VALUE' })
+    throw Object.assign(new Error(`nothing to run: ${opts.only?.join(',')} at chunk sizes ${chunks.join(',')}${noC ? ` (${noC})` : ''}`), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    })
   }
   const fileSize = Math.min(total, 256 * MiB)
   const file = dataFile(fileSize, work)
@@ -341,7 +348,14 @@ async function measure(opts: BenchOptions, work: string): Promise<BenchResult> {
   if (!opts.quick && !opts.only) {
     writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
     const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
-    writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe]), notes))
+    writeFileSync(
+      join(ROOT, 'docs', 'benchmarks.md'),
+      markdown(
+        result,
+        VARIANTS.map((v) => [v.name, v.describe]),
+        notes,
+      ),
+    )
     log(opts, 'wrote docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json')
   }
   return result
@@ -352,7 +366,14 @@ export async function reportOnly(): Promise<void> {
   const result = JSON.parse(readFileSync(join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as BenchResult
   writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
   const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
-  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, VARIANTS.map((v) => [v.name, v.describe]), notes))
+  writeFileSync(
+    join(ROOT, 'docs', 'benchmarks.md'),
+    markdown(
+      result,
+      VARIANTS.map((v) => [v.name, v.describe]),
+      notes,
+    ),
+  )
 }
 
 /** `npm run bench -- [--quick] [--only a,b,sink] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */

@@ -26,7 +26,8 @@ const UNITS: Record<string, number> = { '': 1, k: KiB, m: MiB, g: GiB }
 export function parseSize(v: string): number {
   const m = /^(\d+)\s*([kmg]?)(?:i?b)?$/i.exec(v.trim())
   const n = m ? Number(m[1]) * UNITS[m[2].toLowerCase()] : NaN
-  if (!Number.isSafeInteger(n) || n <= 0 || n > GiB) throw new InvalidArgumentError(`expected a file size from 1 byte to 1 GiB such as 4096, 64K or 1M, got '${v}'`)
+  if (!Number.isSafeInteger(n) || n <= 0 || n > GiB)
+    throw new InvalidArgumentError(`expected a file size from 1 byte to 1 GiB such as 4096, 64K or 1M, got '${v}'`)
   return n
 }
 

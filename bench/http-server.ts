@@ -66,7 +66,9 @@ async function start(name: string, root: string): Promise<number> {
           stat(path).then(
             (st) => {
               res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size })
-              createReadStream(path).on('error', () => res.destroy()).pipe(res)
+              createReadStream(path)
+                .on('error', () => res.destroy())
+                .pipe(res)
             },
             () => notFound(res),
           )
@@ -76,7 +78,9 @@ async function start(name: string, root: string): Promise<number> {
       const send = (await import('send')).default
       return listen(
         http.createServer((req, res) => {
-          send(req, basename(fileOf(root, req.url)), { root }).on('error', () => notFound(res)).pipe(res)
+          send(req, basename(fileOf(root, req.url)), { root })
+            .on('error', () => notFound(res))
+            .pipe(res)
         }),
       )
     }
@@ -89,12 +93,15 @@ async function start(name: string, root: string): Promise<number> {
     }
     case 'serve-static':
     case 'serveStatic': {
-      const middleware =
-        name === 'serveStatic' ? (await import('../lib/static')).serveStatic(root) : (await import('serve-static')).default(root)
+      const middleware = name === 'serveStatic' ? (await import('../lib/static')).serveStatic(root) : (await import('serve-static')).default(root)
       return listen(http.createServer((req, res) => middleware(req, res, () => notFound(res))))
     }
     default:
-      throw new Error(`unknown server '${name}' (known: ${HTTP_SERVERS.filter((s) => s.name !== 'nginx').map((s) => s.name).join(', ')})`)
+      throw new Error(
+        `unknown server '${name}' (known: ${HTTP_SERVERS.filter((s) => s.name !== 'nginx')
+          .map((s) => s.name)
+          .join(', ')})`,
+      )
   }
 }
 

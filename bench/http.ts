@@ -138,7 +138,8 @@ function ensureTools(opts: HttpBenchOptions, tools: string[]): string[] {
   const missing = tools.filter((t) => !has(t))
   if (missing.length > 0 && process.getuid?.() === 0) {
     log(opts, `installing ${missing.join(' and ')} from Debian for the HTTP benchmark ...`)
-    const install = (): void => void execFileSync('apt-get', ['install', '-y', '-q', ...missing], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+    const install = (): void =>
+      void execFileSync('apt-get', ['install', '-y', '-q', ...missing], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
     try {
       install()
     } catch {
@@ -301,7 +302,11 @@ async function sha256File(path: string): Promise<string> {
 }
 
 /** GET `path` once over `agent`: status, Content-Length and the body's SHA-256 and length. */
-function fetchHash(port: number, path: string, agent: http.Agent): Promise<{ status: number; contentLength: string | undefined; headerBytes: number; bytes: number; sha256: string }> {
+function fetchHash(
+  port: number,
+  path: string,
+  agent: http.Agent,
+): Promise<{ status: number; contentLength: string | undefined; headerBytes: number; bytes: number; sha256: string }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path, agent, timeout: 60_000 }, (res) => {
       const h = createHash('sha256')
@@ -334,7 +339,8 @@ async function check(server: string, work: string, files: Map<number, { name: st
         headerBytes[size] = got.headerBytes
         if (got.status !== 200) wrong.push(`${chunkLabel(size)}: status ${got.status}`)
         else if (got.contentLength !== String(size)) wrong.push(`${chunkLabel(size)}: Content-Length ${got.contentLength}`)
-        else if (got.bytes !== size || got.sha256 !== f.sha256) wrong.push(`${chunkLabel(size)}: ${got.bytes} bytes with SHA-256 ${got.sha256.slice(0, 16)}…, expected ${size} with ${f.sha256.slice(0, 16)}…`)
+        else if (got.bytes !== size || got.sha256 !== f.sha256)
+          wrong.push(`${chunkLabel(size)}: ${got.bytes} bytes with SHA-256 ${got.sha256.slice(0, 16)}…, expected ${size} with ${f.sha256.slice(0, 16)}…`)
       } catch (e) {
         wrong.push(`${chunkLabel(size)}: ${(e as Error).message}`)
       }
@@ -382,7 +388,16 @@ function wrk(port: number, name: string, seconds: number): Promise<string> {
 }
 
 /** Starts `server`, warms it up, measures it with wrk (CPU time read around the measurement), stops it. */
-async function measureOne(server: string, size: number, name: string, rep: number, work: string, duration: number, warmup: number, headerBytes: number): Promise<HttpRun> {
+async function measureOne(
+  server: string,
+  size: number,
+  name: string,
+  rep: number,
+  work: string,
+  duration: number,
+  warmup: number,
+  headerBytes: number,
+): Promise<HttpRun> {
   const running = await startServer(server, work)
   try {
     if (warmup > 0) await wrk(running.port, name, warmup)
@@ -419,7 +434,10 @@ function aggregate(runs: HttpRun[]): HttpRow[] {
 /** A progress bar over the measurements on stderr; silent when not a TTY or not verbose (lines instead). */
 function progress(opts: HttpBenchOptions, total: number): { step(what: string): void; stop(): void } {
   if (opts.verbose === false || !process.stderr.isTTY) return { step: (what) => log(opts, what), stop() {} }
-  const bar = new cliProgress.SingleBar({ stream: process.stderr, format: '{bar} {value}/{total} | {what} | ETA {eta_formatted}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
+  const bar = new cliProgress.SingleBar(
+    { stream: process.stderr, format: '{bar} {value}/{total} | {what} | ETA {eta_formatted}', hideCursor: true, clearOnComplete: true },
+    cliProgress.Presets.shades_classic,
+  )
   bar.start(total, 0, { what: 'starting' })
   return { step: (what) => bar.increment({ what }), stop: () => bar.stop() }
 }
@@ -444,7 +462,7 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
   const missing = ensureTools(opts, ['wrk', 'nginx'])
   let servers = HTTP_SERVERS.map((s) => s.name).filter((s) => !opts.only || opts.only.includes(s))
   if (missing.includes('nginx') && servers.includes('nginx')) {
-    loud('nginx is not installed (apt-get install nginx; needs root and Debian\'s archive): the nginx reference is SKIPPED')
+    loud("nginx is not installed (apt-get install nginx; needs root and Debian's archive): the nginx reference is SKIPPED")
     servers = servers.filter((s) => s !== 'nginx')
   }
   // nginx's worker runs as nobody when we are root: it must be able to reach the files.
@@ -471,17 +489,19 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
   const good = servers.filter((s) => checks.find((c) => c.server === s)?.ok)
   const runs: HttpRun[] = []
   if (missing.includes('wrk')) {
-    loud('wrk is not installed (apt-get install wrk; needs root and Debian\'s archive): nothing is MEASURED, only the correctness checks ran')
+    loud("wrk is not installed (apt-get install wrk; needs root and Debian's archive): nothing is MEASURED, only the correctness checks ran")
   } else {
     const bar = progress(opts, reps * files.size * good.length)
     try {
       for (let rep = 0; rep < reps; rep++) {
         for (const [size, f] of files) {
-          for (const server of shuffle(good, seed + rep * 1000 + size % 997)) {
+          for (const server of shuffle(good, seed + rep * 1000 + (size % 997))) {
             const r = await measureOne(server, size, f.name, rep, work, duration, warmup, checks.find((c) => c.server === server)!.headerBytes[size])
             runs.push(r)
             if (r.errors > 0) loud(`${server} at ${chunkLabel(size)} (rep ${rep + 1}): wrk reported ${r.errors} socket errors or non-2xx responses`)
-            bar.step(`rep ${rep + 1}/${reps} ${server.padEnd(15)} ${chunkLabel(size).padStart(5)}  ${(r.requests / r.seconds).toFixed(0).padStart(7)} req/s  ${(r.bodyBytes / r.seconds / 1e9).toFixed(2)} GB/s`)
+            bar.step(
+              `rep ${rep + 1}/${reps} ${server.padEnd(15)} ${chunkLabel(size).padStart(5)}  ${(r.requests / r.seconds).toFixed(0).padStart(7)} req/s  ${(r.bodyBytes / r.seconds / 1e9).toFixed(2)} GB/s`,
+            )
           }
         }
       }
@@ -524,7 +544,14 @@ function writeDocs(result: HttpBenchResult): void {
   writeFileSync(join(ROOT, 'docs', 'benchmarks-http.svg'), httpSvg(result))
   const notesPath = join(ROOT, 'bench', 'http-analysis.md')
   const notes = existsSync(notesPath) ? readFileSync(notesPath, 'utf8') : ''
-  writeFileSync(join(ROOT, 'docs', 'benchmarks-http.md'), httpMarkdown(result, HTTP_SERVERS.map((s) => [s.name, s.describe]), notes))
+  writeFileSync(
+    join(ROOT, 'docs', 'benchmarks-http.md'),
+    httpMarkdown(
+      result,
+      HTTP_SERVERS.map((s) => [s.name, s.describe]),
+      notes,
+    ),
+  )
 }
 
 if (require.main === module) {

@@ -38,7 +38,9 @@ export function benchOptions(cmd: Command): Command {
   return cmd
     .option('--quick', 'tiny totals: check that everything runs, not how fast')
     .option('--only <variants>', 'only these variants (and `sink`), comma-separated; docs are not written', variants)
-    .option('--chunks <sizes>', `chunk sizes in bytes (1 to ${MAX_CHUNK}), comma-separated`, (v: string) => v.split(',').map((x) => positive(x, `a size in bytes from 1 to ${MAX_CHUNK}`, MAX_CHUNK)))
+    .option('--chunks <sizes>', `chunk sizes in bytes (1 to ${MAX_CHUNK}), comma-separated`, (v: string) =>
+      v.split(',').map((x) => positive(x, `a size in bytes from 1 to ${MAX_CHUNK}`, MAX_CHUNK)),
+    )
     .option('--total <bytes>', 'bytes per run', (v: string) => positive(v, 'bytes'))
     .option('--reps <n>', 'repetitions', (v: string) => positive(v, 'a count'))
     .option('--report-only', 'rewrite docs/benchmarks.md and .svg from docs/benchmarks.json')

@@ -25,7 +25,8 @@ function cell(row: Row | undefined): string {
 
 function variantsOf(r: BenchResult, file: boolean): string[] {
   const names: string[] = []
-  for (const row of r.rows) if (!names.includes(row.variant) && (row.chunk === null || file === /pipe|sendfile|splice/.test(row.variant))) names.push(row.variant)
+  for (const row of r.rows)
+    if (!names.includes(row.variant) && (row.chunk === null || file === /pipe|sendfile|splice/.test(row.variant))) names.push(row.variant)
   return names.filter((n) => file === /pipe|sendfile|splice/.test(n))
 }
 
@@ -37,7 +38,9 @@ export function table(r: BenchResult): string {
   lines.push(head.join(' '))
   for (const name of [...variantsOf(r, false), ...variantsOf(r, true)]) {
     const chunkless = r.rows.some((x) => x.variant === name && x.chunk === null)
-    const cells = chunkless ? [cell(find(r, name, null)).padStart(18), ...chunks.slice(1).map(() => ''.padStart(18))] : chunks.map((c) => cell(find(r, name, c)).padStart(18))
+    const cells = chunkless
+      ? [cell(find(r, name, null)).padStart(18), ...chunks.slice(1).map(() => ''.padStart(18))]
+      : chunks.map((c) => cell(find(r, name, c)).padStart(18))
     lines.push([name.padEnd(18), ...cells].join(' '))
   }
   for (const s of r.skipped) lines.push(`!!! ${s}`)
@@ -69,26 +72,53 @@ export function goals(r: BenchResult): Goal[] {
     p1ok &&= vsNode >= 1 && (vsC === null || vsC >= 0.9)
     p1.push(`${chunkLabel(c)}: ${vsNode.toFixed(2)}× net.Socket${vsC === null ? '' : `, ${vsC.toFixed(2)}× best C`}`)
   }
-  out.push({ id: 'P1', text: "write() with the default policy ≥ 1.0× net.Socket.write and ≥ 0.9× the best C sender, every chunk size", pass: p1.length ? p1ok : null, detail: p1.join('; ') })
+  out.push({
+    id: 'P1',
+    text: 'write() with the default policy ≥ 1.0× net.Socket.write and ≥ 0.9× the best C sender, every chunk size',
+    pass: p1.length ? p1ok : null,
+    detail: p1.join('; '),
+  })
   const sf = med('zc_sendfile', null)
   const pipe = med('node_pipe_default', null)
   const bestCFile = Math.max(...memChunks.flatMap((c) => ['c_sendfile', 'c_splice'].map((v) => med(v, c) ?? 0)))
   if (sf !== undefined && pipe !== undefined) {
     const vsC = bestCFile > 0 ? sf / bestCFile : null
-    out.push({ id: 'P2', text: 'sendFile() ≥ 2× createReadStream().pipe() (default highWaterMark) and ≥ 0.9× the best C file sender', pass: sf / pipe >= 2 && (vsC === null || vsC >= 0.9), detail: `${(sf / pipe).toFixed(2)}× pipe${vsC === null ? '' : `, ${vsC.toFixed(2)}× best C (${bestCFile.toFixed(2)} GB/s)`}` })
+    out.push({
+      id: 'P2',
+      text: 'sendFile() ≥ 2× createReadStream().pipe() (default highWaterMark) and ≥ 0.9× the best C file sender',
+      pass: sf / pipe >= 2 && (vsC === null || vsC >= 0.9),
+      detail: `${(sf / pipe).toFixed(2)}× pipe${vsC === null ? '' : `, ${vsC.toFixed(2)}× best C (${bestCFile.toFixed(2)} GB/s)`}`,
+    })
   }
   const small = memChunks.filter((c) => c <= 8 * KiB)
   const p3 = small.map((c) => [c, (med('zc_auto', c) ?? 0) / (med('node_write', c) ?? Infinity)] as const)
-  out.push({ id: 'P3', text: '1–8 KiB writes with many in flight ≥ 1.0× net.Socket', pass: p3.length ? p3.every(([, x]) => x >= 1) : null, detail: p3.map(([c, x]) => `${chunkLabel(c)}: ${x.toFixed(2)}×`).join('; ') })
+  out.push({
+    id: 'P3',
+    text: '1–8 KiB writes with many in flight ≥ 1.0× net.Socket',
+    pass: p3.length ? p3.every(([, x]) => x >= 1) : null,
+    detail: p3.map(([c, x]) => `${chunkLabel(c)}: ${x.toFixed(2)}×`).join('; '),
+  })
   const eld = r.rows.filter((x) => x.variant === 'zc_auto' && x.eventLoopP99Ms !== null).map((x) => x.eventLoopP99Ms!)
-  out.push({ id: 'P4', text: 'event-loop delay p99 ≤ 5 ms during a saturating transfer (zc_auto)', pass: eld.length ? Math.max(...eld) <= 5 : null, detail: `worst median p99 ${eld.length ? Math.max(...eld).toFixed(2) : '-'} ms` })
+  out.push({
+    id: 'P4',
+    text: 'event-loop delay p99 ≤ 5 ms during a saturating transfer (zc_auto)',
+    pass: eld.length ? Math.max(...eld) <= 5 : null,
+    detail: `worst median p99 ${eld.length ? Math.max(...eld).toFixed(2) : '-'} ms`,
+  })
   const long = r.longRun
   const base = find(r, 'zc_auto', long?.chunk ?? 0)?.maxRssMiB
   if (long && base !== undefined && base !== null) {
     const growth = long.maxRssMiB - base
-    out.push({ id: 'P6', text: `RSS flat (±32 MiB) over an ${(long.bytes / 2 ** 30).toFixed(0)} GiB transfer (zc_auto, ${chunkLabel(long.chunk)})`, pass: Math.abs(growth) <= 32, detail: `peak RSS ${long.maxRssMiB.toFixed(0)} MiB vs ${base.toFixed(0)} MiB for 1 GiB (${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB)` })
+    out.push({
+      id: 'P6',
+      text: `RSS flat (±32 MiB) over an ${(long.bytes / 2 ** 30).toFixed(0)} GiB transfer (zc_auto, ${chunkLabel(long.chunk)})`,
+      pass: Math.abs(growth) <= 32,
+      detail: `peak RSS ${long.maxRssMiB.toFixed(0)} MiB vs ${base.toFixed(0)} MiB for 1 GiB (${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB)`,
+    })
   }
-  const cpu = memChunks.map((c) => [c, find(r, 'zc_auto', c)?.cpuPerGB, find(r, 'node_write', c)?.cpuPerGB] as const).filter(([, a, b]) => a !== undefined && b !== undefined)
+  const cpu = memChunks
+    .map((c) => [c, find(r, 'zc_auto', c)?.cpuPerGB, find(r, 'node_write', c)?.cpuPerGB] as const)
+    .filter(([, a, b]) => a !== undefined && b !== undefined)
   const sink = sinkSummary(r)
   if (sink) {
     out.push({
@@ -98,7 +128,12 @@ export function goals(r: BenchResult): Goal[] {
       detail: `${sink.zc.copied} of ${sink.zc.notifications} notifications copied; ${sink.zc.cpuPerGB.toFixed(3)} vs ${sink.send.cpuPerGB.toFixed(3)} CPU s/GB (${(sink.send.cpuPerGB / sink.zc.cpuPerGB).toFixed(2)}× less)`,
     })
   }
-  out.push({ id: 'P5', text: 'sender CPU per GB ≤ net.Socket’s (zc_auto vs node_write)', pass: cpu.length ? cpu.every(([, a, b]) => a! <= b!) : null, detail: cpu.map(([c, a, b]) => `${chunkLabel(c)}: ${a!.toFixed(2)} vs ${b!.toFixed(2)} s/GB`).join('; ') })
+  out.push({
+    id: 'P5',
+    text: 'sender CPU per GB ≤ net.Socket’s (zc_auto vs node_write)',
+    pass: cpu.length ? cpu.every(([, a, b]) => a! <= b!) : null,
+    detail: cpu.map(([c, a, b]) => `${chunkLabel(c)}: ${a!.toFixed(2)} vs ${b!.toFixed(2)} s/GB`).join('; '),
+  })
   return out
 }
 
@@ -148,12 +183,18 @@ export function markdown(r: BenchResult, described: [string, string][], notes = 
     const cells = chunkless ? [`${cell(find(r, name, null))} (file)`, ...chunks.slice(1).map(() => '')] : chunks.map((c) => cell(find(r, name, c)))
     lines.push(`| ${name} | ${cells.join(' | ')} |`)
   }
-  lines.push('', 'Sender CPU seconds per GB (median), event-loop delay p99 (ms, Node senders), peak RSS (MiB), share of zero-copy notifications that reported `ZC_COPIED`:', '')
+  lines.push(
+    '',
+    'Sender CPU seconds per GB (median), event-loop delay p99 (ms, Node senders), peak RSS (MiB), share of zero-copy notifications that reported `ZC_COPIED`:',
+    '',
+  )
   lines.push('| variant | chunk | CPU s/GB | loop p99 ms | RSS MiB | ZC_COPIED |', '|---|---|---|---|---|---|')
   const order = new Map(rows.map((name, i) => [name, i]))
   const sorted = [...r.rows].sort((a, b) => (order.get(a.variant) ?? 99) - (order.get(b.variant) ?? 99) || (a.chunk ?? 0) - (b.chunk ?? 0))
   for (const row of sorted) {
-    lines.push(`| ${row.variant} | ${chunkLabel(row.chunk)} | ${row.cpuPerGB.toFixed(2)} | ${row.eventLoopP99Ms?.toFixed(2) ?? '-'} | ${row.maxRssMiB?.toFixed(0) ?? '-'} | ${row.copiedShare === null ? '-' : `${(row.copiedShare * 100).toFixed(0)}%`} |`)
+    lines.push(
+      `| ${row.variant} | ${chunkLabel(row.chunk)} | ${row.cpuPerGB.toFixed(2)} | ${row.eventLoopP99Ms?.toFixed(2) ?? '-'} | ${row.maxRssMiB?.toFixed(0) ?? '-'} | ${row.copiedShare === null ? '-' : `${(row.copiedShare * 100).toFixed(0)}%`} |`,
+    )
   }
   const sink = sinkSummary(r)
   if (sink && r.sink && !('skipped' in r.sink)) {
@@ -165,7 +206,10 @@ export function markdown(r: BenchResult, described: [string, string][], notes = 
       '',
       '| mode | GB/s | CPU s/GB | notifications | ZC_COPIED |',
       '|---|---|---|---|---|',
-      ...(['zc', 'send'] as const).map((m) => `| ${m === 'zc' ? 'SEND_ZC' : 'SEND'} | ${sink[m].gbps.toFixed(2)} | ${sink[m].cpuPerGB.toFixed(3)} | ${m === 'zc' ? sink[m].notifications : '-'} | ${m === 'zc' ? sink[m].copied : '-'} |`),
+      ...(['zc', 'send'] as const).map(
+        (m) =>
+          `| ${m === 'zc' ? 'SEND_ZC' : 'SEND'} | ${sink[m].gbps.toFixed(2)} | ${sink[m].cpuPerGB.toFixed(3)} | ${m === 'zc' ? sink[m].notifications : '-'} | ${m === 'zc' ? sink[m].copied : '-'} |`,
+      ),
     )
   }
   lines.push('', '## Goals (ratios from this run)', '', '| goal | | result |', '|---|---|---|')
@@ -205,12 +249,17 @@ export function barChart(c: BarChart): string {
   const groupW = (W - left - 20) / c.groups.length
   const barW = (groupW - 10) / c.series.length
   const y = (v: number): number => 40 + plotH - ((c.log ? Math.log10(Math.max(v, 10 ** lo)) - lo : v) / (hi - lo)) * plotH
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`, `<text x="${left}" y="20" font-size="14">${c.title}</text>`]
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+    `<text x="${left}" y="20" font-size="14">${c.title}</text>`,
+  ]
   const ticks: number[] = []
   if (c.log) for (let e = lo; e <= hi; e++) ticks.push(10 ** e)
   else for (let t = 0; t <= max; t += max > 4 ? 1 : 0.5) ticks.push(t)
   for (const t of ticks) {
-    parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${c.log ? Number(t.toPrecision(1)) : t}</text>`)
+    parts.push(
+      `<line x1="${left}" x2="${W - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${c.log ? Number(t.toPrecision(1)) : t}</text>`,
+    )
   }
   const base = c.log ? 10 ** lo : 0
   c.groups.forEach((label, gi) => {
@@ -220,7 +269,9 @@ export function barChart(c: BarChart): string {
       const bar = c.value(name, gi)
       if (!bar || (c.log && bar.median <= 0)) return
       const x = gx + i * barW
-      parts.push(`<rect x="${x.toFixed(1)}" y="${y(bar.median).toFixed(1)}" width="${(barW - 1).toFixed(1)}" height="${(y(base) - y(bar.median)).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>`)
+      parts.push(
+        `<rect x="${x.toFixed(1)}" y="${y(bar.median).toFixed(1)}" width="${(barW - 1).toFixed(1)}" height="${(y(base) - y(bar.median)).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>`,
+      )
       const cx = (x + barW / 2).toFixed(1)
       parts.push(`<line x1="${cx}" x2="${cx}" y1="${y(bar.max).toFixed(1)}" y2="${y(bar.min).toFixed(1)}" stroke="#333"/>`)
     })
@@ -284,13 +335,36 @@ export function httpGoals(r: HttpBenchResult): Goal[] {
       const b = rate(other, s)
       return a === undefined || b === undefined || b === 0 ? [] : [[s, a / b] as const]
     })
-    return { id, text, pass: parts.length && min !== null ? parts.every(([, x]) => x >= min) : null, detail: parts.map(([s, x]) => `${chunkLabel(s)}: ${x.toFixed(2)}×`).join('; ') || 'not measured' }
+    return {
+      id,
+      text,
+      pass: parts.length && min !== null ? parts.every(([, x]) => x >= min) : null,
+      detail: parts.map(([s, x]) => `${chunkLabel(s)}: ${x.toFixed(2)}×`).join('; ') || 'not measured',
+    }
   }
   const sizes = r.options.sizes
   return [
-    ratio('H1', 'respondWithFile ≥ 0.9× nginx at 1 MiB and above', 'nginx', sizes.filter((s) => s >= 1 << 20), 0.9),
-    ratio('H2', 'respondWithFile ≥ 2× `send` at 64 KiB and above', 'send', sizes.filter((s) => s >= 64 * KiB), 2),
-    ratio('H3', 'respondWithFile ≥ 1.0× `createReadStream().pipe()` at 4 KiB', 'pipe', sizes.filter((s) => s === 4 * KiB), 1),
+    ratio(
+      'H1',
+      'respondWithFile ≥ 0.9× nginx at 1 MiB and above',
+      'nginx',
+      sizes.filter((s) => s >= 1 << 20),
+      0.9,
+    ),
+    ratio(
+      'H2',
+      'respondWithFile ≥ 2× `send` at 64 KiB and above',
+      'send',
+      sizes.filter((s) => s >= 64 * KiB),
+      2,
+    ),
+    ratio(
+      'H3',
+      'respondWithFile ≥ 1.0× `createReadStream().pipe()` at 4 KiB',
+      'pipe',
+      sizes.filter((s) => s === 4 * KiB),
+      1,
+    ),
     ratio('S1', '`serveStatic` against `serve-static` (the ratio, every size)', 'serve-static', sizes, null, 'serveStatic'),
   ]
 }
@@ -324,7 +398,9 @@ export function httpMarkdown(r: HttpBenchResult, described: [string, string][], 
     '',
     '| goal | | result |',
     '|---|---|---|',
-    ...httpGoals(r).map((g) => `| ${g.id}: ${g.text} | ${g.pass === null ? (g.id.startsWith('S') ? 'ratio' : 'n/a') : g.pass ? 'met' : '**missed**'} | ${g.detail} |`),
+    ...httpGoals(r).map(
+      (g) => `| ${g.id}: ${g.text} | ${g.pass === null ? (g.id.startsWith('S') ? 'ratio' : 'n/a') : g.pass ? 'met' : '**missed**'} | ${g.detail} |`,
+    ),
     '',
     '## Per server and size',
     '',
@@ -335,7 +411,9 @@ export function httpMarkdown(r: HttpBenchResult, described: [string, string][], 
     for (const name of servers) {
       const row = httpFind(r, name, size)
       if (!row) continue
-      lines.push(`| ${name} | ${chunkLabel(size)} | ${rpsCell(row)} | ${row.gbps.median.toFixed(3)} [${row.gbps.min.toFixed(3)}-${row.gbps.max.toFixed(3)}] | ${Number.isFinite(row.cpuPerGB) ? row.cpuPerGB.toFixed(2) : '-'} | ${row.p99Ms === null ? '-' : row.p99Ms.toFixed(2)} | ${row.requests} | ${row.errors} |`)
+      lines.push(
+        `| ${name} | ${chunkLabel(size)} | ${rpsCell(row)} | ${row.gbps.median.toFixed(3)} [${row.gbps.min.toFixed(3)}-${row.gbps.max.toFixed(3)}] | ${Number.isFinite(row.cpuPerGB) ? row.cpuPerGB.toFixed(2) : '-'} | ${row.p99Ms === null ? '-' : row.p99Ms.toFixed(2)} | ${row.requests} | ${row.errors} |`,
+      )
     }
   }
   if (notes) lines.push('', notes.trim())

@@ -46,10 +46,14 @@ export function runSink(total: number, reps: number, log: (line: string) => void
   const runs: SinkRun[] = []
   for (let rep = 0; rep < reps; rep++) {
     for (const mode of rep % 2 ? (['send', 'zc'] as const) : (['zc', 'send'] as const)) {
-      const out = execFileSync('unshare', ['--net', 'sh', '-c', `${SETUP} && exec "$0" "$@"`, bin, mode, String(total), String(datagram), '10.77.0.2'], { encoding: 'utf8' })
+      const out = execFileSync('unshare', ['--net', 'sh', '-c', `${SETUP} && exec "$0" "$@"`, bin, mode, String(total), String(datagram), '10.77.0.2'], {
+        encoding: 'utf8',
+      })
       const run = JSON.parse(out.trim().split('\n').pop()!) as SinkRun
       runs.push(run)
-      log(`sink rep ${rep + 1}/${reps} ${mode.padEnd(4)} ${(run.bytes / run.secs / 1e9).toFixed(2)} GB/s, ${(run.cpuSecs / (run.bytes / 1e9)).toFixed(3)} CPU s/GB, ${run.copied}/${run.notifications} copied`)
+      log(
+        `sink rep ${rep + 1}/${reps} ${mode.padEnd(4)} ${(run.bytes / run.secs / 1e9).toFixed(2)} GB/s, ${(run.cpuSecs / (run.bytes / 1e9)).toFixed(3)} CPU s/GB, ${run.copied}/${run.notifications} copied`,
+      )
     }
   }
   return { datagram, runs }

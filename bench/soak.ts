@@ -93,7 +93,9 @@ async function main(): Promise<void> {
     const s = (Date.now() - t0) / 1000
     if (warmRss === 0 && s >= 1) warmRss = rssMiB()
     const errs = [...errors].map(([k, v]) => `${k}=${v}`).join(' ') || 'none'
-    console.log(`${s.toFixed(0).padStart(4)} s  ${(sent / GIB).toFixed(2).padStart(6)} GiB  ${(sent / s / 1e9).toFixed(2)} GB/s  rss ${rssMiB().toFixed(0)} MiB  fds ${fds()}  resets ${resets}  errors ${errs}`)
+    console.log(
+      `${s.toFixed(0).padStart(4)} s  ${(sent / GIB).toFixed(2).padStart(6)} GiB  ${(sent / s / 1e9).toFixed(2)} GB/s  rss ${rssMiB().toFixed(0)} MiB  fds ${fds()}  resets ${resets}  errors ${errs}`,
+    )
   }, 1000)
   await Promise.all(Array.from({ length: SOCKETS }, () => worker(port, TOTAL / SOCKETS)))
   clearInterval(tick)
@@ -103,7 +105,9 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 500))
   const endRss = rssMiB()
   const endFds = fds()
-  console.log(`done: ${(sent / GIB).toFixed(2)} GiB in ${((Date.now() - t0) / 1000).toFixed(1)} s; resets ${resets}; errors ${JSON.stringify(Object.fromEntries(errors))}`)
+  console.log(
+    `done: ${(sent / GIB).toFixed(2)} GiB in ${((Date.now() - t0) / 1000).toFixed(1)} s; resets ${resets}; errors ${JSON.stringify(Object.fromEntries(errors))}`,
+  )
   console.log(`rss after warm-up ${warmRss.toFixed(0)} MiB, at the end ${endRss.toFixed(0)} MiB; fds ${baseFds} before, ${endFds} after`)
   const rssOk = warmRss === 0 || endRss - warmRss <= 32
   const fdOk = endFds <= baseFds

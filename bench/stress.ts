@@ -304,7 +304,15 @@ export async function session(seed: number, ctx: Context): Promise<string | null
       const length = rng.chance(0.3) ? undefined : rng.int(f.data.length - Math.min(offset, f.data.length) + 1)
       const by = rng.int(3)
       const bytes = bad ? new Uint8Array(0) : f.data.subarray(offset, length === undefined ? undefined : offset + length)
-      const op: Op = { label: `op ${i}: sendFile(${['path', 'fd', 'FileHandle'][by]}) ${f.data.length} B [${offset}, +${length ?? 'rest'})`, bytes, outcome: '', expect: 'exact', fatal: false, abortable: ac !== undefined, bad }
+      const op: Op = {
+        label: `op ${i}: sendFile(${['path', 'fd', 'FileHandle'][by]}) ${f.data.length} B [${offset}, +${length ?? 'rest'})`,
+        bytes,
+        outcome: '',
+        expect: 'exact',
+        fatal: false,
+        abortable: ac !== undefined,
+        bad,
+      }
       const options = { offset, length, signal: ac?.signal }
       if (by === 0) track(op, zs.sendFile(f.path, options), 'prefix')
       else if (by === 1) {
@@ -328,7 +336,12 @@ export async function session(seed: number, ctx: Context): Promise<string | null
     ending = zs.end()
     ending.catch(() => {}) // looked at below
   }
-  const endOutcome = ending ? deadline(ending, 'end()').then(() => 'ok', (e: { code?: string; message?: string }) => (e.message?.startsWith('HANG') ? Promise.reject(e) : e.code ?? String(e))) : Promise.resolve('none')
+  const endOutcome = ending
+    ? deadline(ending, 'end()').then(
+        () => 'ok',
+        (e: { code?: string; message?: string }) => (e.message?.startsWith('HANG') ? Promise.reject(e) : (e.code ?? String(e))),
+      )
+    : Promise.resolve('none')
   let endCode: string
   try {
     await Promise.all(settled)
@@ -347,7 +360,9 @@ export async function session(seed: number, ctx: Context): Promise<string | null
   const broken = reset || destroyed // only these may fail operations or end()
   const wrong = ops.find((o) => !allowed(o, broken)) ?? (ending && !broken && endCode !== 'ok' ? { label: 'end()', outcome: endCode } : undefined)
   const why = wrong ? `${wrong.label} settled ${wrong.outcome}, which nothing in this session explains` : matches(got, ops, cut)
-  return why === null ? null : `seed ${seed}: ${why}; mode ${mode}; reset ${reset}; destroyed ${destroyed}; end ${endCode}; ops: ${ops.map((o) => `${o.label} → ${o.outcome}`).join('; ')}`
+  return why === null
+    ? null
+    : `seed ${seed}: ${why}; mode ${mode}; reset ${reset}; destroyed ${destroyed}; end ${endCode}; ops: ${ops.map((o) => `${o.label} → ${o.outcome}`).join('; ')}`
 }
 
 /** Whether `op` may have settled as it did, given whether the session broke the connection. */
@@ -374,7 +389,7 @@ async function runAll(seeds: number[], concurrency: number): Promise<Summary> {
   const ctx = setup()
   const unhandled: string[] = []
   const onUnhandled = (e: unknown): void => {
-    unhandled.push(String((e as { code?: string })?.code ?? e) + (process.env.STRESS_STACKS ? ` ${(e as Error)?.stack}` : ""))
+    unhandled.push(String((e as { code?: string })?.code ?? e) + (process.env.STRESS_STACKS ? ` ${(e as Error)?.stack}` : ''))
   }
   process.on('unhandledRejection', onUnhandled)
   const failures: string[] = []

@@ -38,7 +38,16 @@ export function parseTarget(to: string): { host: string; port: number } {
  * Codes a transfer fails with when the receiver went away (reset, closed, died). `send` calls
  * `end()` only after its last write has settled, so a write-after-end can only be the peer's FIN.
  */
-const RECEIVER_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ENOTCONN', 'ETIMEDOUT', 'ERR_SOCKET_CLOSED', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END'])
+const RECEIVER_GONE = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ENOTCONN',
+  'ETIMEDOUT',
+  'ERR_SOCKET_CLOSED',
+  'ERR_STREAM_DESTROYED',
+  'ERR_STREAM_WRITE_AFTER_END',
+])
 
 /** A failure of the connection as one sentence with the original code; any other error as it is. */
 function receiverGone(e: unknown, opts: SendOptions, sent: number, size: number): unknown {
@@ -54,7 +63,7 @@ async function writeFromPool(zs: ZeroCopySocket, path: string, size: number, onB
   try {
     const inFlight: Promise<unknown>[] = []
     let sent = 0
-    for (let position = 0; position < size; ) {
+    for (let position = 0; position < size;) {
       // Every unsettled write holds one buffer, so a full window means none is free.
       if (inFlight.length === pool.count) await inFlight.shift()
       const buf = pool.acquire()

@@ -46,7 +46,11 @@ program
   .description('send FILE to a receiver, with a progress bar, then report how it went out')
   .argument('<file>', 'the file to send')
   .requiredOption('-t, --to <host:port>', 'the receiver')
-  .addOption(new Option('-m, --mode <mode>', 'file: sendFile(); auto|always|never: BufferPool writes with that zero-copy policy').choices(['file', 'auto', 'always', 'never']).default('file'))
+  .addOption(
+    new Option('-m, --mode <mode>', 'file: sendFile(); auto|always|never: BufferPool writes with that zero-copy policy')
+      .choices(['file', 'auto', 'always', 'never'])
+      .default('file'),
+  )
   .option('-q, --quiet', 'no progress bar')
   .action(async (file: string, opts: { to: string; mode: SendMode; quiet?: boolean }) => {
     try {

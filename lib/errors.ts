@@ -94,26 +94,17 @@ export function errnoError(code: string, syscall: string): ZeroCopyError {
 
 /** `TypeError` with `code: 'ERR_INVALID_ARG_TYPE'`, worded like Node's. */
 export function invalidArgType(name: string, expected: string, actual: unknown): TypeError & ZeroCopyError {
-  return withCode(
-    new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`),
-    'ERR_INVALID_ARG_TYPE',
-  )
+  return withCode(new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`), 'ERR_INVALID_ARG_TYPE')
 }
 
 /** `TypeError` with `code: 'ERR_INVALID_ARG_VALUE'`. */
 export function invalidArgValue(name: string, reason: string, actual: unknown): TypeError & ZeroCopyError {
-  return withCode(
-    new TypeError(`The argument '${name}' ${reason}. Received ${describe(actual)}`),
-    'ERR_INVALID_ARG_VALUE',
-  )
+  return withCode(new TypeError(`The argument '${name}' ${reason}. Received ${describe(actual)}`), 'ERR_INVALID_ARG_VALUE')
 }
 
 /** `RangeError` with `code: 'ERR_OUT_OF_RANGE'`, worded like Node's. */
 export function outOfRange(name: string, range: string, actual: unknown): RangeError & ZeroCopyError {
-  return withCode(
-    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`),
-    'ERR_OUT_OF_RANGE',
-  )
+  return withCode(new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`), 'ERR_OUT_OF_RANGE')
 }
 
 /** An error with just a `code` and a message (stream-state errors and our own codes). */

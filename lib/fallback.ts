@@ -60,7 +60,8 @@ export class FallbackTransport {
           sent += chunk.length
           this.bytesSent += chunk.length
           this.#pending.get(id)?.onProgress?.(sent, file.length)
-          if (sent === file.length) this.#pending.settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
+          if (sent === file.length)
+            this.#pending.settle(id, (q) => (q.aborted ? q.reject(abortError(q.signal)) : q.resolve({ bytes: sent, zeroCopy: false, copied: false })))
         })
         if (!ok) await this.#drained()
       }

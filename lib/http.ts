@@ -193,7 +193,12 @@ async function respond(
 }
 
 /** The fallback: the body after `from` read in chunks and written through `res`, with its backpressure. */
-async function streamBody(res: http.ServerResponse, file: PreparedFile, from: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
+async function streamBody(
+  res: http.ServerResponse,
+  file: PreparedFile,
+  from: number,
+  options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
+): Promise<void> {
   let sent = from
   const rest = { ...file, offset: file.offset + from, length: file.length - from }
   const chunks = Readable.from(
@@ -235,7 +240,13 @@ function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWi
  * socket back to node:http and `res` ended. The headers are in the socket (or in its buffer,
  * which `from()` waits to drain) before any body byte.
  */
-async function sendRest(res: http.ServerResponse, socket: net.Socket, file: PreparedFile, sent: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
+async function sendRest(
+  res: http.ServerResponse,
+  socket: net.Socket,
+  file: PreparedFile,
+  sent: number,
+  options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
+): Promise<void> {
   const zs = ZeroCopySocket.from(socket)
   const onProgress = options.onProgress
   try {

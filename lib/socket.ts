@@ -127,7 +127,10 @@ function destroyedError(): ZeroCopyError {
 }
 
 function releasedError(): ZeroCopyError {
-  return codedError('ERR_ZC_SOCKET_RELEASED', 'This ZeroCopySocket has handed its socket back (release()): write on the socket, or adopt it again with ZeroCopySocket.from()')
+  return codedError(
+    'ERR_ZC_SOCKET_RELEASED',
+    'This ZeroCopySocket has handed its socket back (release()): write on the socket, or adopt it again with ZeroCopySocket.from()',
+  )
 }
 
 /** Writing after the peer's FIN ended the socket, worded as node:net's `writeAfterFIN`. */
@@ -274,7 +277,8 @@ export class ZeroCopySocket {
     if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket)
     validateZeroCopyOptions(options)
     if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed')
-    if (owned.has(socket)) throw codedError('ERR_ZC_SOCKET_OWNED', 'This socket is already owned by a ZeroCopySocket: use that one (two would interleave their bytes)')
+    if (owned.has(socket))
+      throw codedError('ERR_ZC_SOCKET_OWNED', 'This socket is already owned by a ZeroCopySocket: use that one (two would interleave their bytes)')
     return new ZeroCopySocket(socket, options)
   }
 
@@ -582,7 +586,11 @@ export class ZeroCopySocket {
     const held = this.#held ?? []
     this.#held = null
     for (const op of held) {
-      if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
+      if (op.kind === 'file')
+        op.file.then(
+          (f) => f.close(),
+          () => {},
+        )
       this.#pending.settle(op.id, (p) => p.reject(this.#error ?? destroyedError()))
     }
     // `#held` is gone: whoever waits for it (end()) must look again, or it would wait forever.
@@ -643,7 +651,11 @@ export class ZeroCopySocket {
     const i = this.#held?.findIndex((h) => h.id === id) ?? -1
     if (i >= 0) {
       const [op] = this.#held!.splice(i, 1)
-      if (op.kind === 'file') op.file.then((f) => f.close(), () => {})
+      if (op.kind === 'file')
+        op.file.then(
+          (f) => f.close(),
+          () => {},
+        )
       this.#pending.settle(id, (q) => q.reject(abortError(q.signal)))
     } else if (this.#engine) {
       this.#engine.abort(id)
@@ -680,6 +692,16 @@ export class ZeroCopySocket {
     s.end = ((...args: unknown[]) => {
       const cb = args.find((a) => typeof a === 'function') as (() => void) | undefined
       if (this.#destroyed) return s
+      if (this.#releasing) {
+        // Being handed back (node:http ends a keep-alive socket whose client left while the
+        // last body's release was still running): end it through its own end() once it is
+        // its owner's again. Dropping the call left the connection open for good.
+        this.#releasing.then(
+          (socket) => socket.end(...(args as [])),
+          () => cb?.(),
+        )
+        return s
+      }
       this.end().then(
         () => this.#origEnd.call(s, cb),
         () => cb?.(),
@@ -773,7 +795,6 @@ export class ZeroCopySocket {
       await file.close() // the engine works on its own dup
     }
   }
-
 }
 
 function validateZeroCopyOptions(options: ZeroCopyOptions | undefined): void {

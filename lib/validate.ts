@@ -17,7 +17,11 @@ export function validateUint8Array(value: unknown, name: string): asserts value 
  */
 export function validateSendable(value: Uint8Array, name: string): void {
   if ((value.buffer as ArrayBuffer & { resizable?: boolean }).resizable === true) {
-    throw invalidArgValue(name, 'must not be a view of a resizable ArrayBuffer (its memory could shrink while the kernel reads it); copy it into a Buffer first', value)
+    throw invalidArgValue(
+      name,
+      'must not be a view of a resizable ArrayBuffer (its memory could shrink while the kernel reads it); copy it into a Buffer first',
+      value,
+    )
   }
 }
 

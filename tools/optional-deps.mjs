@@ -23,14 +23,24 @@ function expected(triple) {
   const t = parseTriple(triple)
   const file = `${binaryName}.${t.platformArchABI}.node`
   const libc = t.abi === 'gnu' ? ['glibc'] : t.abi === 'musl' ? ['musl'] : undefined
-  return { dir: t.platformArchABI, manifest: { name: `${packageName}-${t.platformArchABI}`, version: pkg.version, os: [t.platform], cpu: [t.arch], libc, main: file, files: [file] } }
+  return {
+    dir: t.platformArchABI,
+    manifest: { name: `${packageName}-${t.platformArchABI}`, version: pkg.version, os: [t.platform], cpu: [t.arch], libc, main: file, files: [file] },
+  }
 }
 
 function platformPackages() {
   const wanted = targets.map(expected)
   const dirs = readdirSync(new URL('npm/', root)).sort()
   const problems = []
-  if (dirs.join() !== wanted.map((w) => w.dir).sort().join()) problems.push(`npm/ has ${dirs.join(', ')}; napi.targets want ${wanted.map((w) => w.dir).join(', ')}`)
+  if (
+    dirs.join() !==
+    wanted
+      .map((w) => w.dir)
+      .sort()
+      .join()
+  )
+    problems.push(`npm/ has ${dirs.join(', ')}; napi.targets want ${wanted.map((w) => w.dir).join(', ')}`)
   for (const { dir, manifest } of wanted) {
     let actual
     try {
@@ -41,7 +51,9 @@ function platformPackages() {
     }
     for (const [key, value] of Object.entries(manifest)) {
       if (JSON.stringify(actual[key]) !== JSON.stringify(value)) {
-        problems.push(`npm/${dir}/package.json: ${key} is ${JSON.stringify(actual[key])}, expected ${JSON.stringify(value)}${key === 'version' ? ' (run `npx napi version`)' : ''}`)
+        problems.push(
+          `npm/${dir}/package.json: ${key} is ${JSON.stringify(actual[key])}, expected ${JSON.stringify(value)}${key === 'version' ? ' (run `npx napi version`)' : ''}`,
+        )
       }
     }
   }
