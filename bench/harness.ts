@@ -346,34 +346,23 @@ async function measure(opts: BenchOptions, work: string): Promise<BenchResult> {
   }
   console.log(table(result))
   if (!opts.quick && !opts.only) {
-    writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
-    const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
-    writeFileSync(
-      join(ROOT, 'docs', 'benchmarks.md'),
-      markdown(
-        result,
-        VARIANTS.map((v) => [v.name, v.describe]),
-        notes,
-      ),
-    )
+    writeDocs(result)
     log(opts, 'wrote docs/benchmarks.md, docs/benchmarks.svg and docs/benchmarks.json')
   }
   return result
 }
 
-/** Rewrites docs/benchmarks.md and .svg from docs/benchmarks.json (after editing the prose). */
-export async function reportOnly(): Promise<void> {
-  const result = JSON.parse(readFileSync(join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as BenchResult
+/** docs/benchmarks.md (with bench/analysis.md's prose) and docs/benchmarks.svg for `result`. */
+function writeDocs(result: BenchResult): void {
   writeFileSync(join(ROOT, 'docs', 'benchmarks.svg'), svg(result))
   const notes = readFileSync(join(ROOT, 'bench', 'analysis.md'), 'utf8')
-  writeFileSync(
-    join(ROOT, 'docs', 'benchmarks.md'),
-    markdown(
-      result,
-      VARIANTS.map((v) => [v.name, v.describe]),
-      notes,
-    ),
-  )
+  const described = VARIANTS.map((v): [string, string] => [v.name, v.describe])
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(result, described, notes))
+}
+
+/** Rewrites docs/benchmarks.md and .svg from docs/benchmarks.json (after editing the prose). */
+export async function reportOnly(): Promise<void> {
+  writeDocs(JSON.parse(readFileSync(join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as BenchResult)
 }
 
 /** `npm run bench -- [--quick] [--only a,b,sink] [--chunks 1024,4096] [--total BYTES] [--reps N] [--report-only]`. */
