@@ -229,6 +229,9 @@ export async function session(seed: number, ctx: Context): Promise<string | null
     if (how === 2) await new Promise((r) => s.once('connect', r))
     zs = ZeroCopySocket.from(s, { zeroCopy: mode })
   }
+  // A socket destroyed before its connect() was even issued never reaches the peer.
+  let connected = !zs.socket.connecting
+  zs.socket.once('connect', () => (connected = true))
   const count = 2 + rng.int(11)
   const endAt = rng.chance(0.85) ? (rng.chance(0.15) ? rng.int(count) : count) : -1
   const destroyAt = rng.chance(0.1) ? rng.int(count + 1) : -1
@@ -354,7 +357,10 @@ export async function session(seed: number, ctx: Context): Promise<string | null
   if (endCode !== 'ok') zs.destroy()
   else await new Promise((r) => setImmediate(r))
   zs.destroy()
-  const { got, reset } = await deadline(p.received, 'peer close')
+  if (!connected) p.close()
+  const { got, reset } = await deadline(connected ? p.received : Promise.resolve({ got: Buffer.alloc(0), reset: false }), 'peer close').catch((e: Error) => {
+    throw new Error(`${e.message}; mode ${mode}; destroyed ${destroyed}; end ${endCode}; ops: ${ops.map((o) => `${o.label} → ${o.outcome}`).join('; ')}`)
+  })
   const cut = reset || destroyed || endCode !== 'ok'
   ctx.bytes += got.length
   const broken = reset || destroyed // only these may fail operations or end()
@@ -362,13 +368,31 @@ export async function session(seed: number, ctx: Context): Promise<string | null
   const why = wrong ? `${wrong.label} settled ${wrong.outcome}, which nothing in this session explains` : matches(got, ops, cut)
   return why === null
     ? null
-    : `seed ${seed}: ${why}; mode ${mode}; reset ${reset}; destroyed ${destroyed}; end ${endCode}; ops: ${ops.map((o) => `${o.label} → ${o.outcome}`).join('; ')}`
+    : `seed ${seed}: ${why}${whereFrom(got, why, ops)}; mode ${mode}; reset ${reset}; destroyed ${destroyed}; end ${endCode}; ops: ${ops.map((o) => `${o.label} → ${o.outcome}`).join('; ')}`
+}
+
+/**
+ * For a mismatch `at byte N`: where the 64 bytes found there come from, if from any operation
+ * of the session (a wrong offset, an aborted operation's bytes, two interleaved ones).
+ */
+function whereFrom(got: Buffer, why: string, ops: Op[]): string {
+  const at = /at byte (\d+)/.exec(why)
+  if (!at) return ''
+  const pos = Number(at[1])
+  const needle = got.subarray(pos, pos + 64)
+  if (needle.length < 16) return ` (${got.length - pos} bytes left there)`
+  const found = ops.flatMap((o) => {
+    const i = Buffer.from(o.bytes.buffer, o.bytes.byteOffset, o.bytes.byteLength).indexOf(needle)
+    return i < 0 ? [] : [`${o.label} at +${i}`]
+  })
+  return ` (the bytes there are ${found.length ? found.join(' and ') : 'from no operation of this session'}; ${got.length} received)`
 }
 
 /** Whether `op` may have settled as it did, given whether the session broke the connection. */
 function allowed(op: Op, broken: boolean): boolean {
   // ERR_SOCKET_CLOSED, ERR_ZC_SOCKET_RELEASED: a release() whose re-adoption found the socket gone.
-  const failure = ['ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE', 'ERR_SOCKET_CLOSED', 'ERR_ZC_SOCKET_RELEASED']
+  // ERR_STREAM_WRITE_AFTER_END: node:net ends a socket by itself after the peer's FIN or reset.
+  const failure = ['ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE', 'ERR_SOCKET_CLOSED', 'ERR_ZC_SOCKET_RELEASED', 'ERR_STREAM_WRITE_AFTER_END']
   if (op.late) return op.outcome !== 'ok' // refused: after end() (WRITE_AFTER_END, EPIPE after the peer's FIN) or destroy()
   if (op.outcome === 'ABORT_ERR') return op.abortable === true
   if (op.bad) return op.outcome === 'ERR_OUT_OF_RANGE' || (broken && failure.includes(op.outcome))
