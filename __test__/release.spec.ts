@@ -3,6 +3,7 @@
  * `from()` adopts it again; the socket's idle timeout counts the engine's progress.
  */
 import { writeFile, rm } from 'node:fs/promises'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -145,4 +146,32 @@ zcSerial('socket.end() while release() runs is not lost: the socket ends once it
     t.true(got.equals(Buffer.concat([data, Buffer.from('!')])), `round ${i}: every byte, then the FIN`)
     close()
   }
+})
+
+zcSerial('from() on a socket whose own small write is still queued adopts it once that write is flushed (no drain event comes)', async (t) => {
+  // 'drain' follows only a write() that returned false. A socket whose pending write stayed
+  // under its highWaterMark (a full send buffer; after release() and a direct write) never
+  // emits it, and adoption used to wait for it forever.
+  const listener = net.createServer()
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve))
+  const accepted = new Promise<net.Socket>((resolve) => listener.once('connection', resolve))
+  const client = net.connect({ port: (listener.address() as net.AddressInfo).port, host: '127.0.0.1', writableHighWaterMark: 64 << 20 } as net.NetConnectOpts)
+  await new Promise<void>((resolve) => client.once('connect', resolve))
+  const server = await accepted
+  listener.close()
+  t.teardown(() => (client.destroy(), server.destroy()))
+  server.pause()
+  const own = patternBytes(8 << 20, 1)
+  t.true(client.write(own), 'under its highWaterMark: write() returned true, so no drain will come')
+  await new Promise((r) => setTimeout(r, 50))
+  t.true(client.writableLength > 0, 'the socket still holds some of its own write')
+  const zs = ZeroCopySocket.from(client)
+  const data = patternBytes(100_000, 2)
+  const written = zs.write(data)
+  const received = collect(server)
+  setTimeout(() => server.resume(), 100)
+  await deadline(written, 10_000, 'the write after adoption')
+  await zs.end()
+  const got = await deadline(received, 10_000, 'peer')
+  t.true(got.equals(Buffer.concat([own, data])), 'the socket’s own bytes first, then the engine’s')
 })

@@ -119,6 +119,10 @@ const SMALL_WRITE = 16 * 1024
  */
 const COPYING_ROUTE_BATCH = 64 * 1024
 
+/** The socket's own write, whatever the instance's property says (see {@link ZeroCopySocket.from}). */
+const socketWrite = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
+const EMPTY = new Uint8Array(0)
+
 /** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
 const owned = new WeakSet<net.Socket>()
 
@@ -675,8 +679,12 @@ export class ZeroCopySocket {
     const s = this.socket
     if (s.destroyed) return
     if (s.connecting) s.once('connect', () => this.#whenWritable(fn))
-    else if (s.writableLength > 0) s.once('drain', () => this.#whenWritable(fn))
-    else fn()
+    else if (s.writableLength > 0) {
+      // Not 'drain': it only comes after a write() that returned false, so a small write still
+      // queued (a full send buffer) left adoption waiting forever. The callback of an empty
+      // write runs once every earlier write has been flushed (or failed: then `destroyed`).
+      socketWrite.call(s, EMPTY, () => this.#whenWritable(fn))
+    } else fn()
   }
 
   /** Routes `socket.write()`/`end()` so they cannot overtake the engine's bytes. */
