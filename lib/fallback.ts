@@ -6,13 +6,10 @@
  */
 import net from 'node:net'
 
+import { socketWrite as write } from './net-internals'
 import { abortError, type ZeroCopyError } from './errors'
 import { readChunks, type PreparedFile } from './file'
 import type { PendingOps } from './pending'
-
-type RawWrite = (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
-/** The socket's real write: the wrapper may have replaced the instance's own. */
-const write = net.Socket.prototype.write as RawWrite
 
 /** One socket's fallback sends, and their counters. */
 export class FallbackTransport {

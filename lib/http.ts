@@ -19,6 +19,7 @@ import { engineAvailable, engineFailure } from './engine'
 import { abortError, codedError, invalidArgType } from './errors'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
 import { probeReason } from './probe'
+import { refreshIdleTimer, socketFd } from './net-internals'
 import { ZeroCopySocket } from './socket'
 import { validateOptions } from './validate'
 
@@ -76,11 +77,6 @@ function fallbackReason(socket: net.Socket): string | null {
   if (socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the body is streamed through the response'
   if (!engineAvailable()) return engineFailure() ?? probeReason()
   return null
-}
-
-function socketFd(socket: net.Socket): number {
-  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle
-  return typeof handle?.fd === 'number' ? handle.fd : -1
 }
 
 /**
@@ -229,7 +225,7 @@ function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWi
     throw e
   }
   if (sent > 0) {
-    ;(socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
+    refreshIdleTimer(socket)
     options.onProgress?.(sent, file.length)
   }
   return sent

@@ -12,6 +12,7 @@ import { WriteBatcher } from './batch'
 import { engineAvailable, engineFailure } from './engine'
 import { EngineTransport } from './engine-transport'
 import { FallbackTransport } from './fallback'
+import { refreshIdleTimer, socketFd, socketWrite } from './net-internals'
 import { PendingOps, type Pending } from './pending'
 import { trackWrite } from './pool'
 import { prepareFile, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
@@ -119,8 +120,6 @@ const SMALL_WRITE = 16 * 1024
  */
 const COPYING_ROUTE_BATCH = 64 * 1024
 
-/** The socket's own write, whatever the instance's property says (see {@link ZeroCopySocket.from}). */
-const socketWrite = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
 const EMPTY = new Uint8Array(0)
 
 /** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
@@ -150,11 +149,6 @@ function peerEndedError(): ZeroCopyError {
  */
 function pin(data: Uint8Array): void {
   if (data.buffer instanceof ArrayBuffer) markAsUntransferable(data.buffer)
-}
-
-function socketFd(socket: net.Socket): number {
-  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle
-  return typeof handle?.fd === 'number' ? handle.fd : -1
 }
 
 /**
@@ -546,7 +540,7 @@ export class ZeroCopySocket {
 
   /** Counts the engine's progress as activity for the socket's idle timeout (`setTimeout`). */
   #touch(): void {
-    ;(this.socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
+    refreshIdleTimer(this.socket)
   }
 
   /** Settles once no operation waits in JS (`#held` is null), or the socket was destroyed. */

@@ -1,0 +1,21 @@
+/**
+ * What the package uses of a `net.Socket` beyond its public API, in one place: its kernel
+ * descriptor, its idle timer, and its own `write` (which a `ZeroCopySocket` shadows on the
+ * instance while it owns the socket).
+ * @module
+ */
+import net from 'node:net'
+
+/** `net.Socket.prototype.write`, whatever the instance's own property says. */
+export const socketWrite = net.Socket.prototype.write as (this: net.Socket, data: Uint8Array, cb: (err?: Error | null) => void) => boolean
+
+/** The socket's kernel descriptor, or `-1` (not connected, or not a kernel socket). */
+export function socketFd(socket: net.Socket): number {
+  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle
+  return typeof handle?.fd === 'number' ? handle.fd : -1
+}
+
+/** Counts bytes sent outside the socket's own writes as activity for its idle timeout (`setTimeout`). */
+export function refreshIdleTimer(socket: net.Socket): void {
+  ;(socket as unknown as { _unrefTimer?: () => void })._unrefTimer?.()
+}
