@@ -8,21 +8,23 @@
 //! kernel has them), since that thread is its only submitter (measured here: +10–20% for
 //! one-in-flight SEND_ZC); registrations therefore also run there.
 //!
-//! Other threads talk to it through a command list and an eventfd: they push a command and
-//! write the eventfd only if the engine said it is going to sleep, so a busy engine is never
-//! woken by syscalls. The thread itself is in [`crate::worker`].
+//! Other threads talk to it through its [`crate::doorbell`]: they push a command and write an
+//! eventfd only if the engine said it is going to sleep, so a busy engine is never woken by
+//! syscalls. The thread itself is in [`crate::worker`], each socket's state in [`crate::conn`].
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use io_uring::IoUring;
 
 use crate::buf::Region;
+use crate::doorbell::Doorbell;
 use crate::events::{ConnStats, Event};
-use crate::queue::{Policy, Span};
+use crate::policy::Policy;
+use crate::queue::Span;
 use crate::worker::Worker;
 use crate::{op, probe, Errno};
 
@@ -78,16 +80,10 @@ pub(crate) enum Cmd<H> {
 }
 
 pub(crate) struct Shared<H> {
-    pub(crate) cmds: Mutex<Vec<Cmd<H>>>,
-    pub(crate) sleeping: AtomicBool,
-    pub(crate) wake: OwnedFd,
+    /// Commands for the engine thread, and its wake-up (see [`crate::doorbell`]).
+    pub(crate) doorbell: Doorbell<Cmd<H>>,
     /// Requests the kernel has not released yet, over all sockets (buffers pinned).
     pub(crate) unreleased: AtomicU64,
-    /// The errno `io_uring_enter` failed with for good, or 0. From then on the engine thread
-    /// answers every command at once (see `worker::failure`) and waits on `failed_wake`.
-    pub(crate) failed: AtomicI32,
-    /// Wakes the failed engine thread when a command was pushed (with `cmds`' mutex).
-    pub(crate) failed_wake: Condvar,
 }
 
 /// Handle to a running engine; the engine thread lives as long as the process.
@@ -112,21 +108,9 @@ impl<H: Send + 'static> Engine<H> {
         } else {
             0
         };
-        // SAFETY: eventfd returns a new descriptor or -1; ownership moves into OwnedFd.
-        let wake = unsafe {
-            let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
         let shared = Arc::new(Shared {
-            cmds: Mutex::new(Vec::new()),
-            sleeping: AtomicBool::new(false),
-            wake,
+            doorbell: Doorbell::new()?,
             unreleased: AtomicU64::new(0),
-            failed: AtomicI32::new(0),
-            failed_wake: Condvar::new(),
         });
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -187,16 +171,15 @@ impl<H: Send + 'static> Engine<H> {
     /// engine drops `holder` only after the kernel released the memory (it comes back in the
     /// `Done` event). `id` must be unique among the socket's pending writes.
     pub unsafe fn write(&self, conn: u32, stats: &ConnStats, id: u64, span: Span, holder: H) {
-        self.push(Cmd::Write {
+        self.shared.doorbell.push(Cmd::Write {
             conn,
             id,
             span,
             holder,
         });
-        // Pushed first, then read: if the worker cleared the flag before looking for commands
-        // one last time, we see it cleared and wake it (see `Worker::run`).
+        // Pushed first, then read: see "Writes that skip the ring" in `crate::doorbell`.
         if !stats.transfer_in_flight.load(Ordering::SeqCst) {
-            self.wake();
+            self.shared.doorbell.ring();
         }
     }
 
@@ -282,10 +265,7 @@ impl<H: Send + 'static> Engine<H> {
     /// write of its sockets then failed with [`crate::error::ENGINE_FAILED`], memory the kernel
     /// may still read is kept for the life of the process, and new sockets are refused.
     pub fn failure(&self) -> Option<Errno> {
-        match self.shared.failed.load(Ordering::SeqCst) {
-            0 => None,
-            e => Some(Errno(e)),
-        }
+        self.shared.doorbell.failure()
     }
 
     /// Requests the kernel has not released yet, over all sockets (pinned buffers).
@@ -294,27 +274,8 @@ impl<H: Send + 'static> Engine<H> {
     }
 
     fn send(&self, cmd: Cmd<H>) {
-        self.push(cmd);
-        self.wake();
-    }
-
-    fn push(&self, cmd: Cmd<H>) {
-        self.shared.cmds.lock().expect("engine lock").push(cmd);
-    }
-
-    /// Wakes the worker if it said it is going to sleep, or if it failed (it then waits on a
-    /// condition variable instead of the ring). Called after the push: the worker publishes
-    /// `sleeping`/`failed` before its last look at the command list, so either it sees the
-    /// command there or we see the flag here (SeqCst on both flags, and the mutex orders the
-    /// push before its look); see `Worker::run` and `worker::failure`.
-    fn wake(&self) {
-        if self.shared.sleeping.swap(false, Ordering::SeqCst) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
-            unsafe { libc::write(self.shared.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        } else if self.shared.failed.load(Ordering::SeqCst) != 0 {
-            self.shared.failed_wake.notify_one();
-        }
+        self.shared.doorbell.push(cmd);
+        self.shared.doorbell.ring();
     }
 }
 

@@ -16,11 +16,16 @@ pub mod error;
 pub mod events;
 pub mod fd;
 pub mod file;
+pub mod policy;
 pub mod probe;
 pub mod queue;
 
 #[cfg(uring)]
+mod conn;
+#[cfg(uring)]
 pub mod direct;
+#[cfg(uring)]
+mod doorbell;
 #[cfg(uring)]
 mod engine;
 #[cfg(uring)]
@@ -34,8 +39,9 @@ mod worker;
 
 pub use error::Errno;
 pub use events::{ConnStats, Event};
+pub use policy::{Mode, Policy};
 pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
-pub use queue::{Done, Mode, Policy, Span};
+pub use queue::{Done, Span};
 
 #[cfg(uring)]
 pub use direct::sendfile_now;

@@ -13,57 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::error::Errno;
-
-/// `Auto` gives up zero-copy on a socket after this many consecutive notifications reported
-/// `ZC_COPIED`: the kernel copies anyway there (loopback, veth), and then plain sends coalesced
-/// into large vectored requests were measured faster (64 KiB writes: 3.0 vs 1.8 GB/s).
-pub const COPIED_STREAK: u32 = 8;
-/// While zero-copy is given up, one zero-copy request is tried after this many plain ones.
-pub const PROBE_EVERY: u32 = 1024;
-
-/// How a socket chooses between plain and zero-copy sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Zero-copy for writes of at least `threshold` bytes, in requests of `zc_chunk` bytes,
-    /// while the kernel reports real zero-copy; plain once it reports copies (see [`COPIED_STREAK`]).
-    Auto,
-    /// Zero-copy for every write, whatever its size.
-    Always,
-    /// Never zero-copy: plain (copying) sends, coalesced.
-    Never,
-}
-
-/// Per-socket sending policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
-    /// Plain or zero-copy.
-    pub mode: Mode,
-    /// In `Auto`, writes with at least this many bytes left go out zero-copy.
-    pub threshold: usize,
-    /// Largest zero-copy request; larger writes are split. On loopback 64 KiB pieces ran
-    /// 3.0–3.2 GB/s where 1 MiB pieces ran 1.65 (the kernel copies either way there).
-    pub zc_chunk: usize,
-    /// Largest plain request (bytes over all its iovecs).
-    pub plain_max: usize,
-    /// Most writes coalesced into one plain request (iovec count).
-    pub max_iov: usize,
-    /// Send files through staged reads and sends instead of `sendfile(2)` (which the engine
-    /// prefers, and leaves by itself for files it cannot read).
-    pub staged_files: bool,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            mode: Mode::Auto,
-            threshold: 16 * 1024,
-            zc_chunk: 64 * 1024,
-            plain_max: 4 * 1024 * 1024,
-            max_iov: 64,
-            staged_files: false,
-        }
-    }
-}
+use crate::policy::{wants_zero_copy, Mode, Policy, Route, COPIED_STREAK, PROBE_EVERY};
 
 /// A byte range of caller memory, by address. The queue never dereferences it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,19 +288,6 @@ impl SendQueue {
         self.in_flight.as_ref().map(|f| f.token)
     }
 
-    /// In `Auto`: zero-copy unless the route was found to copy anyway, then once every
-    /// [`PROBE_EVERY`] plain requests, to notice a route that stopped copying.
-    fn auto_wants_zero_copy(&mut self) -> bool {
-        if !self.copies_anyway {
-            return true;
-        }
-        if self.since_probe >= PROBE_EVERY {
-            self.since_probe = 0;
-            return true;
-        }
-        false
-    }
-
     /// Whether `Auto` switched this socket to plain sends because the kernel reported that it
     /// copies zero-copy sends anyway (`IORING_NOTIF_USAGE_ZC_COPIED`, as on loopback).
     pub fn copies_anyway(&self) -> bool {
@@ -374,13 +311,17 @@ impl SendQueue {
             }
             (head.span.addr + head.sent, head.span.len - head.sent)
         };
-        let zero_copy = !self.zc_unsupported
-            && !std::mem::take(&mut self.plain_once)
-            && match policy.mode {
-                Mode::Never => false,
-                Mode::Always => true,
-                Mode::Auto => left >= policy.threshold && self.auto_wants_zero_copy(),
-            };
+        let refused = self.zc_unsupported || std::mem::take(&mut self.plain_once);
+        let probe_due = self.since_probe >= PROBE_EVERY;
+        let route = Route {
+            refused,
+            copies_anyway: self.copies_anyway && !probe_due,
+        };
+        let zero_copy = wants_zero_copy(policy, left, route);
+        if zero_copy && self.copies_anyway && policy.mode == Mode::Auto {
+            // The probe: one zero-copy request to notice a route that stopped copying.
+            self.since_probe = 0;
+        }
         let token = self.next_token;
         self.next_token += 1;
         let mut spans = Vec::new();
@@ -405,13 +346,11 @@ impl SendQueue {
                     break;
                 }
                 let w_left = w.span.len - w.sent;
-                let goes_zc = seq != first
-                    && !self.zc_unsupported
-                    && match policy.mode {
-                        Mode::Never => false,
-                        Mode::Always => true,
-                        Mode::Auto => w_left >= policy.threshold && !self.copies_anyway,
-                    };
+                let route = Route {
+                    refused: self.zc_unsupported,
+                    copies_anyway: self.copies_anyway,
+                };
+                let goes_zc = seq != first && wants_zero_copy(policy, w_left, route);
                 if goes_zc {
                     break;
                 }

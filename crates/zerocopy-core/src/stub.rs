@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use crate::buf::Region;
 use crate::events::{ConnStats, Event};
+use crate::policy::Policy;
 use crate::probe::{Ops, ProbeReport, Reason, ReasonCode};
-use crate::queue::{Policy, Span};
+use crate::queue::Span;
 use crate::Errno;
 
 /// A CQE that belonged to another request (never produced by the stub).

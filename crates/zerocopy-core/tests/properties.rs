@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use zerocopy_core::classify::{Tracker, CQE_F_MORE, CQE_F_NOTIF, NOTIF_USAGE_ZC_COPIED};
-use zerocopy_core::queue::{Mode, Policy, SendQueue, SentOutcome, Span};
+use zerocopy_core::policy::{Mode, Policy};
+use zerocopy_core::queue::{SendQueue, SentOutcome, Span};
 use zerocopy_core::Errno;
 
 fn cases(default: u32) -> u32 {
