@@ -117,9 +117,17 @@ export const STUB_ADDON = fileURLToPath(new URL('../build/stub/zerocopy-socket.n
  */
 export const NO_ADDON = fileURLToPath(new URL('../build/no-such-addon.node', import.meta.url))
 
-/** Runs `node <file> <args...>` and returns its exit code, last stdout line as JSON, and stderr. */
-export function runNode(file: string, args: string[] = [], env: Record<string, string> = {}): Promise<{ code: number | null; json: unknown; stderr: string }> {
-  const child = spawn(process.execPath, [file, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Runs `node <file> <args...>` and returns its exit code, last stdout line as JSON, and stderr.
+ * With `timeout` (ms) the child is killed (`SIGTERM`, code `null`) if it is still running then.
+ */
+export function runNode(
+  file: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  timeout?: number,
+): Promise<{ code: number | null; json: unknown; stderr: string }> {
+  const child = spawn(process.execPath, [file, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout })
   let out = ''
   let stderr = ''
   child.stdout.on('data', (c: Buffer) => (out += c))

@@ -189,6 +189,23 @@ const DEBUG_ADDON = `${ROOT}build/debug/zerocopy-socket.node`
   },
 )
 
+zcTest('the process does not exit while the engine holds a write, though nothing of node:net keeps it alive', async (t) => {
+  const { code, json, stderr } = await runNode(fixture('exit-after-write.cjs'), ['settle'], {}, 60_000)
+  t.is(code, 0, `exits by itself: ${stderr}`)
+  const r = json as { settled: string | null; zeroCopyCapable: boolean; unreleased: number }
+  t.true(r.zeroCopyCapable)
+  t.is(r.settled, 'fulfilled', 'the write settled before the process exited')
+  t.is(r.unreleased, 0)
+})
+
+zcTest('a socket destroyed under a write to a peer that never reads: the write rejects and the process still exits', async (t) => {
+  const { code, json, stderr } = await runNode(fixture('exit-after-write.cjs'), ['destroy'], {}, 60_000)
+  t.is(code, 0, `exits by itself once everything is released: ${stderr}`)
+  const r = json as { settled: string | null; unreleased: number }
+  t.is(r.settled, 'ERR_STREAM_DESTROYED')
+  t.is(r.unreleased, 0, 'nothing left pinned')
+})
+
 zcTest('worker threads that end mid-transfer: every connection ends for its peer, and no descriptor, ring or thread is left', async (t) => {
   const env: Record<string, string> = existsSync(DEBUG_ADDON) ? { NAPI_RS_NATIVE_LIBRARY_PATH: DEBUG_ADDON } : {}
   const { code, json, stderr } = await runNode(fixture('workers.cjs'), ['6'], env)

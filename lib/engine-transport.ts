@@ -1,14 +1,13 @@
 /**
  * The engine transport: one socket's sends through this thread's io_uring engine. It issues
  * writes, file sends, `end`, aborts and the final close or detach to the binding, and turns
- * the engine's events back into settled pending operations. Every call that makes the engine
- * owe an event takes one `keepAlive(+1)`, and the handler of that event gives it back, here and
- * nowhere else (a ref'd interval would otherwise leak, or the loop exit under a pending write).
+ * the engine's events back into settled pending operations. The binding keeps the event loop
+ * alive while the engine owes any of those events (crates/zerocopy-node/src/owed.rs).
  * @module
  */
 import { constants } from 'node:os'
 
-import { keepAlive, register } from './engine'
+import { register } from './engine'
 import { abortError, codedError, errnoError, normalizeBindingError, type ZeroCopyError } from './errors'
 import { fileShrankError, type PreparedFile } from './file'
 import { binding } from './native'
@@ -69,10 +68,7 @@ export class EngineTransport {
         const p = pending.get(id)
         p?.onProgress?.(sent, p.bytes)
       },
-      ended: (errno) => {
-        keepAlive(-1)
-        this.#ended(errno)
-      },
+      ended: (errno) => this.#ended(errno),
       closed: () => this.#onClosed(),
     })
   }
@@ -88,17 +84,14 @@ export class EngineTransport {
   }
 
   write(id: number, data: Uint8Array): void {
-    keepAlive(1)
     this.#native.write(id, data)
   }
 
   /** Queues the file range; the engine works on its own duplicate, so `file` may be closed after. */
   sendFile(id: number, file: PreparedFile): void {
     try {
-      keepAlive(1)
       this.#native.sendFile(id, file.fd, file.offset, file.length)
     } catch (e) {
-      keepAlive(-1)
       this.#pending.settle(id, (p) => p.reject(normalizeBindingError(e)))
     }
   }
@@ -113,7 +106,6 @@ export class EngineTransport {
    */
   end(): Promise<void> {
     const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
-    keepAlive(1)
     this.#native.end()
     return ended
   }
@@ -127,8 +119,8 @@ export class EngineTransport {
   /**
    * Asks the engine to close (`'close'`: cancel and, if the peer holds pages, reset) or to hand
    * back (`'detach'`) the socket; settles on its `closed` event. The engine reports `closed`
-   * once per connection, and the event loop is kept alive for it once: a close after a detach
-   * only changes how the engine goes, it does not wait for a second event.
+   * once per connection: a close after a detach only changes how the engine goes, it does not
+   * wait for a second event.
    */
   close(how: 'close' | 'detach'): Promise<void> {
     if (this.#gone) return Promise.resolve()
@@ -138,7 +130,6 @@ export class EngineTransport {
       this.#closed = { promise, resolve }
     }
     const first = !this.#closeSent
-    if (first) keepAlive(1)
     this.#closeSent = true
     if (how === 'close') this.#native.close()
     else if (first) this.#native.detach()
@@ -148,13 +139,11 @@ export class EngineTransport {
   #onClosed(): void {
     const closed = this.#closed
     if (closed === null || this.#gone) return
-    keepAlive(-1)
     this.#gone = true
     closed.resolve()
   }
 
   #done(id: number, value: number, flags: number): void {
-    keepAlive(-1)
     this.#hooks.touch()
     this.#pending.settle(id, (p) => {
       if (flags & binding.FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))

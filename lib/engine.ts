@@ -1,6 +1,7 @@
 /**
  * The JavaScript side of the native send engine: starts it once per thread and routes its
- * batched event records to the socket that owns them.
+ * batched event records to the socket that owns them. The event loop is kept alive while the
+ * engine owes events by the binding itself (crates/zerocopy-node/src/owed.rs), not from here.
  * @module
  */
 import { binding } from './native'
@@ -20,25 +21,6 @@ export interface EngineHandler {
 // Record layout, kinds and flags are the binding's constants (crates/zerocopy-node/src/protocol.rs).
 const handlers = new Map<number, EngineHandler>()
 let started: boolean | undefined
-let outstanding = 0
-let keepAliveTimer: NodeJS.Timeout | null = null
-
-/**
- * Counts operations the engine still owes an event for (writes, ends, closes). While any is
- * outstanding a ref'd timer keeps the event loop alive: the engine's completion callback is
- * weak, and a destroyed socket no longer holds the loop open while the kernel still owes
- * notifications.
- */
-export function keepAlive(delta: number): void {
-  outstanding += delta
-  if (outstanding > 0 && keepAliveTimer === null) {
-    keepAliveTimer = setInterval(() => {}, 1 << 30)
-  } else if (outstanding === 0 && keepAliveTimer !== null) {
-    clearInterval(keepAliveTimer)
-    keepAliveTimer = null
-  }
-}
-
 let armScheduled = false
 
 /**

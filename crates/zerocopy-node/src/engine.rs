@@ -15,6 +15,7 @@ use napi_derive::napi;
 use zerocopy_core::{Engine, Event};
 
 use crate::error;
+use crate::owed;
 use crate::protocol::{
     FLAG_ABORTED, FLAG_COPIED, FLAG_ZERO_COPY, RECORD_CLOSED, RECORD_DONE, RECORD_ENDED,
     RECORD_PROGRESS, RECORD_STRIDE,
@@ -61,14 +62,19 @@ pub(crate) fn engine() -> Option<Rc<Engine<Holder>>> {
     ENGINE.try_with(|e| e.borrow().clone()).ok().flatten()
 }
 
-/// Flattens a batch of events into `[kind, conn, id, value, flags]` records. Runs on the JS
-/// thread, so the holders dropped here release their references where napi requires.
-fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
+/// Flattens a batch of events into `[kind, conn, id, value, flags]` records, and tells
+/// [`owed`] which owed records are delivered with them. Runs on the JS thread, so the holders
+/// dropped here release their references where napi requires.
+fn encode(env: &Env, events: Vec<Event<Holder>>) -> Vec<f64> {
     let mut out = Vec::with_capacity(events.len() * STRIDE);
+    let mut dones = 0;
+    let mut ended = Vec::new();
+    let mut closed = Vec::new();
     for event in events {
         match event {
             Event::Done { conn, done, holder } => {
                 drop(holder);
+                dones += 1;
                 let value = match done.result {
                     Ok(n) => n as f64,
                     Err(e) => -f64::from(e.0),
@@ -85,15 +91,20 @@ fn encode(events: Vec<Event<Holder>>) -> Vec<f64> {
                 ]);
             }
             Event::Ended { conn, result } => {
+                ended.push(conn);
                 let value = result.err().map_or(0.0, |e| -f64::from(e.0));
                 out.extend([KIND_ENDED, f64::from(conn), 0.0, value, 0.0]);
             }
-            Event::Closed { conn } => out.extend([KIND_CLOSED, f64::from(conn), 0.0, 0.0, 0.0]),
+            Event::Closed { conn } => {
+                closed.push(conn);
+                out.extend([KIND_CLOSED, f64::from(conn), 0.0, 0.0, 0.0])
+            }
             Event::Progress { conn, id, sent } => {
                 out.extend([KIND_PROGRESS, f64::from(conn), id as f64, sent as f64, 0.0])
             }
         }
     }
+    owed::delivered(env, dones, &ended, &closed);
     out
 }
 
@@ -119,10 +130,12 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
         .build_threadsafe_function::<()>()
         .weak::<true>()
         .callee_handled::<false>()
-        .build_callback(move |_: ThreadsafeCallContext<()>| {
+        .build_callback(move |ctx: ThreadsafeCallContext<()>| {
             // On the JS thread: the holders taken here are dropped where napi requires.
-            Ok(Float64Array::new(encode(js_box.take())))
+            Ok(Float64Array::new(encode(&ctx.env, js_box.take())))
         })?;
+    // Weak: the loop is held only while the engine owes an event (see `owed`).
+    owed::install(tsfn.handle.clone());
     let engine_box = mailbox.clone();
     let started = Engine::start(move |events| {
         engine_box
@@ -144,8 +157,14 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
             env.add_env_cleanup_hook((), |()| teardown())?;
             Ok(true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(false),
-        Err(e) => error::throw(&env, error::io("io_uring_setup", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            owed::uninstall();
+            Ok(false)
+        }
+        Err(e) => {
+            owed::uninstall();
+            error::throw(&env, error::io("io_uring_setup", e))
+        }
     }
 }
 
@@ -163,12 +182,13 @@ fn teardown() {
     if let Some(mailbox) = MAILBOX.try_with(|m| m.borrow_mut().take()).ok().flatten() {
         drop(mailbox.take());
     }
+    owed::uninstall();
 }
 
 /// Re-arms the engine's doorbell after JS handled the last batch, and returns the records
 /// that arrived meanwhile (often none; JS handles them and arms again later).
 #[napi]
-pub fn engine_arm() -> Float64Array {
+pub fn engine_arm(env: Env) -> Float64Array {
     let Some(mailbox) = MAILBOX.try_with(|m| m.borrow().clone()).ok().flatten() else {
         return Float64Array::new(Vec::new());
     };
@@ -180,7 +200,7 @@ pub fn engine_arm() -> Float64Array {
         // JS handles these now and arms again afterwards: no doorbell needed until then.
         mailbox.armed.store(false, SeqCst);
     }
-    Float64Array::new(encode(events))
+    Float64Array::new(encode(&env, events))
 }
 
 /// The errno name (`EBADF`, ...) `io_uring_enter` failed with if this thread's engine failed

@@ -7,6 +7,7 @@
 
 mod engine;
 mod error;
+mod owed;
 mod pool;
 mod protocol;
 mod socket;

@@ -1,6 +1,7 @@
 //! `BindingSocket`: one socket adopted by this thread's send engine (see `engine.rs`).
 //! Converts values only; ordering, lifetimes and policy live in the core.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use zerocopy_core::{ConnStats, Engine, Mode, Policy, Span};
 
 use crate::engine::{engine, Holder};
 use crate::error;
+use crate::owed;
 
 /// Counters of one socket.
 #[napi(object)]
@@ -40,6 +42,10 @@ pub struct BindingSocket {
     conn: u32,
     stats: Arc<ConnStats>,
     engine: Rc<Engine<Holder>>,
+    /// `end()` was called: only the first owes an `Ended` (see `owed`).
+    end_sent: Cell<bool>,
+    /// `close()` or `detach()` was called: only the first owes a `Closed` (see `owed`).
+    close_sent: Cell<bool>,
 }
 
 #[napi]
@@ -77,6 +83,8 @@ impl BindingSocket {
                 conn,
                 stats,
                 engine,
+                end_sent: Cell::new(false),
+                close_sent: Cell::new(false),
             }),
             Err(e) => error::throw(&env, error::errno("adopt", e)),
         }
@@ -90,7 +98,7 @@ impl BindingSocket {
 
     /// Queues `data` (non-empty). The typed array is referenced until its event arrives.
     #[napi]
-    pub fn write(&self, id: f64, data: Uint8Array) {
+    pub fn write(&self, env: Env, id: f64, data: Uint8Array) {
         let span = Span {
             addr: data.as_ptr() as usize,
             len: data.len(),
@@ -103,6 +111,7 @@ impl BindingSocket {
             self.engine
                 .write(self.conn, &self.stats, id as u64, span, data)
         };
+        owed::write_sent(&env);
     }
 
     /// Queues bytes `[offset, offset + length)` of the regular file `fd` as write `id`. The
@@ -121,7 +130,10 @@ impl BindingSocket {
             .engine
             .send_file(self.conn, id as u64, fd, offset as u64, length as u64)
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                owed::write_sent(&env);
+                Ok(())
+            }
             Err(e) => error::throw(&env, error::errno("sendFile", e)),
         }
     }
@@ -134,21 +146,32 @@ impl BindingSocket {
 
     /// Half-closes after every queued byte (FIN).
     #[napi]
-    pub fn end(&self) {
+    pub fn end(&self, env: Env) {
         self.engine.end(self.conn);
+        if !self.end_sent.replace(true) {
+            owed::end_sent(&env, self.conn);
+        }
     }
 
     /// Cancels pending writes and closes the engine's dup once the kernel released everything.
     #[napi]
-    pub fn close(&self) {
+    pub fn close(&self, env: Env) {
         self.engine.close(self.conn);
+        self.close_sent(&env);
     }
 
     /// Hands the socket back: once every queued byte went out and was released, closes the
     /// engine's dup without cancelling or resetting anything, and reports `closed`.
     #[napi]
-    pub fn detach(&self) {
+    pub fn detach(&self, env: Env) {
         self.engine.detach(self.conn);
+        self.close_sent(&env);
+    }
+
+    fn close_sent(&self, env: &Env) {
+        if !self.close_sent.replace(true) {
+            owed::close_sent(env, self.conn);
+        }
     }
 
     /// `auto` found the kernel copies zero-copy sends on this route anyway (cheaper than `stats`).
