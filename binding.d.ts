@@ -60,17 +60,17 @@ export declare class BindingSocket {
 
 /** What the probe found; computed once per process. */
 export interface BindingProbeReport {
-  /** Zero-copy sends can be used in this process. */
+  /** `true` when zero-copy sends are used; `false` means every send falls back to plain writes. */
   supported: boolean
-  /** An io_uring instance could be created at all. */
+  /** `true` when an io_uring instance could be created at all. */
   ioUring: boolean
-  /** Operating system, as `process.platform` says it. */
+  /** `process.platform` of the addon's build (`'linux'`, `'darwin'`, `'win32'`). */
   platform: string
-  /** Kernel release (`uname -r`); empty where unknown. */
+  /** Kernel release (`uname -r`), or `''` where unknown. */
   kernel: string
-  /** Opcodes the kernel reports. */
+  /** Supported io_uring opcodes (all `false` without io_uring). */
   ops: ProbeOps
-  /** `IORING_SEND_ZC_REPORT_USAGE` is accepted (Linux 6.2+). */
+  /** Notifications can say whether the kernel copied anyway (`IORING_SEND_ZC_REPORT_USAGE`, Linux 6.2). */
   reportUsage: boolean
   /** `kernel.io_uring_disabled` (0, 1, 2) where the sysctl exists. */
   ioUringDisabled?: number
@@ -164,13 +164,13 @@ export declare const FLAG_ZERO_COPY: number
 /** Probes io_uring support (cached for the life of the process). */
 export declare function probe(): BindingProbeReport
 
-/** Which io_uring opcodes the running kernel supports (`IORING_REGISTER_PROBE`). */
+/** io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`. */
 export interface ProbeOps {
   /** `IORING_OP_SEND` (Linux 5.6). */
   send: boolean
   /** `IORING_OP_SENDMSG` (Linux 5.3). */
   sendmsg: boolean
-  /** `IORING_OP_SEND_ZC` (Linux 6.0). */
+  /** `IORING_OP_SEND_ZC`, the zero-copy send (Linux 6.0). */
   sendZc: boolean
   /** `IORING_OP_SENDMSG_ZC` (Linux 6.1). */
   sendmsgZc: boolean
@@ -182,13 +182,13 @@ export interface ProbeOps {
   pollAdd: boolean
 }
 
-/** Why zero-copy sends are unavailable. */
+/** Why zero-copy sends are unavailable in this process. */
 export interface ProbeReason {
   /** `platform` | `disabled-by-env` | `sysctl` | `seccomp` | `enosys` | `setup-failed` | `kernel-too-old`. */
   code: string
   /** The errno name `io_uring_setup` failed with (`EPERM`, `ENOSYS`), if that is what failed. */
   errno?: string
-  /** What happened and what would fix it, in one sentence. */
+  /** One sentence: what happened and what would fix it. */
   message: string
 }
 

@@ -1,30 +1,21 @@
 /**
  * What this process can do: the probe report, its types, and the fallback reason it implies.
+ * The report's types are the binding's generated ones (binding.d.ts, from the `#[napi(object)]`
+ * structs of crates/zerocopy-node), narrowed where the public report says more.
  * @module
  */
 import { release } from 'node:os'
 
+import type * as Generated from '../binding.js'
 import { binding, loadError, noBindingMessage } from './native'
 
 /** io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`. */
-export interface ProbeOps {
-  /** `IORING_OP_SEND` (Linux 5.6). */
-  send: boolean
-  /** `IORING_OP_SENDMSG` (Linux 5.3). */
-  sendmsg: boolean
-  /** `IORING_OP_SEND_ZC`, the zero-copy send (Linux 6.0). */
-  sendZc: boolean
-  /** `IORING_OP_SENDMSG_ZC` (Linux 6.1). */
-  sendmsgZc: boolean
-  /** `IORING_OP_SPLICE` (Linux 5.7). */
-  splice: boolean
-  /** `IORING_OP_READ_FIXED` (Linux 5.1). */
-  readFixed: boolean
-  /** `IORING_OP_POLL_ADD` (Linux 5.1). */
-  pollAdd: boolean
-}
+export type ProbeOps = Generated.ProbeOps
 
-/** Stable codes for why zero-copy sends are unavailable. */
+/**
+ * Stable codes for why zero-copy sends are unavailable. Declared here, not generated: the
+ * binding reports its codes as strings, and `'no-binding'` is only ever found by JavaScript.
+ */
 export type ProbeReasonCode =
   /** Not Linux, or an addon built with the `force-unsupported` feature. */
   | 'platform'
@@ -47,30 +38,19 @@ export type ProbeReasonCode =
    */
   | 'no-binding'
 
-/** Why zero-copy sends are unavailable in this process. */
-export interface ProbeReason {
+/**
+ * Why zero-copy sends are unavailable in this process. The binding's own fields, except
+ * those it leaves out when absent (napi `Option`), which the public report gives as `null`.
+ */
+export interface ProbeReason extends Omit<Generated.ProbeReason, 'code' | 'errno'> {
   /** Machine-readable cause. */
   code: ProbeReasonCode
   /** The errno name `io_uring_setup` failed with (`'EPERM'`, `'ENOSYS'`), or `null`. */
   errno: string | null
-  /** One sentence: what happened and what would fix it. */
-  message: string
 }
 
-/** What this process can do, as found by {@link probe}. */
-export interface ProbeReport {
-  /** `true` when zero-copy sends are used; `false` means every send falls back to plain writes. */
-  supported: boolean
-  /** `true` when an io_uring instance could be created at all. */
-  ioUring: boolean
-  /** `process.platform` of the addon's build (`'linux'`, `'darwin'`, `'win32'`). */
-  platform: string
-  /** Kernel release (`uname -r`), or `''` where unknown. */
-  kernel: string
-  /** Supported io_uring opcodes (all `false` without io_uring). */
-  ops: ProbeOps
-  /** Notifications can say whether the kernel copied anyway (`IORING_SEND_ZC_REPORT_USAGE`, Linux 6.2). */
-  reportUsage: boolean
+/** What this process can do, as found by {@link probe}; absent values are `null`, as in {@link ProbeReason}. */
+export interface ProbeReport extends Omit<Generated.BindingProbeReport, 'ioUringDisabled' | 'seccomp' | 'reason' | 'memlockLimit'> {
   /** Value of `kernel.io_uring_disabled` (0 allowed, 1 privileged only, 2 off), or `null` if absent. */
   ioUringDisabled: number | null
   /** Seccomp mode of this process (0 none, 1 strict, 2 filter), or `null` if unknown. */

@@ -18,14 +18,14 @@ use napi::bindgen_prelude::Uint8Array;
 use napi::Env;
 use napi_derive::napi;
 
-/// Which io_uring opcodes the running kernel supports (`IORING_REGISTER_PROBE`).
+/// io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`.
 #[napi(object)]
 pub struct ProbeOps {
     /// `IORING_OP_SEND` (Linux 5.6).
     pub send: bool,
     /// `IORING_OP_SENDMSG` (Linux 5.3).
     pub sendmsg: bool,
-    /// `IORING_OP_SEND_ZC` (Linux 6.0).
+    /// `IORING_OP_SEND_ZC`, the zero-copy send (Linux 6.0).
     pub send_zc: bool,
     /// `IORING_OP_SENDMSG_ZC` (Linux 6.1).
     pub sendmsg_zc: bool,
@@ -37,31 +37,31 @@ pub struct ProbeOps {
     pub poll_add: bool,
 }
 
-/// Why zero-copy sends are unavailable.
+/// Why zero-copy sends are unavailable in this process.
 #[napi(object)]
 pub struct ProbeReason {
     /// `platform` | `disabled-by-env` | `sysctl` | `seccomp` | `enosys` | `setup-failed` | `kernel-too-old`.
     pub code: String,
     /// The errno name `io_uring_setup` failed with (`EPERM`, `ENOSYS`), if that is what failed.
     pub errno: Option<String>,
-    /// What happened and what would fix it, in one sentence.
+    /// One sentence: what happened and what would fix it.
     pub message: String,
 }
 
 /// What the probe found; computed once per process.
 #[napi(object)]
 pub struct BindingProbeReport {
-    /// Zero-copy sends can be used in this process.
+    /// `true` when zero-copy sends are used; `false` means every send falls back to plain writes.
     pub supported: bool,
-    /// An io_uring instance could be created at all.
+    /// `true` when an io_uring instance could be created at all.
     pub io_uring: bool,
-    /// Operating system, as `process.platform` says it.
+    /// `process.platform` of the addon's build (`'linux'`, `'darwin'`, `'win32'`).
     pub platform: String,
-    /// Kernel release (`uname -r`); empty where unknown.
+    /// Kernel release (`uname -r`), or `''` where unknown.
     pub kernel: String,
-    /// Opcodes the kernel reports.
+    /// Supported io_uring opcodes (all `false` without io_uring).
     pub ops: ProbeOps,
-    /// `IORING_SEND_ZC_REPORT_USAGE` is accepted (Linux 6.2+).
+    /// Notifications can say whether the kernel copied anyway (`IORING_SEND_ZC_REPORT_USAGE`, Linux 6.2).
     pub report_usage: bool,
     /// `kernel.io_uring_disabled` (0, 1, 2) where the sysctl exists.
     pub io_uring_disabled: Option<u32>,
