@@ -1,19 +1,24 @@
 /**
- * The engine transport: one socket's sends through this thread's io_uring engine. It issues
+ * The engine transport ({@link Transport}), and whether a socket can have one
+ * ({@link engineUnusable}): one socket's sends through this thread's io_uring engine. It issues
  * writes, file sends, `end`, aborts and the final close or detach to the binding, and turns
  * the engine's events back into settled pending operations. The binding keeps the event loop
  * alive while the engine owes any of those events (crates/zerocopy-node/src/owed.rs).
  * @module
  */
+import type net from 'node:net'
 import { constants } from 'node:os'
+import tls from 'node:tls'
 
-import { register } from './engine'
-import { abortError, codedError, errnoError, normalizeBindingError, type ZeroCopyError } from './errors'
+import { engineAvailable, engineFailure, register } from './engine'
+import { abortError, codedError, destroyedError, errnoError, normalizeBindingError, type ZeroCopyError } from './errors'
 import { fileShrankError, type PreparedFile } from './file'
 import { binding } from './native'
-import type { BindingStats } from '../binding.js'
+import { socketFd } from './net-internals'
+import type { SendPolicy } from './options'
 import type { PendingOps } from './pending'
-import type { ZeroCopyMode } from './socket'
+import { probeReason } from './probe'
+import type { SocketHooks, Transport, TransportStats } from './transport'
 
 const libcECANCELED = constants.errno.ECANCELED
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
@@ -30,25 +35,23 @@ function engineError(errno: number, syscall: string): ZeroCopyError {
   return errnoError(ERRNO_NAMES.get(errno) ?? 'EIO', syscall)
 }
 
-/** What the transport needs of its socket. */
-export interface EngineHooks {
-  /** The socket's first error, or `null`. */
-  error(): Error | null
-  /** Records `err` as the socket's error unless it has one. */
-  fail(err: Error): void
-  /** The error for operations of a destroyed socket. */
-  destroyedError(): Error
-  /** Tears the socket down (the connection is unusable). */
-  destroy(): void
-  /** The engine made progress: activity for the socket's idle timer. */
-  touch(): void
+/** Why the engine cannot be used for `socket`, or `null` when it can (then it may still refuse the descriptor). */
+export function engineUnusable(socket: net.Socket): string | null {
+  if (!engineAvailable()) return engineFailure() ?? probeReason()
+  if (socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the socket writes them itself'
+  if (!socket.connecting && socketFd(socket) < 0) return 'the socket has no file descriptor (not a kernel TCP socket)'
+  return null
 }
 
 /** One socket's engine connection. */
-export class EngineTransport {
+export class EngineTransport implements Transport {
+  /** Sends go out through io_uring. */
+  readonly zeroCopyCapable = true
+  /** Small writes are batched: it saves a native call and an engine round trip each. */
+  readonly batches = true
   readonly #native: binding.BindingSocket
   readonly #pending: PendingOps
-  readonly #hooks: EngineHooks
+  readonly #hooks: SocketHooks
   #endedWaiter: { resolve(): void; reject(e: unknown): void } | null = null
   /** The engine was asked to close or detach; `#closed` settles on its `closed` event. */
   #closeSent = false
@@ -57,8 +60,8 @@ export class EngineTransport {
   #closed: { promise: Promise<void>; resolve(): void } | null = null
 
   /** Opens the engine connection on `fd`; throws the binding's error when the engine refuses it. */
-  constructor(fd: number, mode: ZeroCopyMode, threshold: number, chunk: number, pending: PendingOps, hooks: EngineHooks) {
-    this.#native = new binding.BindingSocket(fd, mode, threshold, chunk)
+  constructor(fd: number, policy: SendPolicy, pending: PendingOps, hooks: SocketHooks) {
+    this.#native = new binding.BindingSocket(fd, policy.mode, policy.threshold, policy.chunk)
     this.#pending = pending
     this.#hooks = hooks
     register(this.#native.id, {
@@ -73,9 +76,21 @@ export class EngineTransport {
     })
   }
 
-  /** The engine's counters of this socket. */
-  get stats(): BindingStats {
-    return this.#native.stats
+  /** The engine's counters of this socket; `fallbackReason` says when it sends plain anyway. */
+  stats(): TransportStats {
+    const n = this.#native.stats
+    return {
+      bytesSent: n.bytesSent,
+      zeroCopySends: n.zeroCopySends,
+      copySends: n.copySends,
+      notifications: n.notifications,
+      copiedNotifications: n.copiedNotifications,
+      fallbackReason: n.zeroCopyUnsupported
+        ? 'EOPNOTSUPP: this socket type has no zero-copy path; sending plain through io_uring'
+        : n.copiesAnyway
+          ? 'the kernel reports it copies zero-copy sends on this route (ZC_COPIED, e.g. loopback): auto sends plain'
+          : null,
+    }
   }
 
   /** `auto` found that the kernel copies zero-copy sends on this route anyway. */
@@ -83,37 +98,50 @@ export class EngineTransport {
     return this.#native.copiesAnyway
   }
 
+  /** Queues `data`; the binding holds it until the kernel released it. */
   write(id: number, data: Uint8Array): void {
     this.#native.write(id, data)
   }
 
-  /** Queues the file range; the engine works on its own duplicate, so `file` may be closed after. */
-  sendFile(id: number, file: PreparedFile): void {
+  /** Queues the file range; the engine works on its own duplicate, so `file` is closed at once. */
+  async sendFile(id: number, file: PreparedFile): Promise<void> {
     try {
       this.#native.sendFile(id, file.fd, file.offset, file.length)
     } catch (e) {
       this.#pending.settle(id, (p) => p.reject(normalizeBindingError(e)))
+    } finally {
+      await file.close()
     }
   }
 
+  /** Asks the engine to withdraw write `id` if none of its bytes reached the kernel. */
   abort(id: number): void {
     this.#native.abort(id)
   }
 
   /**
-   * Half-closes after every queued byte. The promise is created only here and awaited by the
-   * caller at once, so a destroy that rejects it ({@link rejectEnd}) always has a listener.
+   * Half-closes after every queued byte. The engine's promise is created only here and awaited
+   * at once, so a destroy that rejects it always has a listener.
    */
-  end(): Promise<void> {
+  async end(): Promise<void> {
     const ended = new Promise<void>((resolve, reject) => (this.#endedWaiter = { resolve, reject }))
     this.#native.end()
-    return ended
+    await ended
+    await this.#pending.idle()
+    const err = this.#hooks.error()
+    if (err) throw err
   }
 
-  /** A destroy: an `end()` in progress rejects with `err`. */
-  rejectEnd(err: Error): void {
+  /** Closes the engine connection; an `end()` in progress rejects with `err`. */
+  destroy(err: Error): void {
+    void this.#close('close')
     this.#endedWaiter?.reject(err)
     this.#endedWaiter = null
+  }
+
+  /** Hands the socket back once everything queued went out and was released. */
+  detach(): Promise<void> {
+    return this.#close('detach')
   }
 
   /**
@@ -122,7 +150,7 @@ export class EngineTransport {
    * once per connection: a close after a detach only changes how the engine goes, it does not
    * wait for a second event.
    */
-  close(how: 'close' | 'detach'): Promise<void> {
+  #close(how: 'close' | 'detach'): Promise<void> {
     if (this.#gone) return Promise.resolve()
     if (this.#closed === null) {
       let resolve!: () => void
@@ -148,7 +176,7 @@ export class EngineTransport {
     this.#pending.settle(id, (p) => {
       if (flags & binding.FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & binding.FLAG_ZERO_COPY) !== 0, copied: (flags & binding.FLAG_COPIED) !== 0 })
-      if (-value === libcECANCELED) return p.reject(this.#hooks.error() ?? this.#hooks.destroyedError())
+      if (-value === libcECANCELED) return p.reject(this.#hooks.error() ?? destroyedError())
       const err = engineError(-value, p.syscall)
       this.#hooks.fail(err)
       p.reject(-value === binding.ERRNO_FILE_SHRANK ? err : this.#hooks.error())

@@ -150,3 +150,21 @@ function describe(value: unknown): string {
   if (typeof value === 'string') shown = `'${shown}'`
   return `type ${typeof value} (${shown})`
 }
+
+/** A write, end or release of a destroyed socket: `ERR_STREAM_DESTROYED`, as node:net words it. */
+export function destroyedError(): ZeroCopyError {
+  return codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed')
+}
+
+/** An operation after `release()` handed the socket back: `ERR_ZC_SOCKET_RELEASED`. */
+export function releasedError(): ZeroCopyError {
+  return codedError(
+    'ERR_ZC_SOCKET_RELEASED',
+    'This ZeroCopySocket has handed its socket back (release()): write on the socket, or adopt it again with ZeroCopySocket.from()',
+  )
+}
+
+/** Writing after the peer's FIN ended the socket, worded as node:net's `writeAfterFIN`. */
+export function peerEndedError(): ZeroCopyError {
+  return codedError('EPIPE', 'This socket has been ended by the other party')
+}

@@ -1,65 +1,31 @@
 /**
  * `ZeroCopySocket`: ordered, pipelined io_uring sends for a `net.Socket`, with a transparent
- * fallback to the socket's own writes.
+ * fallback to the socket's own writes. This module holds the public API, its result types and
+ * its lifecycle (adopt, end, release, destroy) over one transport (lib/transport.ts); options
+ * are in lib/options.ts, operations held in JS in lib/held.ts, and the takeover of the socket's
+ * own `write`/`end` in lib/takeover.ts.
  * @module
  */
 import net from 'node:net'
 import { Writable } from 'node:stream'
-import tls from 'node:tls'
 import { markAsUntransferable } from 'node:worker_threads'
 
 import { WriteBatcher } from './batch'
-import { engineAvailable, engineFailure } from './engine'
-import { EngineTransport } from './engine-transport'
+import { EngineTransport, engineUnusable } from './engine-transport'
 import { FallbackTransport } from './fallback'
-import { refreshIdleTimer, socketFd, socketWrite } from './net-internals'
+import { HeldOps } from './held'
+import { refreshIdleTimer, socketFd } from './net-internals'
+import { BatchLimit, sendPolicy, validateConnectOptions, validateZeroCopyOptions, type SendPolicy } from './options'
+import type { ConnectOptions, WriteOptions, WriteStreamOptions, ZeroCopyOptions } from './options'
 import { PendingOps, type Pending } from './pending'
 import { trackWrite } from './pool'
-import { prepareFile, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions, type TakenFile } from './file'
-import { abortError, codedError, invalidArgType, normalizeBindingError, type ZeroCopyError } from './errors'
-import { probeReason } from './probe'
-import { validateAbortSignal, validateInteger, validateOneOf, validateOptions, validateSendable, validateUint8Array } from './validate'
+import { prepareFile, takeFile, validateSendFile, type FileSource, type SendFileOptions, type TakenFile } from './file'
+import { abortError, codedError, destroyedError, invalidArgType, normalizeBindingError, peerEndedError, releasedError, type ZeroCopyError } from './errors'
+import { Takeover, whenWritable } from './takeover'
+import type { SocketHooks, Transport } from './transport'
+import { validateAbortSignal, validateInteger, validateOptions, validateSendable, validateUint8Array } from './validate'
 
-/** How a socket chooses between plain and zero-copy sends. */
-export type ZeroCopyMode = 'auto' | 'always' | 'never'
-
-/** Options for {@link ZeroCopySocket.from} and {@link ZeroCopySocket.connect}. */
-export interface ZeroCopyOptions {
-  /**
-   * `'auto'`: zero-copy for writes of at least `threshold` bytes, plain (coalesced) sends below.
-   * `'always'`: zero-copy for every write. `'never'`: plain sends only.
-   * **Default:** `'auto'`.
-   */
-  zeroCopy?: ZeroCopyMode
-  /** Bytes; in `'auto'`, writes at least this large go out zero-copy. **Default:** `16384`. */
-  threshold?: number
-  /**
-   * Bytes; the largest single zero-copy request. Larger writes are split into pieces of this
-   * size (in order, one in flight). Measured on loopback: 64 KiB pieces ran 3.0–3.2 GB/s,
-   * 1 MiB pieces 1.65 GB/s. **Default:** `65536`.
-   */
-  zeroCopyChunk?: number
-}
-
-/** Options for {@link ZeroCopySocket.connect}: where to connect, plus {@link ZeroCopyOptions}. */
-export interface ConnectOptions extends ZeroCopyOptions {
-  /** Host name or address. **Default:** `'localhost'`. */
-  host?: string
-  /** TCP port, 0–65535. Required. */
-  port: number
-  /** Aborts the connection attempt (rejects with `AbortError`). */
-  signal?: AbortSignal
-}
-
-/** Options for {@link ZeroCopySocket.write}. */
-export interface WriteOptions {
-  /**
-   * Aborts the write: if none of its bytes reached the kernel it is withdrawn; otherwise it
-   * completes (a half-written chunk would corrupt the stream). Either way the promise rejects
-   * with `AbortError`, once the kernel no longer uses the buffer.
-   */
-  signal?: AbortSignal
-}
+export type { ConnectOptions, WriteOptions, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './options'
 
 /** How one write went out. */
 export interface WriteResult {
@@ -91,55 +57,14 @@ export interface SocketStats {
   inFlightBytes: number
 }
 
-/** Options for {@link ZeroCopySocket.createWriteStream}. */
-export interface WriteStreamOptions {
-  /** Bytes buffered before `write()` returns `false`. **Default:** `1048576` (1 MiB). */
-  highWaterMark?: number
-}
-
 /** Result of {@link ZeroCopySocket.sendFile}. */
 export interface SendFileResult {
   /** Bytes sent (the whole requested range). */
   bytes: number
 }
 
-/** An operation waiting in JavaScript for its turn (socket not ready, or a file being opened). */
-type HeldOp = { kind: 'write'; id: number; data: Uint8Array } | { kind: 'file'; id: number; file: Promise<PreparedFile> }
-
-const MODES: readonly ZeroCopyMode[] = ['auto', 'always', 'never']
-/**
- * Writes smaller than this (and, in `'auto'`, than `threshold`: those would be plain sends
- * anyway) are copied into a shared batch buffer and handed to the engine together (see
- * lib/batch.ts); never in `'always'`.
- */
-const SMALL_WRITE = 16 * 1024
-/**
- * In `'auto'`, once the kernel reports that it copies zero-copy sends on this route anyway
- * (loopback), writes up to this size are batched too: zero-copy buys nothing there, and one
- * copy into a batch is cheaper than a native call and an engine round trip per write.
- */
-const COPYING_ROUTE_BATCH = 64 * 1024
-
-const EMPTY = new Uint8Array(0)
-
 /** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
 const owned = new WeakSet<net.Socket>()
-
-function destroyedError(): ZeroCopyError {
-  return codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed')
-}
-
-function releasedError(): ZeroCopyError {
-  return codedError(
-    'ERR_ZC_SOCKET_RELEASED',
-    'This ZeroCopySocket has handed its socket back (release()): write on the socket, or adopt it again with ZeroCopySocket.from()',
-  )
-}
-
-/** Writing after the peer's FIN ended the socket, worded as node:net's `writeAfterFIN`. */
-function peerEndedError(): ZeroCopyError {
-  return codedError('EPIPE', 'This socket has been ended by the other party')
-}
 
 /**
  * Keeps `data`'s memory where it is while the kernel may read it: an `ArrayBuffer` marked
@@ -178,40 +103,32 @@ function pin(data: Uint8Array): void {
 export class ZeroCopySocket {
   /** The adopted socket: read from it and listen to its events as usual. */
   readonly socket: net.Socket
-  /** The engine connection, once adopted (see lib/engine-transport.ts). */
-  #engine: EngineTransport | null = null
-  #fallbackReason: string | null = null
+  /** Engine or fallback sends; `null` while the socket is not adopted yet (see {@link #adopt}). */
+  #transport: Transport | null = null
   #pending = new PendingOps()
   #writes = 0
-  /** Sends through the socket's own write where the engine is not used (see lib/fallback.ts). */
-  #fallback: FallbackTransport
-  /**
-   * Operations waiting in JS, in order: until the socket is connected and its own buffer has
-   * drained, and behind a file that is still being opened. `null` when nothing waits.
-   */
-  #held: HeldOp[] | null = null
-  /**
-   * `#drain` is running. A second call returns at once without losing work: the running one
-   * loops until `#held` is empty, and every push to `#held` happens on this thread before that
-   * loop's next look (it only yields at `await`s, after which it looks again).
-   */
-  #draining = false
-  /** Small writes copied and waiting to go to the engine together; see {@link SMALL_WRITE}. */
+  /** Operations waiting in JS: until the socket is adopted, and behind a file being opened. */
+  #held: HeldOps
+  /** Small writes copied and waiting to go to the engine together (lib/batch.ts). */
   #batcher = new WriteBatcher((data, settled) => this.#sendBatch(data, settled))
-  /** Writes below this many bytes are batched (0: never). */
-  #batchBelow: number
-  #mode: ZeroCopyMode
-  #threshold: number
-  #writesSinceRouteCheck = 0
-  #heldWaiters: (() => void)[] = []
+  #batchLimit: BatchLimit
   #ending: Promise<void> | null = null
   #destroyed = false
   /** The peer's FIN ended the socket (no half-open): later writes fail with `EPIPE`, as node:net's. */
   #peerEnded = false
   #error: Error | null = null
-  #origEnd: (this: net.Socket, cb?: () => void) => net.Socket
-  /** The socket's own `write`/`end` properties before {@link #takeOver}, to put back on release. */
-  #ownMethods: { write?: PropertyDescriptor; end?: PropertyDescriptor } = {}
+  /** The socket's own `write`/`end`, taken over while the engine sends. */
+  #takeover: Takeover
+  /** What the transports need of this socket. */
+  #hooks: SocketHooks = {
+    error: () => this.#error,
+    fail: (err) => {
+      if (this.#error === null) this.#error = err
+    },
+    destroyed: () => this.#destroyed,
+    destroy: () => this.destroy(),
+    touch: () => refreshIdleTimer(this.socket), // the engine's progress counts as activity for setTimeout
+  }
   /** Our listeners on {@link socket}, removed when it is handed back. */
   #listeners: [event: string, fn: (...args: never[]) => void][] = []
   #releasing: Promise<net.Socket> | null = null
@@ -220,25 +137,16 @@ export class ZeroCopySocket {
 
   private constructor(socket: net.Socket, options: ZeroCopyOptions | undefined) {
     this.socket = socket
-    this.#fallback = new FallbackTransport(
-      socket,
-      this.#pending,
-      () => this.#destroyed,
-      () => this.destroy(),
-    )
     owned.add(socket)
-    this.#origEnd = socket.end as (this: net.Socket, cb?: () => void) => net.Socket
-    const mode = options?.zeroCopy ?? 'auto'
-    const threshold = options?.threshold ?? 16384
-    const chunk = options?.zeroCopyChunk ?? 65536
-    this.#mode = mode
-    this.#threshold = threshold
-    this.#batchBelow = mode === 'always' ? 0 : mode === 'auto' ? Math.min(threshold, SMALL_WRITE) : SMALL_WRITE
-    this.#fallbackReason = this.#nativeUnusable()
-    if (this.#fallbackReason === null) {
-      this.#held = []
-      this.#takeOver()
-      this.#whenWritable(() => this.#adopt(mode, threshold, chunk))
+    this.#takeover = new Takeover(socket)
+    const policy = sendPolicy(options)
+    this.#batchLimit = new BatchLimit(policy)
+    const unusable = engineUnusable(socket)
+    this.#held = new HeldOps(unusable === null, this.#pending, () => this.#transport)
+    if (unusable !== null) this.#transport = this.#fallback(unusable)
+    else {
+      this.#takeover.take({ destroyed: () => this.#destroyed, releasing: () => this.#releasing, end: () => this.end() })
+      whenWritable(socket, () => this.#adopt(policy))
     }
     // Errors reach callers through rejected writes and end(); without this listener an
     // EPIPE/ECONNRESET would also be thrown as an uncaught 'error' event.
@@ -288,12 +196,7 @@ export class ZeroCopySocket {
    *   (`ABORT_ERR`) when `signal` aborts, and argument errors as {@link from} does.
    */
   static connect(options: ConnectOptions): Promise<ZeroCopySocket> {
-    validateOptions(options, 'options')
-    if (options === undefined) throw invalidArgType('options', 'of type object', options)
-    validateInteger(options.port, 'options.port', 0, 65535)
-    if (options.host !== undefined && typeof options.host !== 'string') throw invalidArgType('options.host', 'of type string', options.host)
-    validateAbortSignal(options.signal, 'options.signal')
-    validateZeroCopyOptions(options)
+    validateConnectOptions(options)
     const { signal } = options
     if (signal?.aborted) return Promise.reject(abortError(signal))
     return new Promise((resolve, reject) => {
@@ -317,24 +220,20 @@ export class ZeroCopySocket {
 
   /** `true` when writes go through the io_uring engine, `false` on the fallback path. */
   get zeroCopyCapable(): boolean {
-    return this.#fallbackReason === null
+    return this.#transport?.zeroCopyCapable ?? true
   }
 
   /** Current counters; see {@link SocketStats}. */
   get stats(): SocketStats {
-    const n = this.#engine?.stats
+    const t = this.#transport?.stats()
     return {
-      bytesSent: n ? n.bytesSent : this.#fallback.bytesSent,
+      bytesSent: t?.bytesSent ?? 0,
       writes: this.#writes,
-      zeroCopySends: n ? n.zeroCopySends : 0,
-      copySends: n ? n.copySends : this.#fallback.writes,
-      notifications: n ? n.notifications : 0,
-      copiedNotifications: n ? n.copiedNotifications : 0,
-      fallbackReason: n?.zeroCopyUnsupported
-        ? 'EOPNOTSUPP: this socket type has no zero-copy path; sending plain through io_uring'
-        : n?.copiesAnyway
-          ? 'the kernel reports it copies zero-copy sends on this route (ZC_COPIED, e.g. loopback): auto sends plain'
-          : this.#fallbackReason,
+      zeroCopySends: t?.zeroCopySends ?? 0,
+      copySends: t?.copySends ?? 0,
+      notifications: t?.notifications ?? 0,
+      copiedNotifications: t?.copiedNotifications ?? 0,
+      fallbackReason: t?.fallbackReason ?? null,
       inFlightBytes: this.#pending.inFlightBytes,
     }
   }
@@ -373,12 +272,11 @@ export class ZeroCopySocket {
     const bytes = data.byteLength
     if (bytes === 0) {
       this.#batcher.flush()
-      return this.#afterPending({ bytes: 0, zeroCopy: false, copied: false })
+      return this.#pending.idle().then(() => ({ bytes: 0, zeroCopy: false, copied: false }))
     }
-    if (this.#mode === 'auto' && this.#engine !== null && (++this.#writesSinceRouteCheck & 63) === 0) {
-      this.#batchBelow = this.#engine.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#threshold, SMALL_WRITE)
-    }
-    if (bytes < this.#batchBelow && signal === undefined && this.#engine !== null && this.#held === null) {
+    const t = this.#transport
+    const batchBelow = t?.batches ? this.#batchLimit.below(() => t.copiesAnyway) : 0
+    if (bytes < batchBelow && signal === undefined && !this.#held.holding) {
       this.#pending.inFlightBytes += bytes
       return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
@@ -395,14 +293,10 @@ export class ZeroCopySocket {
         signal,
         syscall: 'sendZc',
       }
-      this.#pending.add(id, p)
+      this.#add(id, p)
       this.#pending.inFlightBytes += bytes
-      if (signal) {
-        p.onAbort = () => this.#abort(id, p)
-        signal.addEventListener('abort', p.onAbort, { once: true })
-      }
-      if (this.#held !== null) this.#held.push({ kind: 'write', id, data })
-      else this.#issueWrite(id, data)
+      if (this.#held.holding) this.#held.push({ kind: 'write', id, data })
+      else this.#transport!.write(id, data)
     })
   }
 
@@ -442,7 +336,7 @@ export class ZeroCopySocket {
     const prepared = prepareFile(taken, options)
     prepared.catch(() => {}) // settled through the held queue
     return new Promise<SendFileResult>((resolve, reject) => {
-      const p: Pending = {
+      this.#add(id, {
         resolve: (r) => resolve({ bytes: r.bytes }),
         reject,
         bytes: 0,
@@ -450,15 +344,22 @@ export class ZeroCopySocket {
         signal,
         onProgress: options?.onProgress,
         syscall: 'sendFile',
-      }
-      this.#pending.add(id, p)
-      if (signal) {
-        p.onAbort = () => this.#abort(id, p)
-        signal.addEventListener('abort', p.onAbort, { once: true })
-      }
-      ;(this.#held ??= []).push({ kind: 'file', id, file: prepared })
-      void this.#drain()
+      })
+      this.#held.push({ kind: 'file', id, file: prepared })
+      void this.#held.drain()
     })
+  }
+
+  /** Registers pending operation `id`, and its abort listener. */
+  #add(id: number, p: Pending): void {
+    this.#pending.add(id, p)
+    if (p.signal) {
+      p.onAbort = () => {
+        p.aborted = true
+        if (!this.#held.withdraw(id)) this.#transport?.abort(id)
+      }
+      p.signal.addEventListener('abort', p.onAbort, { once: true })
+    }
   }
 
   /**
@@ -520,34 +421,18 @@ export class ZeroCopySocket {
   async #release(): Promise<net.Socket> {
     const ending = this.#ending
     if (ending) await ending
-    await this.#heldDone()
+    await this.#held.done()
     await this.#pending.idle()
-    if (!this.#destroyed && this.#engine) await this.#engine.close('detach')
+    if (!this.#destroyed) await this.#transport?.detach()
     if (this.#destroyed) throw this.#error ?? destroyedError()
     const s = this.socket
     for (const [event, fn] of this.#listeners) s.off(event, fn as (...args: unknown[]) => void)
     this.#listeners = []
-    for (const key of ['write', 'end'] as const) {
-      const own = this.#ownMethods[key]
-      if (own) Object.defineProperty(s, key, own)
-      else delete (s as Partial<net.Socket>)[key]
-    }
+    this.#takeover.restore()
     owned.delete(s)
     this.#released = true
     // A destroy() that came after the detach and before here found nothing to close.
     return s
-  }
-
-  /** Counts the engine's progress as activity for the socket's idle timeout (`setTimeout`). */
-  #touch(): void {
-    refreshIdleTimer(this.socket)
-  }
-
-  /** Settles once no operation waits in JS (`#held` is null), or the socket was destroyed. */
-  async #heldDone(): Promise<void> {
-    // Every wake-up of these waiters comes from `#drain` finishing or from `destroy`, the only
-    // two places that set `#held` to null; the loop re-checks, so a stale wake-up is harmless.
-    while (this.#held !== null && !this.#destroyed) await new Promise<void>((resolve) => this.#heldWaiters.push(resolve))
   }
 
   /**
@@ -569,6 +454,12 @@ export class ZeroCopySocket {
     return this.#ending
   }
 
+  async #end(): Promise<void> {
+    await this.#held.done()
+    if (this.#destroyed) throw this.#error ?? destroyedError()
+    await this.#transport!.end()
+  }
+
   /**
    * Tears the connection down now. Writes not yet handed to the kernel reject at once with
    * `ERR_STREAM_DESTROYED`; writes the kernel holds reject once it has released their
@@ -580,47 +471,11 @@ export class ZeroCopySocket {
     this.#destroyed = true
     if (this.#released) return // the socket is its owner's again
     if (error && this.#error === null) this.#error = error
-    this.#pending.inFlightBytes -= this.#batcher.discard(this.#error ?? destroyedError())
-    const held = this.#held ?? []
-    this.#held = null
-    for (const op of held) {
-      if (op.kind === 'file')
-        op.file.then(
-          (f) => f.close(),
-          () => {},
-        )
-      this.#pending.settle(op.id, (p) => p.reject(this.#error ?? destroyedError()))
-    }
-    // `#held` is gone: whoever waits for it (end()) must look again, or it would wait forever.
-    this.#wakeHeldWaiters()
-    if (this.#fallbackReason !== null) {
-      for (const id of this.#pending.ids()) this.#pending.settle(id, (p) => p.reject(this.#error ?? destroyedError()))
-    }
-    if (this.#engine) {
-      void this.#engine.close('close')
-      this.#engine.rejectEnd(this.#error ?? destroyedError())
-    }
+    const err = this.#error ?? destroyedError()
+    this.#pending.inFlightBytes -= this.#batcher.discard(err)
+    this.#held.discard(err)
+    this.#transport?.destroy(err)
     if (!this.socket.destroyed) this.socket.destroy(error)
-  }
-
-  async #end(): Promise<void> {
-    await this.#heldDone()
-    if (this.#destroyed) throw this.#error ?? destroyedError()
-    if (this.#fallbackReason !== null) {
-      await this.#fallback.end(this.#origEnd, () => this.#error ?? destroyedError())
-      await this.#pending.idle()
-      if (this.#destroyed && this.#error) throw this.#error
-      return
-    }
-    await this.#engine!.end()
-    await this.#pending.idle()
-    if (this.#error) throw this.#error
-  }
-
-  #wakeHeldWaiters(): void {
-    const waiters = this.#heldWaiters
-    this.#heldWaiters = []
-    for (const w of waiters) w()
   }
 
   /** Why a new write or file send cannot be queued now, or `null`; as node:net words it. */
@@ -636,172 +491,25 @@ export class ZeroCopySocket {
   #sendBatch(data: Uint8Array, settled: { resolve(r: WriteResult): void; reject(e: unknown): void }): void {
     const id = this.#pending.nextId()
     this.#pending.add(id, { ...settled, bytes: data.byteLength, aborted: false, syscall: 'sendZc', batch: true })
-    this.#engine!.write(id, data)
+    this.#transport!.write(id, data)
   }
 
-  /** Resolves `result` once every write issued before it has settled. */
-  #afterPending(result: WriteResult): Promise<WriteResult> {
-    return this.#pending.idle().then(() => result)
+  /** The fallback transport, for `reason`. */
+  #fallback(reason: string): Transport {
+    return new FallbackTransport(this.socket, reason, this.#takeover.ownEnd, this.#pending, this.#hooks)
   }
 
-  #abort(id: number, p: Pending): void {
-    p.aborted = true
-    const i = this.#held?.findIndex((h) => h.id === id) ?? -1
-    if (i >= 0) {
-      const [op] = this.#held!.splice(i, 1)
-      if (op.kind === 'file')
-        op.file.then(
-          (f) => f.close(),
-          () => {},
-        )
-      this.#pending.settle(id, (q) => q.reject(abortError(q.signal)))
-    } else if (this.#engine) {
-      this.#engine.abort(id)
-    }
-  }
-
-  /** Why the engine cannot be used for this socket, or `null` when it can. */
-  #nativeUnusable(): string | null {
-    if (!engineAvailable()) return engineFailure() ?? probeReason()
-    if (this.socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the socket writes them itself'
-    if (!this.socket.connecting && socketFd(this.socket) < 0) return 'the socket has no file descriptor (not a kernel TCP socket)'
-    return null
-  }
-
-  /** Runs `fn` once the socket is connected and its own write buffer is empty. */
-  #whenWritable(fn: () => void): void {
-    const s = this.socket
-    if (s.destroyed) return
-    if (s.connecting) s.once('connect', () => this.#whenWritable(fn))
-    else if (s.writableLength > 0) {
-      // Not 'drain': it only comes after a write() that returned false, so a small write still
-      // queued (a full send buffer) left adoption waiting forever. The callback of an empty
-      // write runs once every earlier write has been flushed (or failed: then `destroyed`).
-      socketWrite.call(s, EMPTY, () => this.#whenWritable(fn))
-    } else fn()
-  }
-
-  /** Routes `socket.write()`/`end()` so they cannot overtake the engine's bytes. */
-  #takeOver(): void {
-    const s = this.socket
-    this.#ownMethods = { write: Object.getOwnPropertyDescriptor(s, 'write'), end: Object.getOwnPropertyDescriptor(s, 'end') }
-    s.write = (() => {
-      throw codedError(
-        'ERR_ZC_SOCKET_OWNED',
-        'This socket is owned by a ZeroCopySocket: write through it (zs.write / zs.createWriteStream), not socket.write()',
-      )
-    }) as net.Socket['write']
-    s.end = ((...args: unknown[]) => {
-      const cb = args.find((a) => typeof a === 'function') as (() => void) | undefined
-      if (this.#destroyed) return s
-      if (this.#releasing) {
-        // Being handed back (node:http ends a keep-alive socket whose client left while the
-        // last body's release was still running): end it through its own end() once it is
-        // its owner's again. Dropping the call left the connection open for good.
-        this.#releasing.then(
-          (socket) => socket.end(...(args as [])),
-          () => cb?.(),
-        )
-        return s
-      }
-      this.end().then(
-        () => this.#origEnd.call(s, cb),
-        () => cb?.(),
-      )
-      return s
-    }) as net.Socket['end']
-  }
-
-  #adopt(mode: ZeroCopyMode, threshold: number, chunk: number): void {
+  /** Chooses the transport once the socket is writable: the engine, or the fallback if it refuses the socket. */
+  #adopt(policy: SendPolicy): void {
     if (this.#destroyed) return
     try {
-      this.#engine = new EngineTransport(socketFd(this.socket), mode, threshold, chunk, this.#pending, {
-        error: () => this.#error,
-        fail: (err) => {
-          if (this.#error === null) this.#error = err
-        },
-        destroyedError,
-        destroy: () => this.destroy(),
-        touch: () => this.#touch(),
-      })
+      this.#transport = new EngineTransport(socketFd(this.socket), policy, this.#pending, this.#hooks)
     } catch (e) {
       // Not a stream socket the engine can use: write through the socket, in order.
       const err = normalizeBindingError(e) as ZeroCopyError
-      this.#fallbackReason = `engine refused the socket: ${err.code ?? err.message}`
-      this.socket.write = net.Socket.prototype.write
-      this.socket.end = this.#origEnd as net.Socket['end']
+      this.#transport = this.#fallback(`engine refused the socket: ${err.code ?? err.message}`)
+      this.#takeover.giveUp()
     }
-    void this.#drain()
+    void this.#held.drain()
   }
-
-  /** Whether operations can be issued (engine adopted the socket, or the fallback is chosen). */
-  #ready(): boolean {
-    return this.#engine !== null || this.#fallbackReason !== null
-  }
-
-  /** Issues held operations in order, waiting for each file to be opened and checked. */
-  async #drain(): Promise<void> {
-    if (this.#draining || !this.#ready()) return
-    this.#draining = true
-    try {
-      while (this.#held !== null && this.#held.length > 0) {
-        const op = this.#held[0]
-        if (op.kind === 'write') {
-          this.#held.shift()
-          this.#issueWrite(op.id, op.data)
-          continue
-        }
-        let file: PreparedFile
-        try {
-          file = await op.file
-        } catch (e) {
-          if (this.#held?.[0] === op) this.#held.shift()
-          this.#pending.settle(op.id, (p) => p.reject(e))
-          continue
-        }
-        if (this.#held?.[0] !== op) {
-          await file.close() // aborted or destroyed while opening
-          continue
-        }
-        this.#held.shift()
-        const p = this.#pending.get(op.id)
-        if (p) p.bytes = file.length
-        this.#pending.inFlightBytes += file.length
-        await this.#issueFile(op.id, file)
-      }
-      this.#held = null
-    } finally {
-      this.#draining = false
-      this.#wakeHeldWaiters()
-    }
-  }
-
-  #issueWrite(id: number, data: Uint8Array): void {
-    if (this.#fallbackReason !== null) this.#fallback.write(id, data)
-    else this.#engine!.write(id, data)
-  }
-
-  async #issueFile(id: number, file: PreparedFile): Promise<void> {
-    if (file.length === 0) {
-      await file.close()
-      this.#pending.settle(id, (p) => p.resolve({ bytes: 0, zeroCopy: false, copied: false }))
-      return
-    }
-    if (this.#fallbackReason !== null) {
-      await this.#fallback.sendFile(id, file)
-      return
-    }
-    try {
-      this.#engine!.sendFile(id, file)
-    } finally {
-      await file.close() // the engine works on its own dup
-    }
-  }
-}
-
-function validateZeroCopyOptions(options: ZeroCopyOptions | undefined): void {
-  validateOptions(options, 'options')
-  validateOneOf(options?.zeroCopy, 'options.zeroCopy', MODES)
-  if (options?.threshold !== undefined) validateInteger(options.threshold, 'options.threshold', 0, 0xffffffff)
-  if (options?.zeroCopyChunk !== undefined) validateInteger(options.zeroCopyChunk, 'options.zeroCopyChunk', 4096, 0x7fffffff)
 }

@@ -1,0 +1,59 @@
+/**
+ * The transport interface: how a `ZeroCopySocket` hands its operations to whatever sends them,
+ * the io_uring engine (lib/engine-transport.ts) or the socket's own writes (lib/fallback.ts).
+ * The socket holds one transport and never asks which one it is.
+ * @module
+ */
+import type { PreparedFile } from './file'
+import type { SocketStats } from './socket'
+
+/** A transport's counters: {@link SocketStats} without those the socket keeps itself. */
+export type TransportStats = Omit<SocketStats, 'writes' | 'inFlightBytes'>
+
+/** What a transport needs of its socket. */
+export interface SocketHooks {
+  /** The socket's first error, or `null`. */
+  error(): Error | null
+  /** Records `err` as the socket's error unless it has one. */
+  fail(err: Error): void
+  /** The socket was destroyed. */
+  destroyed(): boolean
+  /** Tears the socket down (the connection is unusable). */
+  destroy(): void
+  /** Bytes moved outside the socket's own writes: activity for its idle timer. */
+  touch(): void
+}
+
+/**
+ * One socket's sends. Every operation has a pending entry (lib/pending.ts) under its `id`,
+ * which the transport settles exactly once.
+ */
+export interface Transport {
+  /** Sends go out as io_uring zero-copy requests where they can (`false` on the fallback). */
+  readonly zeroCopyCapable: boolean
+  /**
+   * Small writes may be copied into a shared batch and handed over together (lib/batch.ts):
+   * true for the engine, whose per-call overhead that saves; the fallback's socket coalesces
+   * on its own.
+   */
+  readonly batches: boolean
+  /** `auto` found that the kernel copies zero-copy sends on this route anyway. */
+  readonly copiesAnyway: boolean
+  /** The counters, with the reason this socket does not send zero-copy (or `null`). */
+  stats(): TransportStats
+  /** Sends `data` after everything issued before; `data` stays unmodified until it settles. */
+  write(id: number, data: Uint8Array): void
+  /** Sends the prepared file range; resolves once `file` is closed (it may still be in flight). */
+  sendFile(id: number, file: PreparedFile): Promise<void>
+  /** Asks to withdraw operation `id` (already marked aborted) if none of it was sent. */
+  abort(id: number): void
+  /**
+   * Half-closes after every queued byte, then waits until every operation settled. Rejects
+   * with the socket's error, or `ERR_STREAM_DESTROYED`, when that is how the stream ended.
+   */
+  end(): Promise<void>
+  /** The socket is being destroyed: everything pending fails with `err`, as soon as it may. */
+  destroy(err: Error): void
+  /** Hands the socket back once nothing is pending; nothing of it is left with the transport. */
+  detach(): Promise<void>
+}
