@@ -32,19 +32,20 @@ thread_local! {
 /// answered with another `Closed`; a failed engine answers each `end` with an `Ended`) pays
 /// for nothing, so it cannot pay for a record still to come.
 ///
-/// Why it can never leak (the loop held with nothing left to come): every counted command
-/// yields its record, once the work it stands for is over. See `apply_commands` and `finish_conn` in the core's worker, and its failure mode:
-/// a write or file send is finished, cancelled (`ECANCELED` for an unknown or closing
-/// connection) or failed, each with exactly one `Done`; an `end` on a known connection gets one
-/// `Ended` once its queue drained, is closed or the engine failed, on an unknown one `EBADF` at
-/// once; a `close` cancels and, if a peer that does not read holds pages, resets, so its
-/// `Closed` comes once the kernel released them; a `detach` (sent by JS only once no write is
-/// pending) goes once the kernel released what went before it, which a peer that does not read
-/// delays exactly as it delays a write, and a later `close` still resets; an unknown
-/// connection, or any on a failed engine, is answered with `Closed` at once. Every record reaches `encode`: the engine
-/// rings the doorbell (this callback) while JS is armed, and JS re-arms from `setImmediate` and
-/// collects what arrived (`engineArm`), both kept running by this very reference. Only the
-/// Node environment's teardown drops records undelivered, when there is no loop left to hold.
+/// Why it can never leak (the loop held with nothing left to come): every counted command yields
+/// its record, once the work it stands for is over. See the core's worker (`apply_commands`,
+/// `unknown_conn`), its connection state machine (`conn/`) and its failure mode: a write or file
+/// send is finished, cancelled (`ECANCELED` for an unknown or closing connection) or failed, each
+/// with exactly one `Done`; an `end` on a known connection gets one `Ended` once its queue drained,
+/// is closed or the engine failed, on an unknown one `EBADF` at once; a `close` cancels and, if a
+/// peer that does not read holds pages, resets, so its `Closed` comes once the kernel released
+/// them; a `detach` (sent by JS only once no write is pending) goes once the kernel released what
+/// went before it, which a peer that does not read delays exactly as it delays a write, and a later
+/// `close` still resets; an unknown connection, or any on a failed engine, is answered with
+/// `Closed` at once. Every record reaches `encode`: the engine rings the doorbell (this callback)
+/// while JS is armed, and JS re-arms from `setImmediate` and collects what arrived (`engineArm`),
+/// both kept running by this very reference. Only the Node environment's teardown drops records
+/// undelivered, when there is no loop left to hold.
 ///
 /// `napi_ref_threadsafe_function` is a flag, not a counter: it is called on the transitions
 /// 0 → 1 and 1 → 0 only, both on the JS thread as napi requires.
