@@ -2,30 +2,30 @@
  * zerocopy-socket: io_uring zero-copy TCP sends (`IORING_OP_SEND_ZC`) for Node.js, with a
  * transparent fallback to ordinary socket writes wherever the kernel or platform says no.
  *
- * - {@link ZeroCopySocket}: the socket class (lib/socket.ts).
- * - {@link probe}: what this process can do, and why not (lib/probe.ts).
- * - {@link respondWithFile}: HTTP/1.1 file responses for node:http (lib/http.ts).
- * - {@link serveStatic}: a drop-in for `express.static` (lib/static.ts; also `zerocopy-socket/static`).
- * - {@link BufferPool}: Buffers registered with the ring (lib/pool.ts).
+ * - {@link ZeroCopySocket}: the socket class (src/socket.ts).
+ * - {@link probe}: what this process can do, and why not (src/probe.ts).
+ * - {@link respondWithFile}: HTTP/1.1 file responses for node:http (src/http.ts).
+ * - {@link serveStatic}: a drop-in for `express.static` (src/static.ts; also `zerocopy-socket/static`).
+ * - {@link BufferPool}: Buffers registered with the ring (src/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
  * @module
  */
-import { binding } from './lib/native'
-import { normalizeBindingError } from './lib/errors'
-import { validateInteger, validateUint8Array } from './lib/validate'
+import { binding } from './src/native'
+import { normalizeBindingError } from './src/errors'
+import { validateInteger, validateUint8Array } from './src/validate'
 
-export { probe } from './lib/probe'
-export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './lib/probe'
-export { ZeroCopySocket } from './lib/socket'
-export { respondWithFile } from './lib/http'
-export type { RespondWithFileOptions, RespondWithFileResult } from './lib/http'
-export { serveStatic } from './lib/static'
-export type { ServeStaticOptions, StaticMiddleware } from './lib/static'
-export { BufferPool } from './lib/pool'
-export type { BufferPoolOptions } from './lib/pool'
-export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './lib/socket'
-export type { FileSource, SendFileOptions } from './lib/file'
-export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './lib/errors'
+export { probe } from './src/probe'
+export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './src/probe'
+export { ZeroCopySocket } from './src/socket'
+export { respondWithFile } from './src/http'
+export type { RespondWithFileOptions, RespondWithFileResult } from './src/http'
+export { serveStatic } from './src/static'
+export type { ServeStaticOptions, StaticMiddleware } from './src/static'
+export { BufferPool } from './src/pool'
+export type { BufferPoolOptions } from './src/pool'
+export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './src/socket'
+export type { FileSource, SendFileOptions } from './src/file'
+export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './src/errors'
 
 /**
  * Sends all of `data` on the socket file descriptor `fd` with blocking `IORING_OP_SEND_ZC`

@@ -7,9 +7,9 @@ import test from 'ava'
 
 // The harness is CommonJS compiled by `npm run build`.
 const require = createRequire(import.meta.url)
-const { runHttpBench } = require('../bench/http.js') as typeof import('../bench/http')
-const { httpBenchCommand, parseSize } = require('../bench/http-options.js') as typeof import('../bench/http-options')
-const { HTTP_SERVERS } = require('../bench/http-server.js') as typeof import('../bench/http-server')
+const { runHttpBench } = require('../dist/bench/http.js') as typeof import('../bench/http')
+const { httpBenchCommand, parseSize } = require('../dist/bench/http-options.js') as typeof import('../bench/http-options')
+const { HTTP_SERVERS } = require('../dist/bench/http-server.js') as typeof import('../bench/http-server')
 type HttpBenchResult = import('../bench/http').HttpBenchResult
 
 /** Loud, not silent: in the test's log and on stderr. */

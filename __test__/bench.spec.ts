@@ -7,7 +7,7 @@ import { zcTest } from './helpers'
 
 // The harness is CommonJS compiled by `npm run build`.
 const require = createRequire(import.meta.url)
-const { runBench } = require('../bench/harness.js') as typeof import('../bench/harness')
+const { runBench } = require('../dist/bench/harness.js') as typeof import('../bench/harness')
 type SinkResult = import('../bench/sink').SinkResult
 
 zcTest(

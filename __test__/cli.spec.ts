@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import { fixture, patternBytes, zcTest } from './helpers'
 
-const CLI = fileURLToPath(new URL('../cli/zerocopy-socket.js', import.meta.url))
+const CLI = fileURLToPath(new URL('../dist/cli/zerocopy-socket.js', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'zc-cli-'))
 test.after.always(() => rmSync(dir, { recursive: true, force: true }))

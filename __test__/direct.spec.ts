@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { sendfileNow } from '../lib/direct'
+import { sendfileNow } from '../src/direct'
 import { STUB_ADDON, collect, fdOf, loopbackPair, patternBytes, runChild } from './helpers'
 
 const dir = mkdtempSync(join(tmpdir(), 'zc-direct-'))
@@ -96,7 +96,7 @@ test('errors are Node-style: a bad socket is EBADF from sendfile; bad arguments 
 })
 
 test('stub addon (macOS, Windows): never sends inline, returns 0 and no error', async (t) => {
-  const direct = fileURLToPath(new URL('../lib/direct.js', import.meta.url))
+  const direct = fileURLToPath(new URL('../dist/src/direct.js', import.meta.url))
   const script = `
     const { sendfileNow } = require(${JSON.stringify(direct)})
     const file = require('node:fs').openSync(${JSON.stringify(direct)}, 'r') // regular, cached

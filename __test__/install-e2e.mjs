@@ -232,7 +232,27 @@ async function mainTarball() {
     stray.length === 0,
     `the tarball ships no addon, tests, TypeScript sources or crates (${files.length} files)${stray.length ? `: ${stray.join(', ')}` : ''}`,
   )
-  for (const f of ['index.js', 'index.d.ts', 'binding.js', 'binding.d.ts', 'lib/native.js', 'lib/socket.d.ts', 'cli/zerocopy-socket.js', 'bench/harness.js']) {
+  // The compiled code is all under dist/; binding.js (napi's loader) stays beside package.json.
+  const outside = files.filter((f) => f.endsWith('.js') && !f.startsWith('package/dist/') && f !== 'package/binding.js')
+  check(outside.length === 0, `the tarball's JavaScript is under dist/, but for binding.js${outside.length ? `: ${outside.join(', ')}` : ''}`)
+  const needed = [
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/binding.js',
+    'dist/binding.d.ts',
+    'binding.js',
+    'binding.d.ts',
+    'dist/src/native.js',
+    'dist/src/socket.d.ts',
+    'dist/src/static.js',
+    'dist/src/static.d.ts',
+    'dist/cli/zerocopy-socket.js',
+    'dist/bench/harness.js',
+    'dist/bench/root.js',
+    'bench/receiver.c',
+    'bench/csend.c',
+  ]
+  for (const f of needed) {
     if (!files.includes(`package/${f}`)) fail(`the tarball lacks ${f}`)
   }
   return tgz
@@ -272,8 +292,8 @@ async function consumer(name, url, installFlags, withBinding) {
   }
   const esm = await runJson(['esm.mjs'], app)
   check(
-    esm.connect === 'function' && esm.pool === 'function' && esm.sendZcSync === 'function' && esm.reason === code,
-    `${name}: ESM import { ZeroCopySocket, BufferPool, probe, sendZcSync } works`,
+    esm.connect === 'function' && esm.pool === 'function' && esm.sendZcSync === 'function' && esm.serveStatic === 'function' && esm.reason === code,
+    `${name}: ESM import { ZeroCopySocket, BufferPool, probe, sendZcSync } and { serveStatic } from 'zerocopy-socket/static' work`,
   )
   await run(
     process.execPath,

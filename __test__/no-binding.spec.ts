@@ -42,7 +42,7 @@ test('require() succeeds; probe() says no-binding with the triple and the loader
 })
 
 test('ESM import of the package succeeds and names the same exports', async (t) => {
-  const src = `import { ZeroCopySocket, BufferPool, probe, sendZcSync } from ${JSON.stringify(`${ROOT}index.js`)}
+  const src = `import { ZeroCopySocket, BufferPool, probe, sendZcSync } from ${JSON.stringify(`${ROOT}dist/index.js`)}
     console.log(JSON.stringify([typeof ZeroCopySocket.connect, typeof BufferPool, typeof sendZcSync, probe().reason.code]))`
   const { code, stdout, stderr } = await run(['--input-type=module', '-e', src])
   t.is(code, 0, stderr)
@@ -103,7 +103,7 @@ test('sendFile of a caller’s fd works without a binding (no dup: the caller’
 })
 
 test('zerocopy-socket doctor prints the no-binding reason and exits 0', async (t) => {
-  const { code, stdout, stderr } = await run(['cli/zerocopy-socket.js', 'doctor'])
+  const { code, stdout, stderr } = await run(['dist/cli/zerocopy-socket.js', 'doctor'])
   t.is(code, 0, stderr)
   t.regex(stdout, /^native binding: +none \(no-binding\): no native binding could be loaded for /m)
   t.regex(stdout, /^self-test: +4 MiB went out through the fallback/m)

@@ -1,7 +1,7 @@
 import test from 'ava'
 
 import { BufferPool, ZeroCopySocket } from '../index'
-import { unreleasedRequests } from '../lib/engine'
+import { unreleasedRequests } from '../src/engine'
 import { collect, fixture, hashReceived, loopbackPair, patternBytes, sha256, zcSerial, zcTest } from './helpers'
 
 zcTest('a pool registers its memory with the ring and hands out each buffer once', (t) => {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { ZeroCopySocket, probe, sendZcSync } from '../index'
-import { unreleasedRequests } from '../lib/engine'
+import { unreleasedRequests } from '../src/engine'
 import { fixture, hashReceived, loopbackPair, patternBytes, runNode, sha256, zcSerial, zcTest } from './helpers'
 
 /** `text` as a literal pattern. */
@@ -165,7 +165,7 @@ function underSeccomp(args: string[]): Promise<{ code: number | null; stdout: st
 )
 
 ;(process.platform === 'linux' ? test : test.skip)('doctor under the seccomp filter explains it', async (t) => {
-  const r = await underSeccomp([`${ROOT}cli/zerocopy-socket.js`, 'doctor'])
+  const r = await underSeccomp([`${ROOT}dist/cli/zerocopy-socket.js`, 'doctor'])
   t.is(r.code, 0, r.stderr)
   t.regex(r.stdout, /io_uring allowed: +no: .*seccomp/)
   t.regex(r.stdout, /Zero-copy is OFF/)

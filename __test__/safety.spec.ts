@@ -7,7 +7,7 @@
 import { once } from 'node:events'
 
 import { ZeroCopySocket } from '../index'
-import { unreleasedRequests } from '../lib/engine'
+import { unreleasedRequests } from '../src/engine'
 import { collect, loopbackPair, patternBytes, zcSerial } from './helpers'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises'
 import test from 'ava'
 
 import { ZeroCopySocket, type ZeroCopyMode } from '../index'
-import { eventDeliveries, unreleasedRequests } from '../lib/engine'
+import { eventDeliveries, unreleasedRequests } from '../src/engine'
 import { collect, hashReceived, loopbackPair, patternBytes, sha256, zcSerial, zcTest } from './helpers'
 
 /** Writes of random sizes, many of them close to the 16 KiB threshold on either side. */

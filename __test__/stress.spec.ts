@@ -9,7 +9,7 @@ import test from 'ava'
 
 import { runNode, zcTest } from './helpers'
 
-const STRESS = fileURLToPath(new URL('../bench/stress.js', import.meta.url))
+const STRESS = fileURLToPath(new URL('../dist/bench/stress.js', import.meta.url))
 const DEBUG_ADDON = fileURLToPath(new URL('../build/debug/zerocopy-socket.node', import.meta.url))
 const seed = String(1 + Math.floor(Math.random() * 2 ** 31))
 

@@ -50,7 +50,7 @@ try {
       `${o.received.bytes} vs ${o.sent.bytes}`,
     )
   }
-  const d = node([path.join(root, 'cli', 'zerocopy-socket.js'), 'doctor'])
+  const d = node([path.join(root, 'dist', 'cli', 'zerocopy-socket.js'), 'doctor'])
   check('doctor exits 0', d.status === 0, d.stderr)
   check('doctor explains the sysctl', /kernel\.io_uring_disabled: 2 \(off for everyone\)/.test(d.stdout) && /Zero-copy is OFF/.test(d.stdout), d.stdout)
 } finally {

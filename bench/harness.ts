@@ -19,11 +19,11 @@ import { Command } from 'commander'
 import { probe } from '../index'
 import { benchOptions, type BenchFlags } from './options'
 import { markdown, median, svg, table } from './report'
+import { ROOT } from './root'
 import type { SenderResult } from './sender'
 import { runSink, type SinkResult } from './sink'
 import { VARIANTS, type Variant } from './variants'
 
-const ROOT = resolve(__dirname, '..')
 const KiB = 1024
 const MiB = 1024 * KiB
 const GiB = 1024 * MiB
@@ -83,7 +83,7 @@ function log(opts: BenchOptions, line: string): void {
 /** Compiles the C receiver and, with liburing, the C senders into `work`; returns why C senders are skipped, if they are. */
 function buildTools(opts: BenchOptions, work: string): string | null {
   try {
-    execFileSync('gcc', ['-O2', '-Wall', '-o', join(work, 'receiver'), join(__dirname, 'receiver.c')])
+    execFileSync('gcc', ['-O2', '-Wall', '-o', join(work, 'receiver'), join(ROOT, 'bench', 'receiver.c')])
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
     throw Object.assign(new Error('gcc is not installed: the benchmark compiles its C receiver'), { code: 'ENOENT' })
@@ -102,7 +102,7 @@ function buildTools(opts: BenchOptions, work: string): string | null {
     }
   }
   if (!existsSync('/usr/include/liburing.h')) return 'liburing-dev is not installed (apt-get install liburing-dev): C reference senders SKIPPED'
-  execFileSync('gcc', ['-O2', '-Wall', '-o', join(work, 'csend'), join(__dirname, 'csend.c'), '-luring'])
+  execFileSync('gcc', ['-O2', '-Wall', '-o', join(work, 'csend'), join(ROOT, 'bench', 'csend.c'), '-luring'])
   return null
 }
 

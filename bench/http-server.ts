@@ -93,7 +93,7 @@ async function start(name: string, root: string): Promise<number> {
     }
     case 'serve-static':
     case 'serveStatic': {
-      const middleware = name === 'serveStatic' ? (await import('../lib/static')).serveStatic(root) : (await import('serve-static')).default(root)
+      const middleware = name === 'serveStatic' ? (await import('../src/static')).serveStatic(root) : (await import('serve-static')).default(root)
       return listen(http.createServer((req, res) => middleware(req, res, () => notFound(res))))
     }
     default:

@@ -27,8 +27,8 @@ import { dataFile, inScratchDir, shuffle } from './harness'
 import { httpBenchCommand, type HttpBenchFlags } from './http-options'
 import { HTTP_SERVERS } from './http-server'
 import { chunkLabel, httpMarkdown, httpSvg, httpTable, median } from './report'
+import { ROOT } from './root'
 
-const ROOT = resolve(__dirname, '..')
 const KiB = 1024
 const MiB = 1024 * KiB
 const GiB = 1024 * MiB

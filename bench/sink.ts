@@ -9,9 +9,10 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 
-const ROOT = resolve(__dirname, '..')
+import { ROOT } from './root'
+
 /** The sink's address is 10.77.0.1/24 on the device; datagrams go to .2, which is nobody. */
 const SETUP = 'ip link add zc0 type ifb && ip link set zc0 mtu 65535 up && ip addr add 10.77.0.1/24 dev zc0'
 

@@ -9,7 +9,7 @@ const { tmpdir } = require('node:os')
 const { join } = require('node:path')
 const { createInterface } = require('node:readline')
 
-const CLI = join(__dirname, '..', 'cli', 'zerocopy-socket.js')
+const CLI = join(__dirname, '..', 'dist', 'cli', 'zerocopy-socket.js')
 const SIZE = 512 * 1024 * 1024
 
 function generate(path) {

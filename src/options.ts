@@ -94,7 +94,7 @@ export function sendPolicy(options: ZeroCopyOptions | undefined): SendPolicy {
 /**
  * Writes smaller than this (and, in `'auto'`, than `threshold`: those would be plain sends
  * anyway) are copied into a shared batch buffer and handed to the engine together (see
- * lib/batch.ts); never in `'always'`.
+ * src/batch.ts); never in `'always'`.
  */
 const SMALL_WRITE = 16 * 1024
 /**

@@ -1,6 +1,6 @@
 /**
  * The transport interface: how a `ZeroCopySocket` hands its operations to whatever sends them,
- * the io_uring engine (lib/engine-transport.ts) or the socket's own writes (lib/fallback.ts).
+ * the io_uring engine (src/engine-transport.ts) or the socket's own writes (src/fallback.ts).
  * The socket holds one transport and never asks which one it is.
  * @module
  */
@@ -25,14 +25,14 @@ export interface SocketHooks {
 }
 
 /**
- * One socket's sends. Every operation has a pending entry (lib/pending.ts) under its `id`,
+ * One socket's sends. Every operation has a pending entry (src/pending.ts) under its `id`,
  * which the transport settles exactly once.
  */
 export interface Transport {
   /** Sends go out as io_uring zero-copy requests where they can (`false` on the fallback). */
   readonly zeroCopyCapable: boolean
   /**
-   * Small writes may be copied into a shared batch and handed over together (lib/batch.ts):
+   * Small writes may be copied into a shared batch and handed over together (src/batch.ts):
    * true for the engine, whose per-call overhead that saves; the fallback's socket coalesces
    * on its own.
    */

@@ -211,7 +211,7 @@ async function streamBody(
 
 /**
  * Sends what it can of the body right now on this thread, when nothing is queued ahead of it:
- * one non-blocking `sendfile(2)` of cached pages (see lib/direct.ts); `0` when it cannot.
+ * one non-blocking `sendfile(2)` of cached pages (see src/direct.ts); `0` when it cannot.
  * A failure destroys the socket (the response is broken) and throws the socket's error.
  */
 function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'onProgress'>): number {

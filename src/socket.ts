@@ -1,9 +1,9 @@
 /**
  * `ZeroCopySocket`: ordered, pipelined io_uring sends for a `net.Socket`, with a transparent
  * fallback to the socket's own writes. This module holds the public API, its result types and
- * its lifecycle (adopt, end, release, destroy) over one transport (lib/transport.ts); options
- * are in lib/options.ts, operations held in JS in lib/held.ts, and the takeover of the socket's
- * own `write`/`end` in lib/takeover.ts.
+ * its lifecycle (adopt, end, release, destroy) over one transport (src/transport.ts); options
+ * are in src/options.ts, operations held in JS in src/held.ts, and the takeover of the socket's
+ * own `write`/`end` in src/takeover.ts.
  * @module
  */
 import net from 'node:net'
@@ -109,7 +109,7 @@ export class ZeroCopySocket {
   #writes = 0
   /** Operations waiting in JS: until the socket is adopted, and behind a file being opened. */
   #held: HeldOps
-  /** Small writes copied and waiting to go to the engine together (lib/batch.ts). */
+  /** Small writes copied and waiting to go to the engine together (src/batch.ts). */
   #batcher = new WriteBatcher((data, settled) => this.#sendBatch(data, settled))
   #batchLimit: BatchLimit
   #ending: Promise<void> | null = null
