@@ -251,6 +251,7 @@ async function mainTarball() {
     'dist/bench/root.js',
     'bench/receiver.c',
     'bench/csend.c',
+    'LICENSE',
   ]
   for (const f of needed) {
     if (!files.includes(`package/${f}`)) fail(`the tarball lacks ${f}`)
