@@ -12,7 +12,7 @@ use io_uring::{squeue, IoUring};
 
 use crate::buf::{BufTable, Region};
 use crate::conn::{
-    failed_done, ConnIo, Connection, FileConfig, Request, SendfileLimits, Staged, Staging,
+    conn_of, failed_done, ConnIo, Connection, FileConfig, Request, SendfileLimits, Staged, Staging,
 };
 use crate::engine::{last_errno, Cmd, Shared};
 use crate::events::Event;
@@ -261,7 +261,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
                 WAKE => self.arm_wake(),
                 CANCEL => {}
                 _ => {
-                    let id = Connection::<H, OwnedFd>::of(ud);
+                    let id = conn_of(ud);
                     if let Some(slot) = self.conns.get_mut(&id) {
                         if slot.conn.on_cqe(ud, res, flags) {
                             self.shared.unreleased.fetch_sub(1, Ordering::AcqRel);

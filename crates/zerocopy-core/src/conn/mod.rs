@@ -142,11 +142,6 @@ impl<H, F: AsRawFd> Connection<H, F> {
         }
     }
 
-    /// The connection a request's `user_data` belongs to.
-    pub(crate) fn of(ud: u64) -> u32 {
-        (ud >> 32) as u32
-    }
-
     /// The socket's counters.
     pub(crate) fn stats(&self) -> &ConnStats {
         &self.stats
@@ -292,7 +287,7 @@ impl<H, F: AsRawFd> Connection<H, F> {
                 }
                 if let Some(copied) = released {
                     if zero_copy {
-                        self.count_notification(copied);
+                        count_notification(&self.stats, copied);
                     }
                     self.queue.on_released(token, copied);
                 }
@@ -358,10 +353,6 @@ impl<H, F: AsRawFd> Connection<H, F> {
         }
     }
 
-    fn count_notification(&self, copied: Option<bool>) {
-        count_notification(&self.stats, copied);
-    }
-
     /// The running or retired staged job of write `id`.
     fn staged_job(&mut self, id: u64) -> Option<&mut StagedJob<F>> {
         match self.job.as_mut() {
@@ -403,6 +394,11 @@ impl<H, F: AsRawFd> Connection<H, F> {
         }
         // Dropping the rest closes the dups of files never started.
     }
+}
+
+/// The connection a request's `user_data` belongs to (see `Connection::submit`).
+pub(crate) fn conn_of(ud: u64) -> u32 {
+    (ud >> 32) as u32
 }
 
 fn count_notification(stats: &ConnStats, copied: Option<bool>) {
