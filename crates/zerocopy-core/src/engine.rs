@@ -21,70 +21,13 @@ use std::thread;
 use io_uring::IoUring;
 
 use crate::buf::Region;
+use crate::command::{Cmd, Shared};
 use crate::doorbell::Doorbell;
 use crate::events::{ConnStats, Event};
 use crate::policy::Policy;
 use crate::queue::Span;
 use crate::worker::Worker;
 use crate::{op, probe, Errno};
-
-/// What the engine thread is asked to do.
-pub(crate) enum Cmd<H> {
-    Open {
-        conn: u32,
-        fd: OwnedFd,
-        policy: Policy,
-        stats: Arc<ConnStats>,
-    },
-    Write {
-        conn: u32,
-        id: u64,
-        span: Span,
-        holder: H,
-    },
-    SendFile {
-        conn: u32,
-        id: u64,
-        file: OwnedFd,
-        offset: u64,
-        len: u64,
-    },
-    Abort {
-        conn: u32,
-        id: u64,
-    },
-    End {
-        conn: u32,
-    },
-    Close {
-        conn: u32,
-    },
-    /// Hand the socket back: once every queued byte went out and was released, close the
-    /// engine's dup (never resetting the connection) and report `Closed`.
-    Detach {
-        conn: u32,
-    },
-    /// Close every socket; once none is left, reply and end the engine thread.
-    Shutdown {
-        reply: mpsc::Sender<()>,
-    },
-    /// Register `region` as a fixed buffer; the reply says why not when it cannot be.
-    Register {
-        region: Arc<Region>,
-        reply: mpsc::Sender<Result<(), Errno>>,
-    },
-    /// Drop a registration made by `Register` (the region is kept until no request uses it).
-    Unregister {
-        addr: usize,
-    },
-}
-
-pub(crate) struct Shared<H> {
-    /// Commands for the engine thread, and its wake-up (see [`crate::doorbell`]).
-    pub(crate) doorbell: Doorbell<Cmd<H>>,
-    /// Requests the kernel has not released yet, over all sockets (buffers pinned).
-    pub(crate) unreleased: AtomicU64,
-}
 
 /// Handle to a running engine; the engine thread lives as long as the process.
 pub struct Engine<H: Send + 'static> {
@@ -298,14 +241,6 @@ fn new_ring() -> io::Result<IoUring> {
     Err(last.expect("tried at least once"))
 }
 
-pub(crate) fn last_errno() -> Errno {
-    Errno(
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
-}
-
 /// `F_DUPFD_CLOEXEC` after checking that `fd` is a stream socket.
 fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
     let mut ty: libc::c_int = 0;
@@ -321,7 +256,7 @@ fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
         )
     };
     if r != 0 {
-        return Err(last_errno());
+        return Err(Errno::last());
     }
     if ty != libc::SOCK_STREAM {
         return Err(Errno(libc::EPROTOTYPE));

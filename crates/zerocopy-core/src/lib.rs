@@ -21,6 +21,8 @@ pub mod probe;
 pub mod queue;
 
 #[cfg(uring)]
+mod command;
+#[cfg(uring)]
 mod conn;
 #[cfg(uring)]
 pub mod direct;

@@ -14,7 +14,7 @@ use crate::buf::{BufTable, Region};
 use crate::conn::{
     conn_of, failed_done, ConnIo, Connection, FileConfig, Request, SendfileLimits, Staged, Staging,
 };
-use crate::engine::{last_errno, Cmd, Shared};
+use crate::command::{Cmd, Shared};
 use crate::events::Event;
 use crate::{op, Errno};
 
@@ -427,7 +427,7 @@ impl<H> ConnIo<H> for RingIo<'_, H> {
         // SAFETY: sendfile copies between two descriptors we own (dups); `off` is ours.
         let n = unsafe { libc::sendfile(self.socket(), file, &mut off, len) };
         if n < 0 {
-            return Err(last_errno());
+            return Err(Errno::last());
         }
         Ok(n as usize)
     }
@@ -436,7 +436,7 @@ impl<H> ConnIo<H> for RingIo<'_, H> {
         // SAFETY: shutdown on our own dup; it does not touch memory.
         match unsafe { libc::shutdown(self.socket(), libc::SHUT_WR) } {
             0 => Ok(()),
-            _ => Err(last_errno()),
+            _ => Err(Errno::last()),
         }
     }
 

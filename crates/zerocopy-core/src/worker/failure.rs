@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use super::Worker;
 use crate::conn::failed_done;
-use crate::engine::Cmd;
+use crate::command::Cmd;
 use crate::error::ENGINE_FAILED;
 use crate::events::Event;
 use crate::Errno;
