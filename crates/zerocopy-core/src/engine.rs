@@ -55,7 +55,7 @@ impl<H: Send + 'static> Engine<H> {
         let thread_shared = shared.clone();
         thread::Builder::new()
             .name("zerocopy-engine".into())
-            .spawn(move || match new_ring() {
+            .spawn(move || match new_ring(true) {
                 Ok(ring) => {
                     let _ = ready_tx.send(Ok(()));
                     Worker::new(ring, thread_shared, zc_flags, sink).run();
@@ -79,7 +79,10 @@ impl<H: Send + 'static> Engine<H> {
     /// Events come back from [`Engine::turn`]. Fails as [`Engine::start`] does.
     pub fn start_local() -> io::Result<Self> {
         let (zc_flags, shared) = prepare()?;
-        let local = Local::new(new_ring()?, shared.clone(), zc_flags)?;
+        // Without DEFER_TASKRUN: see "Ring" in `worker/local.rs`. ZEROCOPY_SOCKET_RING=defer
+        // brings it back, for measurements only.
+        let defer = std::env::var_os("ZEROCOPY_SOCKET_RING").is_some_and(|v| v == "defer");
+        let local = Local::new(new_ring(defer)?, shared.clone(), zc_flags)?;
         Ok(Engine {
             shared,
             next_conn: AtomicU32::new(1),
@@ -280,14 +283,29 @@ fn prepare<H>() -> io::Result<(u16, Arc<Shared<H>>)> {
 
 /// The engine's ring: 256 entries, smaller when RLIMIT_MEMLOCK is too low for that (kernels
 /// charge ring memory to it for processes without CAP_IPC_LOCK), plainer flags on old kernels
-/// (`COOP_TASKRUN` before 6.1, none before 5.19). Created on the thread that drives it.
-fn new_ring() -> io::Result<IoUring> {
+/// (`COOP_TASKRUN` before 6.1, none before 5.19); `SINGLE_ISSUER | COOP_TASKRUN` when not
+/// `defer_taskrun`. Created on the thread that drives it.
+fn new_ring(defer_taskrun: bool) -> io::Result<IoUring> {
     let mut last = None;
     for entries in [256, 64, 16] {
-        let ring = IoUring::builder()
+        let deferred = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(entries)
+            .build(entries);
+        let ring = deferred
+            .and_then(|r| {
+                if defer_taskrun {
+                    Ok(r)
+                } else {
+                    Err(io::Error::other("coop"))
+                }
+            })
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .build(entries)
+            })
             .or_else(|_| IoUring::builder().setup_coop_taskrun().build(entries))
             .or_else(|_| IoUring::new(entries));
         match ring {

@@ -4,11 +4,16 @@
 //! `Engine::turn` when the ring's eventfd is readable and once per loop turn before the
 //! loop blocks, which submits what the turn queued and reaps what completed.
 //!
-//! **Ring.** Created on the owner's thread with `SINGLE_ISSUER | DEFER_TASKRUN` (the owner is
-//! its only submitter and reaper), `COOP_TASKRUN`, or plain on old kernels. Completions run as
-//! deferred task work only inside an `io_uring_enter` with `GETEVENTS`, so the ring tells the
-//! loop through a registered eventfd (the doorbell's; no producer thread writes it here): the
-//! kernel signals it when task work is queued and when CQEs are posted.
+//! **Ring.** Created on the owner's thread with `SINGLE_ISSUER | COOP_TASKRUN` (the owner is
+//! its only submitter and reaper; completions run as task work when that thread next enters
+//! the kernel, and a thread asleep in `epoll_wait` is woken for it, without an IPI to a
+//! running one), or plainer flags on old kernels. The ring tells the loop through a
+//! registered eventfd (the doorbell's; no producer thread writes it here), which the kernel
+//! signals when it posts CQEs. Not `DEFER_TASKRUN`: with it, completions wait in a list
+//! that only an `io_uring_enter(GETEVENTS)` runs, and the eventfd is signalled when that list
+//! goes from empty to non-empty; driven from epoll that was measured 4-8x slower for
+//! `sendfile` than the engine thread (see the notes of the ring-loop branch), against
+//! about equal with `COOP_TASKRUN`.
 //!
 //! **Why no progress is lost.** Every command marks the engine `pending`; the owner must call
 //! `turn` before its thread blocks whenever `pending` is set (a libuv prepare handle). `turn`
