@@ -11,7 +11,18 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { BufferPool, ZeroCopySocket, type SocketStats } from '../index'
 
 /** Variants this script runs. */
-export const NODE_VARIANTS = ['node_write', 'zc_auto', 'zc_always', 'zc_never', 'zc_pool', 'node_pipe', 'node_pipe_default', 'zc_sendfile', 'zc_auto_loop', 'zc_sendfile_loop'] as const
+export const NODE_VARIANTS = [
+  'node_write',
+  'zc_auto',
+  'zc_always',
+  'zc_never',
+  'zc_pool',
+  'node_pipe',
+  'node_pipe_default',
+  'zc_sendfile',
+  'zc_auto_loop',
+  'zc_sendfile_loop',
+] as const
 export type NodeVariant = (typeof NODE_VARIANTS)[number]
 
 /** What one run reports. */
