@@ -60,6 +60,10 @@ pub(crate) struct Worker<H, F> {
     ring: IoUring,
     shared: Arc<Shared<H>>,
     zc_flags: u16,
+    /// Socket sends of at least this many bytes go to io-wq (`IOSQE_ASYNC`) instead of
+    /// running inline in `io_uring_enter`; `u32::MAX`: never. An experiment of the loop
+    /// driver (see `local.rs`).
+    pub(crate) async_from: u32,
     sink: F,
     conns: HashMap<u32, Slot<H>>,
     events: Vec<Event<H>>,
@@ -80,6 +84,7 @@ struct RingIo<'a, H> {
     events: &'a mut Vec<Event<H>>,
     unreleased: &'a AtomicU64,
     zc_flags: u16,
+    async_from: u32,
 }
 
 impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
@@ -95,6 +100,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             ring,
             shared,
             zc_flags,
+            async_from: u32::MAX,
             sink,
             conns: HashMap::new(),
             events: Vec::new(),
@@ -155,6 +161,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             events: &mut self.events,
             unreleased: &self.shared.unreleased,
             zc_flags: self.zc_flags,
+            async_from: self.async_from,
         };
         Some(f(&mut slot.conn, &mut io))
     }
@@ -402,6 +409,16 @@ impl<H> ConnIo<H> for RingIo<'_, H> {
                 None => op::read(file, addr as *mut u8, len, off),
             },
             Request::PollOut => op::poll_out(fd),
+        };
+        let offload = match req {
+            Request::SendZc { len, .. } | Request::Send { len, .. } => len >= self.async_from,
+            Request::SendMsg { .. } => self.async_from < u32::MAX,
+            Request::Read { .. } | Request::PollOut => false,
+        };
+        let sqe = if offload {
+            sqe.flags(squeue::Flags::ASYNC)
+        } else {
+            sqe
         };
         self.unreleased.fetch_add(1, Ordering::AcqRel);
         push(self.ring, self.broken, &sqe.user_data(ud));

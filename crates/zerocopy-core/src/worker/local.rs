@@ -63,8 +63,16 @@ impl<H: Send + 'static> Local<H> {
         unsafe { libc::fcntl(wake, libc::F_SETFL, libc::O_NONBLOCK) };
         ring.submitter().register_eventfd(wake)?;
         let sink: NoSink<H> = drop;
+        let mut worker = Worker::new(ring, shared, zc_flags, sink);
+        // Measurements only (see the ring-loop notes): sends from this size on go to io-wq.
+        if let Some(n) = std::env::var("ZEROCOPY_SOCKET_ASYNC_FROM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            worker.async_from = n;
+        }
         Ok(Local {
-            worker: ManuallyDrop::new(RefCell::new(Worker::new(ring, shared, zc_flags, sink))),
+            worker: ManuallyDrop::new(RefCell::new(worker)),
             pending: Cell::new(false),
         })
     }
