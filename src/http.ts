@@ -26,26 +26,26 @@ import { validateOptions } from './validate'
 /** Options for {@link respondWithFile}. */
 export interface RespondWithFileOptions {
   /** Bytes; where the response's body starts in the file. **Default:** `0`. */
-  offset?: number
+  offset?: number | undefined
   /** Bytes of body. **Default:** the rest of the file after `offset`. */
-  length?: number
+  length?: number | undefined
   /**
    * A `Range` request header value (`req.headers.range`), applied to the body window: one
    * satisfiable byte range answers `206 Partial Content` with `Content-Range`; an unsatisfiable
    * one answers `416` with `Content-Range: bytes *\/size` and no body; a malformed header, or
    * several ranges, answer the whole window with the status already set (as `send` does).
    */
-  range?: string
+  range?: string | undefined
   /** Aborts the response: before the headers are sent, `res` is untouched; after, the connection is destroyed. */
-  signal?: AbortSignal
+  signal?: AbortSignal | undefined
   /** Called as body bytes go out, with bytes sent so far and the body's length. */
-  onProgress?: (sent: number, total: number) => void
+  onProgress?: ((sent: number, total: number) => void) | undefined
   /**
    * Called with the file's `Stats` and the headers about to be sent, before anything is sent,
    * as node:http2's `statCheck`: it may add or change headers (`Last-Modified`, `ETag`), and
    * returning `false` cancels the response (`res` untouched, the result's `status` is `0`).
    */
-  statCheck?: (stats: Stats, headers: OutgoingHttpHeaders) => boolean | void
+  statCheck?: ((stats: Stats, headers: OutgoingHttpHeaders) => boolean | void) | undefined
 }
 
 /** How {@link respondWithFile} answered. */
