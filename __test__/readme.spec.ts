@@ -15,7 +15,7 @@
 // and node_modules links to this checkout's dependencies and to the package itself.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -45,13 +45,15 @@ const LANGS: Record<string, 'ts' | 'js'> = { ts: 'ts', typescript: 'ts', js: 'js
 /** The README's ts/js fenced blocks, with their info-string tags (`key=value`). */
 export function samples(markdown: string): Sample[] {
   const found: Sample[] = []
-  const fence = /^(`{3,}|~{3,})([^\n`]*)\n([\s\S]*?)^\1[ \t]*$/gm
+  // A fence may be indented (inside a list item); its lines lose that indentation.
+  const fence = /^( {0,4})(`{3,}|~{3,})([^\n`]*)\n([\s\S]*?)^\1\2[ \t]*$/gm
   for (let m = fence.exec(markdown); m !== null; m = fence.exec(markdown)) {
-    const [lang = '', ...words] = m[2].trim().split(/\s+/)
+    const [lang = '', ...words] = m[3].trim().split(/\s+/)
     const kind = LANGS[lang.toLowerCase()]
     if (kind === undefined) continue
     const tags = Object.fromEntries(words.map((w) => w.split('=') as [string, string]).map(([k, v]) => [k, v ?? '']))
-    found.push({ line: markdown.slice(0, m.index).split('\n').length, lang: kind, tags, code: m[3] })
+    const code = m[4].replace(new RegExp(`^ {0,${m[1].length}}`, 'gm'), '')
+    found.push({ line: markdown.slice(0, m.index).split('\n').length, lang: kind, tags, code })
   }
   return found
 }
@@ -86,6 +88,7 @@ const files = {
 /** The fresh project: fixture files, node_modules links, and each sample as `sample-<line>.mjs` (and `.mts` to type-check). */
 function project(): string {
   const dir = mkdtempSync(join(tmpdir(), 'zc-readme-'))
+  chmodSync(dir, 0o755) // the privileges sample reads public/ as nobody
   for (const [name, bytes] of Object.entries(files)) {
     mkdirSync(join(dir, name, '..'), { recursive: true })
     writeFileSync(join(dir, name), bytes)
@@ -213,7 +216,7 @@ async function refusesTraversal(t: ExecutionContext, port: number, prefix: strin
 }
 
 /** What the test asks of each server sample, by its `id`. */
-const checks: Record<string, (t: ExecutionContext, port: number) => Promise<void>> = {
+const checks: Record<string, (t: ExecutionContext, port: number, pid: number) => Promise<void>> = {
   async adopt(t, port) {
     const socket = net.connect(port, '127.0.0.1')
     const chunks: Buffer[] = []
@@ -239,6 +242,14 @@ const checks: Record<string, (t: ExecutionContext, port: number) => Promise<void
     t.is(r.status, 200)
     t.is(r.body.toString(), '<h1>hello</h1>\n')
     t.is((await get(port, '/.env')).status, 404)
+    await refusesTraversal(t, port, '')
+  },
+  async privileges(t, port, pid) {
+    const r = await get(port, '/index.html')
+    t.is(r.status, 200)
+    t.is(r.body.toString(), '<h1>hello</h1>\n')
+    const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1])
+    t.is(uid, process.getuid?.() === 0 ? 65534 : process.getuid?.(), 'the server runs as nobody')
     await refusesTraversal(t, port, '')
   },
   async 'fastify-static'(t, port) {
@@ -277,7 +288,7 @@ for (const s of all) {
       try {
         await listening(port, done)
         const check = checks[s.tags.id ?? '']
-        if (check) await check(t, port)
+        if (check) await check(t, port, child.pid!)
         else t.pass(`listens (no check named ${s.tags.id ?? '(no id)'})`)
       } finally {
         child.kill('SIGKILL')
@@ -290,7 +301,7 @@ for (const s of all) {
     try {
       const r = await runToEnd(s, sink?.port ?? (await freePort()))
       t.is(r.code, 0, r.output)
-      if (sink) t.true(sink.received().bytes > 0, 'the receiver got bytes')
+      if (sink) t.true(sink.received().connections > 0, 'the sample connected to the receiver')
     } finally {
       sink?.close()
     }
