@@ -289,7 +289,10 @@ async function consumer(name, url, installFlags, withBinding) {
   } else {
     check(code === 'no-binding' && !t.probe.supported, `${name}: probe() says no-binding: ${t.probe.reason?.message.slice(0, 90)}…`)
     check(t.probe.reason.message.includes(`binding-${TRIPLE}`), `${name}: the no-binding message names ${TRIPLE}`)
-    check(t.stats.zeroCopySends === 0 && /native binding \S+ did not load/.test(t.stats.fallbackReason ?? ''), `${name}: the transfer took the net.Socket fallback`)
+    check(
+      t.stats.zeroCopySends === 0 && /native binding \S+ did not load/.test(t.stats.fallbackReason ?? ''),
+      `${name}: the transfer took the net.Socket fallback`,
+    )
   }
   const esm = await runJson(['esm.mjs'], app)
   check(

@@ -75,10 +75,16 @@ rootTest('privileges dropped after the first socket: later sockets use plain sen
     })()`,
   )
   t.is(code, 0, stderr)
-  const r = json as { asRoot: { received: number; zeroCopySends: number }; afterDrop: { received: number; zeroCopySends: number; fallbackReason: string | null } }
+  const r = json as {
+    asRoot: { received: number; zeroCopySends: number }
+    afterDrop: { received: number; zeroCopySends: number; fallbackReason: string | null }
+  }
   t.is(r.asRoot.received, 1 << 20)
   t.true(r.asRoot.zeroCopySends > 0)
   t.is(r.afterDrop.received, 1 << 20, 'the bytes still arrive, through the fallback')
   t.is(r.afterDrop.zeroCopySends, 0)
-  t.regex(r.afterDrop.fallbackReason ?? '', /changed its credentials \(uid 0→65534, euid 0→65534, gid 0→65534, egid 0→65534\).*Drop privileges before the first ZeroCopySocket/)
+  t.regex(
+    r.afterDrop.fallbackReason ?? '',
+    /changed its credentials \(uid 0→65534, euid 0→65534, gid 0→65534, egid 0→65534\).*Drop privileges before the first ZeroCopySocket/,
+  )
 })

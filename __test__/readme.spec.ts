@@ -113,7 +113,16 @@ function project(): string {
   writeFileSync(
     join(dir, 'tsconfig.json'),
     JSON.stringify({
-      compilerOptions: { strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'ES2022', lib: ['ES2022'], types: ['node'], skipLibCheck: true },
+      compilerOptions: {
+        strict: true,
+        noEmit: true,
+        module: 'nodenext',
+        moduleResolution: 'nodenext',
+        target: 'ES2022',
+        lib: ['ES2022'],
+        types: ['node'],
+        skipLibCheck: true,
+      },
       files: typed,
     }),
   )
@@ -249,7 +258,8 @@ const checks: Record<string, (t: ExecutionContext, port: number, pid: number) =>
     t.is(r.status, 200)
     t.is(r.body.toString(), '<h1>hello</h1>\n')
     const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1])
-    t.is(uid, process.getuid?.() === 0 ? 65534 : process.getuid?.(), 'the server runs as nobody')
+    const ours = process.getuid?.() ?? 0
+    t.is(uid, ours === 0 ? 65534 : ours, 'the server runs as nobody')
     await refusesTraversal(t, port, '')
   },
   async 'fastify-static'(t, port) {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { NO_ADDON } from './helpers'
+import { NO_ADDON, runChild } from './helpers'
 import { PREBUILT_TRIPLES, triple } from '../src/native'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -91,6 +91,23 @@ test('the no-binding message: one sentence, what is missing and the one command,
   t.is(message.match(/[.;] [A-Z]/g), null, `one sentence: ${message}`)
   t.true(message.length < 200, `${message.length} characters`)
   t.notRegex(message, /wasm32|wasi|npm\/cli|npm has a bug|package-lock/i)
+})
+
+test('ERR_ZC_UNSUPPORTED from sendZcSync without a binding carries the loader’s error as cause', async (t) => {
+  const { code, json, stderr } = await runChild(
+    `try { zc.sendZcSync(1, Buffer.from('x')) } catch (e) {
+      const causes = []; for (let c = e.cause; c && causes.length < 20; c = c.cause) causes.push(c.message)
+      console.log(JSON.stringify({ code: e.code, message: e.message, causes })) }`,
+    NO_BINDING,
+  )
+  t.is(code, 0, stderr)
+  const r = json as { code: string; message: string; causes: string[] }
+  t.is(r.code, 'ERR_ZC_UNSUPPORTED')
+  t.true(r.message.includes(`npm install @zerocopy-socket/binding-${triple()}`), r.message)
+  t.true(
+    r.causes.some((m) => m.includes(NO_ADDON)),
+    r.causes.join('\n'),
+  )
 })
 
 for (const [what, args, env] of [

@@ -37,9 +37,11 @@ export interface DoctorReport {
   package: { name: string; version: string }
   /** `process.version`. */
   node: string
-  /** `process.platform`, `process.arch`, and the napi-rs triple the binding package is named after. */
+  /** `process.platform`. */
   platform: string
+  /** `process.arch`. */
   arch: string
+  /** The napi-rs platform triple the binding package is named after (`linux-x64-gnu`). */
   triple: string
   /** Kernel release (`uname -r`), or `null` off Linux. */
   kernel: string | null
@@ -105,7 +107,14 @@ async function selfTest(): Promise<DoctorReport['selfTest']> {
     await zs.end()
     zs.destroy()
     const s = zs.stats
-    return { bytes: r.bytes, zeroCopy: r.zeroCopy, zeroCopySends: s.zeroCopySends, notifications: s.notifications, copiedNotifications: s.copiedNotifications, fallbackReason: s.fallbackReason }
+    return {
+      bytes: r.bytes,
+      zeroCopy: r.zeroCopy,
+      zeroCopySends: s.zeroCopySends,
+      notifications: s.notifications,
+      copiedNotifications: s.copiedNotifications,
+      fallbackReason: s.fallbackReason,
+    }
   } finally {
     server.close()
   }
