@@ -164,12 +164,18 @@ function start(s: Sample, port: number): { child: ChildProcess; done: Promise<{ 
   return { child, done }
 }
 
-/** Runs a sample to its end, killed after `ms`. */
+/** Runs a sample to its end, killed after `ms` (then the output says why). */
 async function runToEnd(s: Sample, port: number, ms = 60_000): Promise<{ code: number | null; output: string }> {
   const { child, done } = start(s, port)
-  const timer = setTimeout(() => child.kill('SIGKILL'), ms)
+  let killed = false
+  const timer = setTimeout(() => {
+    killed = true
+    child.kill('SIGKILL')
+  }, ms)
   try {
-    return await done
+    const r = await done
+    if (killed) r.output += `\n(killed after ${ms / 1000} s: a sample that keeps running is a server: tag its fence \`test=server id=NAME\`)`
+    return r
   } finally {
     clearTimeout(timer)
   }
