@@ -299,27 +299,35 @@ async function consumer(name, url, installFlags, withBinding) {
     esm.connect === 'function' && esm.pool === 'function' && esm.sendZcSync === 'function' && esm.serveStatic === 'function' && esm.reason === code,
     `${name}: ESM import { ZeroCopySocket, BufferPool, probe, sendZcSync } and { serveStatic } from 'zerocopy-socket/static' work`,
   )
-  await run(
-    process.execPath,
-    [
-      join(ROOT, 'node_modules/typescript/bin/tsc'),
-      '--strict',
-      '--noEmit',
-      '--module',
-      'nodenext',
-      '--moduleResolution',
-      'nodenext',
-      '--target',
-      'es2022',
-      '--types',
-      'node',
-      '--typeRoots',
-      join(ROOT, 'node_modules/@types'),
-      'consumer.ts',
-    ],
-    { cwd: app },
-  )
-  check(true, `${name}: tsc --strict --noEmit consumer.ts against the installed declarations`)
+  // nodenext reads "exports"; node (node10) reads "types" and, for zerocopy-socket/static,
+  // "typesVersions": both must find the tarball's declarations.
+  for (const [module, resolution] of [
+    ['nodenext', 'nodenext'],
+    ['commonjs', 'node'],
+  ]) {
+    await run(
+      process.execPath,
+      [
+        join(ROOT, 'node_modules/typescript/bin/tsc'),
+        '--strict',
+        '--exactOptionalPropertyTypes',
+        '--noEmit',
+        '--module',
+        module,
+        '--moduleResolution',
+        resolution,
+        '--target',
+        'es2022',
+        '--types',
+        'node',
+        '--typeRoots',
+        join(ROOT, 'node_modules/@types'),
+        'consumer.ts',
+      ],
+      { cwd: app },
+    )
+    check(true, `${name}: tsc --strict --exactOptionalPropertyTypes --moduleResolution ${resolution} consumer.ts against the installed declarations`)
+  }
   // doctor's exit status: 0 zero-copy, 2 fallback, 3 no native binding.
   const status = withBinding ? (t.probe.supported ? 0 : 2) : 3
   const doctor = await run('npx', ['--no', 'zerocopy-socket', 'doctor'], { cwd: app, status })

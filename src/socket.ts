@@ -6,7 +6,7 @@
  * own `write`/`end` in src/takeover.ts.
  * @module
  */
-import net from 'node:net'
+import * as net from 'node:net'
 import { Writable } from 'node:stream'
 import { markAsUntransferable } from 'node:worker_threads'
 

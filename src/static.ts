@@ -13,7 +13,7 @@
  * trailing-slash redirect, `setHeaders`.
  * @module
  */
-import type http from 'node:http'
+import type * as http from 'node:http'
 import { resolve } from 'node:path'
 import { format } from 'node:url'
 
