@@ -246,7 +246,7 @@ test('contentType and attachment: send/mime-types types, content-disposition nam
 
 test('attachment with a descriptor has no file name; contentType: true with a descriptor, and bad option types, throw synchronously', async (t) => {
   const handle = await open(join(dir, 'notes.txt'))
-  const server = await listen((req, res) => {
+  const server = await listen((_req, res) => {
     respondWithFile(res, handle, {}, { attachment: true, contentType: 'notes.txt' }).catch(() => res.destroy())
   })
   try {
