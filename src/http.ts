@@ -56,17 +56,28 @@ function fallbackReason(socket: net.Socket): string | null {
  * streamed through `res` instead, and the result says so.
  *
  * Works with Express (`res` is a `ServerResponse`) and with Fastify through `reply.raw` after
- * `reply.hijack()`.
+ * `reply.hijack()`. An `Http2ServerResponse` (node:http2's compatibility API,
+ * `Fastify({ http2: true })`) gets the same head, and its body through node:http2's own file
+ * path (`stream.respondWithFD`), or streamed through `res` when something wraps its
+ * `write`/`end`/`writeHead`; never zero-copy, and the result's `fallbackReason` says why.
+ *
+ * The request (`options.req`, else `res.req`) is read for `HEAD`, for `If-Range` (always
+ * honoured: a stale one gets the whole window, never a spliced file) and, with
+ * `conditional: true`, for `304`/`412` as `send` answers them. `etag`, `lastModified`,
+ * `contentType` and `attachment` add the headers a download endpoint would write by hand.
  * @param res - The response; its headers must not have been sent.
  * @param file - A path, a file descriptor or a `FileHandle` of a regular file. Descriptors
  *   and handles stay the caller's (they may be closed as soon as this returns).
  * @param headers - Headers to send besides those already set on `res`.
- * @param options - `offset`, `length`, `range`, `signal`, `onProgress`, `statCheck`.
+ * @param options - `offset`, `length`, `range`, `req`, `conditional`, `etag`, `lastModified`,
+ *   `contentType`, `attachment`, `signal`, `onProgress`, `statCheck`.
  * @returns How it answered.
- * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for bad arguments. Rejects with
+ * @throws `TypeError` `ERR_INVALID_ARG_TYPE` (`ERR_INVALID_ARG_VALUE` for `contentType: true`
+ *   with a descriptor) synchronously for bad arguments. Rejects with
  *   `ERR_HTTP_HEADERS_SENT`; the file's errors (`ENOENT`, `EISDIR`, `ERR_OUT_OF_RANGE`) with
  *   `res` untouched; `AbortError`; and, once the body started, the socket's error (a client
- *   that went away), after which the connection is destroyed and the server goes on.
+ *   that went away), after which the connection is destroyed and the server goes on (HTTP/2:
+ *   the stream is reset, `ERR_STREAM_DESTROYED`, and the session goes on).
  */
 export function respondWithFile(
   res: http.ServerResponse | Http2ServerResponse,
