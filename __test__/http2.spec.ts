@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process'
 import { once } from 'node:events'
+import { truncateSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http2 from 'node:http2'
 import type net from 'node:net'
@@ -315,5 +316,30 @@ test('Fastify({ http2: true }): respondWithFile(reply.raw) after reply.hijack()'
   } finally {
     client.close()
     await app.close()
+  }
+})
+
+test('h2c: a file that shrinks before its body is sent rejects ERR_ZC_FILE_SHRANK and the client sees a broken stream, not a short file', async (t) => {
+  const path = join(dir, 'shrinking.bin')
+  const results: (RespondWithFileResult | Error)[] = []
+  const s = await serve(false, (_req, res) => {
+    respondWithFile(res, path, {}, { statCheck: () => void truncateSync(path, 1 << 20) }).then(
+      (r) => results.push(r),
+      (e: Error) => results.push(e),
+    )
+  })
+  try {
+    await writeFile(path, files.get('big.bin')!)
+    const req = s.client.request({ ':path': '/' }, { endStream: true })
+    const errored = once(req, 'error')
+    let received = 0
+    req.on('data', (chunk: Buffer) => (received += chunk.length))
+    const [err] = (await errored) as [NodeJS.ErrnoException]
+    t.is(err.code, 'ERR_HTTP2_STREAM_ERROR')
+    t.true(received <= 1 << 20)
+    while (results.length === 0) await new Promise((r) => setTimeout(r, 10))
+    t.is((results[0] as NodeJS.ErrnoException).code, 'ERR_ZC_FILE_SHRANK')
+  } finally {
+    await s.close()
   }
 })

@@ -14,6 +14,7 @@
  * src/conditional.ts exactly as on HTTP/1.1.
  * @module
  */
+import { fstatSync } from 'node:fs'
 import { constants, Http2ServerResponse } from 'node:http2'
 import type { OutgoingHttpHeaders } from 'node:http'
 import { Readable } from 'node:stream'
@@ -21,7 +22,7 @@ import { pipeline } from 'node:stream/promises'
 
 import { cancelledResult, decideHead, type HeadOptions } from './conditional'
 import { abortError, codedError } from './errors'
-import { readChunks, type PreparedFile } from './file'
+import { fileShrankError, readChunks, type PreparedFile } from './file'
 import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 
 type BodyOptions = Pick<RespondWithFileOptions, 'signal' | 'onProgress'>
@@ -101,6 +102,9 @@ function sendFd(res: Http2ServerResponse, file: PreparedFile, status: number, op
       signal?.removeEventListener('abort', onAbort)
       stream.off('error', onError)
       if (failure === undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) failure = streamGoneError(stream.rstCode)
+      // node:http2 ends the stream cleanly at the file's end, short of Content-Length, when the
+      // file shrank meanwhile (the client sees the mismatch): that is not a sent body.
+      if (failure === undefined && fstatSync(file.fd).size < file.offset + file.length) failure = fileShrankError()
       if (failure !== undefined) return reject(failure)
       onProgress?.(file.length, file.length)
       resolve()
