@@ -292,9 +292,11 @@ test('h2c: an AbortSignal after the headers cancels the stream and rejects Abort
 test('Fastify({ http2: true }): respondWithFile(reply.raw) after reply.hijack()', async (t) => {
   const app = Fastify({ http2: true })
   const results: RespondWithFileResult[] = []
+  const progress: [number, number][] = []
   app.get('/f', async (request, reply) => {
     reply.hijack()
-    results.push(await respondWithFile(reply.raw, join(dir, 'big.bin'), {}, { range: request.headers.range, contentType: true }))
+    const onProgress = (sent: number, total: number): number => progress.push([sent, total])
+    results.push(await respondWithFile(reply.raw, join(dir, 'big.bin'), {}, { range: request.headers.range, contentType: true, onProgress }))
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const client = http2.connect(`http://localhost:${(app.server.address() as net.AddressInfo).port}`)
@@ -313,6 +315,12 @@ test('Fastify({ http2: true }): respondWithFile(reply.raw) after reply.hijack()'
         [206, 10, false],
       ],
     )
+    // Progress rises to the body's length, in 64 KiB steps, for each response.
+    t.deepEqual(progress.at(-1), [10, 10])
+    const first = progress.filter(([, total]) => total === BIG).map(([sent]) => sent)
+    t.is(first.length, Math.ceil(BIG / 65536))
+    t.is(first.at(-1), BIG)
+    t.true(first.every((sent, i) => i === 0 || sent > first[i - 1]))
   } finally {
     client.close()
     await app.close()
