@@ -40,7 +40,7 @@ export interface ResponseHeaders {
 /** The options {@link decideHead} reads. */
 export type HeadOptions = Pick<RespondWithFileOptions, 'range' | 'req' | 'conditional' | 'etag' | 'lastModified' | 'contentType' | 'attachment' | 'statCheck'>
 
-/** The response decided: its status, the body window in the file, and whether it has a body. */
+/** The response decided: its status and the body window in the file (`length` `0`: no body). */
 export interface Head {
   status: number
   offset: number
@@ -171,13 +171,12 @@ export function decideHead(
     const safe = req.method === 'GET' || req.method === 'HEAD' || req.method === undefined
     const notModified =
       cachable && (req.headers['if-none-match'] || req.headers['if-modified-since']) && fresh(req.headers, { etag, 'last-modified': lastModified })
-    if (preconditionFails(req, etag, lastModified) || (notModified && !safe)) status = 412
-    else if (notModified) status = 304
-    if (status === 304 || status === 412) {
+    const failed = preconditionFails(req, etag, lastModified) || (notModified && !safe)
+    if (failed || notModified) {
       for (const name of CONTENT_HEADERS) res.removeHeader(name)
-      if (status === 412) res.setHeader('content-length', 0)
-      res.statusCode = status
-      return { status, offset, length: 0 }
+      if (failed) res.setHeader('content-length', 0)
+      res.statusCode = failed ? 412 : 304
+      return { status: res.statusCode, offset, length: 0 }
     }
   }
   if (options.range !== undefined) {

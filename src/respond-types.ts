@@ -13,7 +13,9 @@ import type { Stats } from 'node:fs'
  * object with `method` and `headers` (Fastify's `request`) all fit.
  */
 export interface RequestHead {
+  /** `'GET'`, `'HEAD'`, ...; a request without one is taken as a GET. */
   method?: string | undefined
+  /** The request's headers, names in lower case (as node:http and node:http2 give them). */
   headers: IncomingHttpHeaders
 }
 
