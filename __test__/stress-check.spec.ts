@@ -5,7 +5,13 @@ import test from 'ava'
 import { matches, type Op } from '../bench/stress-check'
 import { patternBytes } from './helpers'
 
-const op = (label: string, bytes: Uint8Array, expect: Op['expect'], fatal = false): Op => ({ label, bytes, outcome: expect === 'exact' ? 'ok' : 'ABORT_ERR', expect, fatal })
+const op = (label: string, bytes: Uint8Array, expect: Op['expect'], fatal = false): Op => ({
+  label,
+  bytes,
+  outcome: expect === 'exact' ? 'ok' : 'ABORT_ERR',
+  expect,
+  fatal,
+})
 
 // An aborted file send stopped after `stop` bytes; the next write's first byte happens to equal
 // the file's byte at `stop` (1 in 256 with random contents: seed 821681842 of the stress run).
@@ -19,7 +25,7 @@ function stream(stop: number, sameNextByte: boolean): { got: Buffer; ops: Op[] }
   return { got: Buffer.concat([head, file.subarray(0, stop), tail]), ops }
 }
 
-test('an aborted file whose next byte equals the following write\'s first byte is accepted', (t) => {
+test("an aborted file whose next byte equals the following write's first byte is accepted", (t) => {
   for (const stop of [0, 1, 4096, 65_536, 69_998]) {
     const { got, ops } = stream(stop, true)
     t.is(matches(got, ops, false), null, `stopped at ${stop}`)
