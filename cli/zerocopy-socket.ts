@@ -4,8 +4,8 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 
 import { benchOptions, type BenchFlags } from '../bench/options'
 import { doctor } from './doctor'
-import { recv } from './recv'
-import { formatReport, parseTarget, send, type SendMode } from './send'
+import { RECV_EXIT_HELP, recv } from './recv'
+import { SEND_EXIT_HELP, formatReport, parseTarget, send, type SendMode } from './send'
 
 function port(value: string): number {
   const n = Number(value)
@@ -37,6 +37,7 @@ program
   .option('-H, --host <host>', 'address to listen on', '127.0.0.1')
   .option('-o, --out <file>', 'where to write the received bytes (default: discard)')
   .option('-q, --quiet', 'no progress bar')
+  .addHelpText('after', RECV_EXIT_HELP)
   .action(async (opts: { port: number; host: string; out?: string; quiet?: boolean }) => {
     await recv({ ...opts, quiet: opts.quiet ?? false }).catch(fail)
   })
@@ -52,6 +53,7 @@ program
       .default('file'),
   )
   .option('-q, --quiet', 'no progress bar')
+  .addHelpText('after', SEND_EXIT_HELP)
   .action(async (file: string, opts: { to: string; mode: SendMode; quiet?: boolean }) => {
     try {
       const target = parseTarget(opts.to)
