@@ -107,8 +107,8 @@ const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0) | (fsCon
 /**
  * Opens (for a path) and checks the taken file, and resolves the byte range. Rejects with
  * `ENOENT` and the other open errors, `EISDIR` for a directory, `ERR_INVALID_ARG_VALUE` for
- * something that is not a regular file (a FIFO, a device, a socket: never blocking on it), and `RangeError` `ERR_OUT_OF_RANGE` for a range past
- * the end. The result's `close()` closes what was opened or duplicated (never the caller's own).
+ * something that is not a regular file (a FIFO, a device, a socket: never blocking on it),
+ * and `RangeError` `ERR_OUT_OF_RANGE` for a range past the end. The result's `close()` closes what was opened or duplicated (never the caller's own).
  */
 export async function prepareFile(taken: TakenFile, options: SendFileOptions | undefined): Promise<PreparedFile> {
   // Only the open goes to the thread pool: a path lookup can wait for the disk. `fstat` of an
