@@ -70,3 +70,41 @@ zcTest('loop driver: the process waits for a pending write, and exits by itself 
     t.is(r.unreleased, 0, mode)
   }
 })
+
+const BLOCKED = `
+const net = require('node:net')
+const { createHash } = require('node:crypto')
+const got = createHash('sha256')
+let received = 0
+const server = net.createServer((s) => {
+  s.on('data', (d) => { received += d.length; got.update(d) })
+  s.on('end', () => { s.end(); server.close(); report() })
+})
+let sent = null
+function report() { if (sent && server.listening === false) console.log(JSON.stringify({ sent, received: { bytes: received, sha256: got.digest('hex') } })) }
+server.listen(0, '127.0.0.1', async () => {
+  const zs = await zc.ZeroCopySocket.connect({ host: '127.0.0.1', port: server.address().port })
+  const h = createHash('sha256')
+  const window = []
+  let bytes = 0
+  for (let i = 0; i < 96; i++) {
+    const b = Buffer.alloc(1 << 20, i & 0xff)
+    h.update(b)
+    bytes += b.length
+    window.push(zs.write(b))
+    if (window.length === 8) await window.shift()
+    if (i === 40) { const until = Date.now() + 200; while (Date.now() < until); } // the JS thread blocks
+  }
+  await Promise.all(window)
+  await zs.end()
+  sent = { bytes, sha256: h.digest('hex') }
+  report()
+})`
+
+zcTest('loop driver: a 200 ms synchronous block of the JS thread mid-transfer loses no byte and no completion', async (t) => {
+  const { code, json, stderr } = await runChild(BLOCKED, LOOP)
+  t.is(code, 0, stderr)
+  const r = json as { sent: { bytes: number; sha256: string }; received: { bytes: number; sha256: string } }
+  t.is(r.sent.bytes, 96 << 20)
+  t.deepEqual(r.received, r.sent)
+})
