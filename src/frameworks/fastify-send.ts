@@ -5,15 +5,13 @@
  * `zerocopy-socket/fastify`, src/frameworks/fastify.ts, for the whole argument).
  * @module
  */
-import { readFileSync } from 'node:fs'
 import type http from 'node:http'
-import Module, { createRequire } from 'node:module'
-import { dirname } from 'node:path'
 import type { Readable } from 'node:stream'
 
 import type fastifyStaticModule = require('@fastify/static')
 
 import { FileBody, type FileWindow } from './file-body'
+import { loadPrivateModule, resolvePeer } from './private-module'
 
 /** What @fastify/send's `send()` resolves to (its public result). */
 interface SendResult {
@@ -73,28 +71,15 @@ export type FastifyStatic = typeof fastifyStaticModule
  *   stand-in module's `require`, so the suite's `proxyquire` stubs reach the instance.
  */
 export function loadFastifyStatic(requireFn?: NodeJS.Require): FastifyStatic {
-  const requireHere = createRequire(__filename)
-  let entry: string
-  try {
-    entry = requireHere.resolve('@fastify/static')
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException
-    err.message = `zerocopy-socket/fastify is @fastify/static with zero-copy bodies and needs it installed: npm install @fastify/static@10\n${err.message}`
-    throw err
-  }
-  const imports = requireFn ?? createRequire(entry)
-  const send = zeroCopySend(imports('@fastify/send') as Send)
-  const ModuleClass = Module as unknown as {
-    new (id: string, parent?: NodeModule): NodeModule & { _compile(source: string, filename: string): void }
-    _nodeModulePaths(dir: string): string[]
-  }
-  const mod = new ModuleClass(entry, module)
-  mod.filename = entry
-  mod.paths = ModuleClass._nodeModulePaths(dirname(entry))
-  const requireOwn = requireFn ?? mod.require.bind(mod)
-  // The module's `require` calls `mod.require`, so this replaces exactly one of its imports.
-  mod.require = ((id: string) => (id === '@fastify/send' ? send : requireOwn(id))) as NodeJS.Require
-  mod._compile(readFileSync(entry, 'utf8'), entry)
-  mod.loaded = true
-  return mod.exports as FastifyStatic
+  const entry = resolvePeer('@fastify/static', 'zerocopy-socket/fastify', '@fastify/static@10')
+  let send: Send | undefined
+  return loadPrivateModule(
+    entry,
+    (id, load) => {
+      if (id !== '@fastify/send') return load(id)
+      send ??= zeroCopySend(load(id) as Send)
+      return send
+    },
+    requireFn,
+  ) as FastifyStatic
 }

@@ -38,7 +38,8 @@ export interface FileBodyResult {
 export interface FileWindow {
   path: string
   offset: number
-  length: number
+  /** **Default:** the rest of the file. */
+  length?: number
   /** Read size of the streamed path. **Default:** `fs.createReadStream`'s. */
   highWaterMark?: number
 }
@@ -60,7 +61,7 @@ function streamReason(res: http.ServerResponse): string | null {
  * its own request's `ServerResponse` (see the module doc).
  */
 export class FileBody extends Readable {
-  readonly #req: http.IncomingMessage
+  readonly #req: http.IncomingMessage | null
   readonly #file: FileWindow
   #inner: ReadStream | null = null
   #res: http.ServerResponse | null = null
@@ -71,20 +72,21 @@ export class FileBody extends Readable {
   readonly path: string
   /** The first byte's offset in the file, as `fs.ReadStream#start`. */
   readonly start: number
-  /** The last byte's offset (inclusive), as `fs.ReadStream#end`; `start - 1` for an empty body. */
+  /** The last byte's offset (inclusive), as `fs.ReadStream#end`: `start - 1` for an empty body, `Infinity` for the rest of the file. */
   readonly end: number
 
   /**
-   * @param req - The request this body answers: only a pipe into its own response is direct.
+   * @param req - The request this body answers: only a pipe into its own response is direct
+   *   (`null`: into any `ServerResponse`).
    * @param file - The window of the file.
    */
-  constructor(req: http.IncomingMessage, file: FileWindow) {
+  constructor(req: http.IncomingMessage | null, file: FileWindow) {
     super()
     this.#req = req
     this.#file = file
     this.path = file.path
     this.start = file.offset
-    this.end = file.offset + file.length - 1
+    this.end = file.length === undefined ? Infinity : file.offset + file.length - 1
   }
 
   override _read(): void {
@@ -98,7 +100,7 @@ export class FileBody extends Readable {
       return
     }
     this.result ??= { zeroCopy: false, fallbackReason: 'the body is read by a stream between the handler and the response (a body transform)' }
-    const inner = createReadStream(path, { start: offset, end: offset + length - 1, highWaterMark })
+    const inner = createReadStream(path, { start: offset, end: length === undefined ? undefined : offset + length - 1, highWaterMark })
     inner.on('data', (chunk) => {
       if (!this.push(chunk)) inner.pause()
     })
@@ -114,7 +116,8 @@ export class FileBody extends Readable {
 
   override destroy(error?: Error): this {
     // The framework destroys the body once `res` finished: after a direct response that is
-    // a complete body, so it ends as one (see the module doc).
+    // a complete body, so it ends as one (see the module doc). (The body ends before `res`
+    // does, so this is a guard for a framework that destroys it another way.)
     if (error === undefined && this.#res?.writableFinished === true && !this.readableEnded && !this.destroyed) {
       this.#endQuietly()
       return this
@@ -132,7 +135,8 @@ export class FileBody extends Readable {
 
   override pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
     const res = destination as unknown as http.ServerResponse
-    if (!(res instanceof http.ServerResponse) || res.req !== this.#req || this.#inner !== null || this.#res !== null) {
+    const own = res instanceof http.ServerResponse && (this.#req === null || res.req === this.#req)
+    if (!own || this.#inner !== null || this.#res !== null) {
       return super.pipe(destination, options)
     }
     const reason = streamReason(res)
@@ -147,10 +151,10 @@ export class FileBody extends Readable {
 
   #respond(res: http.ServerResponse): void {
     const { path, offset, length } = this.#file
+    this.#endAfterBody(res)
     respondWithFile(res, path, {}, { offset, length }).then(
       (result: RespondWithFileResult) => {
         this.result = { zeroCopy: result.zeroCopy, fallbackReason: result.fallbackReason }
-        if (!this.destroyed) this.#endQuietly()
       },
       (err: Error) => {
         // Before the headers: the framework's error response. After: respondWithFile has
@@ -158,5 +162,28 @@ export class FileBody extends Readable {
         super.destroy(err)
       },
     )
+  }
+
+  /**
+   * Makes `respondWithFile`'s `res.end()` wait for this body's `'end'`: a framework that
+   * watches both (`stream.pipeline(body, res)` in Koa 3) sees the body end before `res`
+   * finishes and closes, as with a piped stream, not a premature close. The `'end'` (or a
+   * `'close'`, if the body is destroyed meanwhile) always follows, so `res` always ends.
+   */
+  #endAfterBody(res: http.ServerResponse): void {
+    const end = res.end
+    res.end = ((...args: Parameters<typeof end>) => {
+      res.end = end
+      if (this.readableEnded || this.destroyed) return end.apply(res, args)
+      let ended = false
+      const endRes = () => {
+        if (ended) return
+        ended = true
+        end.apply(res, args)
+      }
+      this.once('end', endRes).once('close', endRes)
+      this.#endQuietly()
+      return res
+    }) as typeof end
   }
 }
