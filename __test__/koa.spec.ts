@@ -180,3 +180,20 @@ test('the module loads as users load it, and koa-send stays koa-send', (t) => {
   t.is(typeof mod.send, 'function')
   t.is(typeof require('koa-send'), 'function')
 })
+
+test('a client that goes away mid-body does not stop the server', async (t) => {
+  const { port, close } = await listen(serve(fx.root))
+  t.teardown(close)
+  await new Promise<void>((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/big.bin', agent: false }, (res) => {
+      res.once('data', () => {
+        req.destroy()
+        resolve()
+      })
+    })
+    req.on('error', () => {})
+  })
+  const after = await fetchRaw(port, '/big.bin')
+  t.is(after.status, 200)
+  t.true(after.body.equals(fx.big))
+})

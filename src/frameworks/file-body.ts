@@ -44,8 +44,8 @@ export interface FileWindow {
   highWaterMark?: number
 }
 
-/** Why `res` cannot take the body page-cache-to-socket, or `null` when it can. */
-function streamReason(res: http.ServerResponse): string | null {
+/** Why `res` cannot take a body page-cache-to-socket, or `null` when it can. */
+export function streamReason(res: http.ServerResponse): string | null {
   if (res.headersSent) return 'the headers were already sent, so the body is streamed through the framework'
   if (res.hasHeader('trailer') || res.hasHeader('transfer-encoding')) return 'the response is chunked (trailers), so the body is streamed through the framework'
   const socket = res.socket
