@@ -15,7 +15,7 @@ import upstreamStatic from '@fastify/static'
 
 import { FileBody } from '../src/frameworks/file-body'
 import { zcTest, zeroCopyUnavailable } from './helpers'
-import { fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
+import { abortMidBody, fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
 
 const fx = makeFixture()
 
@@ -241,15 +241,7 @@ test('@fastify/compress gets the body through Fastify and it decodes to the file
 test('a client that goes away mid-body does not stop the server', async (t) => {
   const { app, port } = await serve(zcStatic)
   t.teardown(() => app.close())
-  await new Promise<void>((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/static/big.bin', agent: false }, (res) => {
-      res.once('data', () => {
-        req.destroy()
-        resolve()
-      })
-    })
-    req.on('error', () => {})
-  })
+  await abortMidBody(port, '/static/big.bin')
   const after = await fetchRaw(port, '/static/big.bin')
   t.is(after.status, 200)
   t.true(after.body.equals(fx.big))

@@ -67,3 +67,16 @@ const VOLATILE = new Set(['date', 'connection', 'keep-alive'])
 export function stableHeaders(headers: http.IncomingHttpHeaders): Record<string, unknown> {
   return Object.fromEntries(Object.entries(headers).filter(([name]) => !VOLATILE.has(name)))
 }
+
+/** A GET whose client goes away as soon as the first body bytes arrive. */
+export function abortMidBody(port: number, path: string): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      res.once('data', () => {
+        req.destroy()
+        resolve()
+      })
+    })
+    req.on('error', () => {})
+  })
+}

@@ -14,7 +14,7 @@ import { serveStatic as honoServeStatic } from '@hono/node-server/serve-static'
 
 import { fileResult, serveStatic } from '../src/frameworks/hono'
 import { zcTest } from './helpers'
-import { fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
+import { abortMidBody, fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
 
 const fx = makeFixture()
 
@@ -189,15 +189,7 @@ test('304 for If-Modified-Since, fall-through, app.request() streams', async (t)
 test('a client that goes away mid-body does not stop the server', async (t) => {
   const { port, close } = await listen(serveStatic)
   t.teardown(close)
-  await new Promise<void>((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/big.bin', agent: false }, (res) => {
-      res.once('data', () => {
-        req.destroy()
-        resolve()
-      })
-    })
-    req.on('error', () => {})
-  })
+  await abortMidBody(port, '/big.bin')
   const after = await fetchRaw(port, '/big.bin')
   t.is(after.status, 200)
   t.true(after.body.equals(fx.big))

@@ -13,7 +13,7 @@ import koaStatic from 'koa-static'
 import { send, serve } from '../src/frameworks/koa'
 import { FileBody } from '../src/frameworks/file-body'
 import { zcTest } from './helpers'
-import { fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
+import { abortMidBody, fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
 
 const fx = makeFixture()
 
@@ -184,15 +184,7 @@ test('the module loads as users load it, and koa-send stays koa-send', (t) => {
 test('a client that goes away mid-body does not stop the server', async (t) => {
   const { port, close } = await listen(serve(fx.root))
   t.teardown(close)
-  await new Promise<void>((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/big.bin', agent: false }, (res) => {
-      res.once('data', () => {
-        req.destroy()
-        resolve()
-      })
-    })
-    req.on('error', () => {})
-  })
+  await abortMidBody(port, '/big.bin')
   const after = await fetchRaw(port, '/big.bin')
   t.is(after.status, 200)
   t.true(after.body.equals(fx.big))
