@@ -9,6 +9,7 @@ import test from 'ava'
 import { Hono, type Context } from 'hono'
 import { compress } from 'hono/compress'
 import { cors } from 'hono/cors'
+import { etag } from 'hono/etag'
 import { serve, type ServerType } from '@hono/node-server'
 import { serveStatic as honoServeStatic } from '@hono/node-server/serve-static'
 
@@ -193,4 +194,31 @@ test('a client that goes away mid-body does not stop the server', async (t) => {
   const after = await fetchRaw(port, '/big.bin')
   t.is(after.status, 200)
   t.true(after.body.equals(fx.big))
+})
+
+test('middleware that reads the body first (hono/etag, c.res.text()) gets it, nothing hangs, no wrong byte', async (t) => {
+  const { port, close } = await listen(serveStatic, {
+    extra: (app) => {
+      app.use(etag())
+      app.use(async (c, next) => {
+        await next()
+        if (c.req.query('upper') === undefined) return
+        const text = await c.res.text()
+        c.res = new Response(text.toUpperCase(), { headers: { 'content-type': 'text/plain', 'x-rewritten': '1' } })
+      })
+    },
+  })
+  t.teardown(close)
+  const tagged = await fetchRaw(port, '/small.bin')
+  t.is(tagged.status, 200)
+  t.truthy(tagged.headers.etag)
+  t.true(tagged.body.equals(fx.small))
+  const again = await fetchRaw(port, '/small.bin', { headers: { 'if-none-match': tagged.headers.etag as string } })
+  t.is(again.status, 304)
+  const upper = await fetchRaw(port, '/page.txt?upper')
+  t.is(upper.status, 200)
+  t.is(upper.headers['x-rewritten'], '1')
+  t.is(upper.body.toString(), fx.text.toUpperCase())
+  const big = await fetchRaw(port, '/big.bin')
+  t.true(big.body.equals(fx.big))
 })

@@ -12,15 +12,20 @@
  * does not answer).
  *
  * Zero-copy happens where @hono/node-server writes the response. For each file response on a
- * kernel TCP socket, `outgoing.writeHead` is wrapped once: when @hono/node-server calls it, the
- * status and headers are final. If the response it is writing still has this body (nothing
- * replaced it), the headers go on `outgoing` and {@link respondWithFile} sends them and the
- * body; the stream, which produced nothing, closes when the response is done, and
- * @hono/node-server's `end()` after it is a no-op. Otherwise the body is streamed, as by Hono.
+ * kernel TCP socket, `outgoing.writeHead` is wrapped once. @hono/node-server calls it with the
+ * final status and headers, and takes the reader of the body it writes either just before
+ * (when Hono rebuilt the response: its first read is then pending) or just after, in the same
+ * synchronous run. The head is held (set on `outgoing`, not sent). If it is a 200 or 206 of
+ * this body's length and this body's own reader is the one taken, the response is this
+ * body's, and {@link respondWithFile} sends head and body; the stream, which produced nothing,
+ * closes when that is done, and @hono/node-server's `end()` after it is a no-op. Otherwise
+ * the held head goes out as node:http sends what is set on `outgoing`, and the body is
+ * streamed to whoever reads it.
  *
- * Invariant (no hang): the body's reads wait for that decision, and it is always made: by the
- * first `writeHead` on `outgoing`, by `outgoing` closing, or at once where there is no
- * `outgoing` to wait for (another runtime, `app.request()`, TLS, HTTP/2).
+ * Invariant (no hang, never a wrong byte): a read of the body waits for that decision at most
+ * until the current run of microtasks ends (@hono/node-server writes the head within it); a
+ * read through a transform (`pipeThrough`, `tee`) does not wait at all. Where there is no
+ * `outgoing` to wait for (another runtime, `app.request()`, TLS, HTTP/2) it is streamed.
  * @module
  */
 import * as fs from 'node:fs'
@@ -55,13 +60,42 @@ export interface ServeStaticOptions<E extends Env = Env> {
 
 type HonoServeStatic = <E extends Env>(options?: ServeStaticOptions<E>) => MiddlewareHandler<E>
 
+/** Sets what `writeHead(status, [message], [headers])` would send, without sending it. */
+function applyHead(res: http.ServerResponse, args: unknown[]): void {
+  const [status, ...rest] = args as [number, ...unknown[]]
+  res.statusCode = status
+  if (typeof rest[0] === 'string') res.statusMessage = rest.shift() as string
+  const headers = rest[0]
+  if (Array.isArray(headers)) {
+    const pairs: [string, unknown][] = Array.isArray(headers[0]) ? (headers as [string, unknown][]) : []
+    if (!Array.isArray(headers[0])) for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([headers[i] as string, headers[i + 1]])
+    for (const [name, value] of pairs) res.setHeader(name, value as string)
+  } else if (headers !== null && typeof headers === 'object') {
+    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value as string)
+  }
+}
+
+/** The `Content-Length` a head sets, as a number, or `undefined`. */
+function headLength(res: http.ServerResponse): number | undefined {
+  const value = res.getHeader('content-length')
+  return value === undefined ? undefined : Number(value)
+}
+
 /** One file response's body: the web stream Hono sees, and how it goes out. */
 class DirectBody {
   readonly file: FileBody
   readonly stream: ReadableStream<Uint8Array>
   result: FileBodyResult | null = null
-  #decide!: (direct: boolean) => void
-  readonly #decided = new Promise<boolean>((resolve) => (this.#decide = resolve))
+  /** The response's `Content-Length` as Hono's serveStatic set it (the body's length). */
+  length: number | undefined
+  #mode: 'waiting' | 'direct' | 'stream' = 'waiting'
+  #outgoing: http.ServerResponse | null = null
+  /** The stream's own `getReader()` was called (by @hono/node-server, or a body mixin). */
+  #publicReader = false
+  /** Wakes a read that waits for the head (see `#pullWaiting`). */
+  #wake: (() => void) | null = null
+  /** Set between a held head and the end of its synchronous run: the reader would be @hono/node-server's. */
+  #onReader: (() => void) | null = null
   #sent: Promise<void> | null = null
 
   constructor(file: FileBody) {
@@ -70,7 +104,8 @@ class DirectBody {
     this.stream = new ReadableStream<Uint8Array>(
       {
         pull: async (controller) => {
-          if (await this.#decided) {
+          if (this.#mode === 'waiting') await this.#pullWaiting()
+          if (this.#mode === 'direct') {
             await this.#sent
             controller.close()
             return
@@ -81,7 +116,7 @@ class DirectBody {
           else controller.enqueue(value)
         },
         cancel: async (reason) => {
-          this.#decide(false)
+          this.streamThrough('the body was cancelled')
           if (reader !== null) await reader.cancel(reason)
           else this.file.destroy()
         },
@@ -89,57 +124,88 @@ class DirectBody {
       // Nothing is read before a consumer asks (a HEAD's or a 304's body is never opened).
       { highWaterMark: 0 },
     )
+    const getReader = this.stream.getReader
+    this.stream.getReader = ((...args: Parameters<typeof getReader>) => {
+      const reader = getReader.apply(this.stream, args)
+      this.#publicReader = true
+      const onReader = this.#onReader
+      this.#onReader = null
+      onReader?.()
+      return reader
+    }) as typeof getReader
   }
 
-  /** Streams the body through whoever reads it (no `outgoing`, or not one we can use). */
+  /**
+   * A read before the head was written. Through the stream's own reader it may be
+   * @hono/node-server's, which reads before it writes the head when the response was rebuilt
+   * (headers changed after `next()`): it writes the head in the same run of microtasks, so
+   * the read waits for the head until then, never longer. A read through a transform's
+   * internal reader (`pipeThrough`, `tee`) is a transform's: streamed at once.
+   */
+  async #pullWaiting(): Promise<void> {
+    if (this.#publicReader && this.#outgoing !== null) {
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve
+        process.nextTick(resolve)
+      })
+      this.#wake = null
+    }
+    this.streamThrough('the body is read before the response is written (a body transform), so it is streamed through Hono')
+  }
+
+  /** Streams the body through whoever reads it, unless that was decided already. */
   streamThrough(reason: string): void {
+    if (this.#mode !== 'waiting') return
+    this.#mode = 'stream'
     this.result = { zeroCopy: false, fallbackReason: reason }
-    this.#decide(false)
+  }
+
+  /** Whether the head set on `outgoing` is one this body answers (a 200 or 206 of its length). */
+  #headFits(outgoing: http.ServerResponse): boolean {
+    const length = headLength(outgoing)
+    return (outgoing.statusCode === 200 || outgoing.statusCode === 206) && (length === undefined || length === this.length)
   }
 
   /** Waits for @hono/node-server to write the response on `outgoing` (see the module doc). */
-  bind(c: Context, outgoing: http.ServerResponse): void {
+  bind(outgoing: http.ServerResponse): void {
+    this.#outgoing = outgoing
     const writeHead = outgoing.writeHead
-    const restore = () => {
-      if (outgoing.writeHead === wrapped) outgoing.writeHead = writeHead
-    }
-    const wrapped = function (this: http.ServerResponse, ...args: unknown[]) {
-      restore()
-      const ours = body.#isBodyOf(c.res)
-      if (!ours) {
-        body.streamThrough('a middleware replaced the body (a body transform), so it is streamed through Hono')
-        return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args)
+    const hold = (res: http.ServerResponse, args: unknown[]): http.ServerResponse => {
+      outgoing.writeHead = writeHead
+      if (this.#mode !== 'waiting') return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(res, args)
+      applyHead(outgoing, args)
+      // @hono/node-server flushes the head right after writing it: held until this run ends.
+      const flushHeaders = outgoing.flushHeaders
+      let flushed = false
+      outgoing.flushHeaders = () => void (flushed = true)
+      const fits = this.#headFits(outgoing)
+      if (this.#wake !== null && fits) {
+        // Its read is waiting: the response being written is this body's.
+        this.#respond(outgoing)
+        this.#wake()
+      } else if (fits) {
+        // Otherwise it takes the reader of the body it writes in this same run.
+        this.#onReader = () => this.#respond(outgoing)
       }
-      body.#respond(outgoing, args)
-      return this
-    } as typeof writeHead
-    const body = this
-    outgoing.writeHead = wrapped
-    outgoing.once('close', () => {
-      restore()
-      this.#decide(false)
-    })
-  }
-
-  #isBodyOf(res: Response): boolean {
-    try {
-      return res.body === this.stream
-    } catch {
-      return false
+      queueMicrotask(() => {
+        this.#onReader = null
+        outgoing.flushHeaders = flushHeaders
+        this.streamThrough('@hono/node-server wrote another response')
+        if (this.#mode !== 'direct' && flushed && !outgoing.headersSent && !outgoing.writableEnded) outgoing.flushHeaders()
+      })
+      return res
     }
+    outgoing.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+      return hold(this, args)
+    } as typeof writeHead
+    outgoing.once('close', () => {
+      outgoing.writeHead = writeHead
+      this.streamThrough('the connection closed first')
+    })
   }
 
-  #respond(outgoing: http.ServerResponse, args: unknown[]): void {
-    const [status, ...rest] = args as [number, ...unknown[]]
-    const headers = (typeof rest[0] === 'string' ? rest[1] : rest[0]) as http.OutgoingHttpHeaders | undefined
-    outgoing.statusCode = status
-    for (const [name, value] of Object.entries(headers ?? {})) if (value !== undefined) outgoing.setHeader(name, value)
-    // @hono/node-server flushes the headers right after writeHead: not yet (respondWithFile does).
-    const flushHeaders = outgoing.flushHeaders
-    outgoing.flushHeaders = () => {}
-    queueMicrotask(() => {
-      outgoing.flushHeaders = flushHeaders
-    })
+  #respond(outgoing: http.ServerResponse): void {
+    this.#mode = 'direct'
     const { path, start, end } = this.file
     this.#sent = respondWithFile(outgoing, path, {}, { offset: start, length: end === Infinity ? undefined : end - start + 1 }).then((result) => {
       this.result = { zeroCopy: result.zeroCopy, fallbackReason: result.fallbackReason }
@@ -147,7 +213,6 @@ class DirectBody {
     // The pending read reports a failure (@hono/node-server then ends the connection); a
     // stream cancelled meanwhile has no read left to report it to.
     this.#sent.catch(() => {})
-    this.#decide(true)
   }
 }
 
@@ -225,8 +290,9 @@ export function serveStatic<E extends Env = Env>(options: ServeStaticOptions<E> 
       return result
     }
     const reason = streamReason(outgoing)
+    body.length = Number(result.headers.get('Content-Length') ?? NaN)
     if (reason !== null) body.streamThrough(reason)
-    else body.bind(c, outgoing)
+    else body.bind(outgoing)
     return result
   }
 }
