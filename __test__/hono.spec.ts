@@ -3,6 +3,7 @@
 // middleware around it (hono/cors, hono/compress, headers after next()), HEAD without errors,
 // ranges, 304 (which Hono's serveStatic does not answer), fall-through.
 import http from 'node:http'
+import net from 'node:net'
 import { gunzipSync } from 'node:zlib'
 
 import test from 'ava'
@@ -187,13 +188,23 @@ test('304 for If-Modified-Since, fall-through, app.request() streams', async (t)
   t.regex(fileResult(context!)?.fallbackReason ?? '', /app\.request/)
 })
 
-test('a client that goes away mid-body does not stop the server', async (t) => {
+test('a client that goes away mid-body does not stop the server, nothing logged', async (t) => {
   const { port, close } = await listen(serveStatic)
   t.teardown(close)
-  await abortMidBody(port, '/big.bin')
-  const after = await fetchRaw(port, '/big.bin')
-  t.is(after.status, 200)
-  t.true(after.body.equals(fx.big))
+  const { logged } = await consoleDuring(async () => {
+    for (let i = 0; i < 3; i++) await abortMidBody(port, '/big.bin')
+    // Clients that send a request and reset at once: the body meets a closed socket.
+    for (let i = 0; i < 20; i++) {
+      const socket = net.connect(port, '127.0.0.1')
+      socket.on('error', () => {})
+      socket.write('GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n', () => socket.resetAndDestroy())
+    }
+    const after = await fetchRaw(port, '/big.bin')
+    t.is(after.status, 200)
+    t.true(after.body.equals(fx.big))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  })
+  t.deepEqual(logged, [])
 })
 
 test('middleware that reads the body first (hono/etag, c.res.text()) gets it, nothing hangs, no wrong byte', async (t) => {

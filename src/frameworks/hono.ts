@@ -106,7 +106,13 @@ class DirectBody {
         pull: async (controller) => {
           if (this.#mode === 'waiting') await this.#pullWaiting()
           if (this.#mode === 'direct') {
-            await this.#sent
+            try {
+              await this.#sent
+            } catch (err) {
+              // Before the head: @hono/node-server's error response. After: respondWithFile
+              // has closed the connection (a client gone), and there is nothing to report.
+              if (!this.#outgoing?.headersSent) throw err
+            }
             controller.close()
             return
           }
