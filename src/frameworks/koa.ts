@@ -6,7 +6,7 @@
  * index, extensions, `.br`/`.gz` variants (`brotli`, `gzip`), `setHeaders`, `Content-Type`,
  * `Last-Modified`, `Cache-Control` and errors, loaded as a private instance whose
  * `fs.createReadStream` returns a {@link FileBody} that is not opened yet. Then, in Koa's own
- * terms: `Vary: Accept-Encoding` where a variant decided the answer, `Accept-Ranges`, a 304
+ * terms: `Vary: Accept-Encoding` (with `brotli` or `gzip` on), `Accept-Ranges`, a 304
  * when `ctx.fresh`, and a 206/416 for a `Range` (honouring `If-Range`), which koa-send leaves
  * to other middleware. The body stays `ctx.body`, so Koa sets the status (not its initial 404),
  * middleware before and after sees and may replace it, and only when Koa itself pipes it into
@@ -104,19 +104,6 @@ function rangeFresh(ctx: KoaContext): boolean {
   return !Number.isNaN(lastModified) && lastModified <= Date.parse(ifRange)
 }
 
-/** Whether a `.br`/`.gz` variant of `path` could answer some other client differently. */
-async function variesByEncoding(ctx: KoaContext, path: string, opts: SendOptions): Promise<boolean> {
-  if (ctx.response.get('Content-Encoding')) return true
-  // The client was offered no variant: one it did not accept may still exist for others.
-  const exists = (p: string) =>
-    fs.promises.access(p).then(
-      () => true,
-      () => false,
-    )
-  if (opts.brotli !== false && ctx.acceptsEncodings('br', 'identity') !== 'br' && (await exists(`${path}.br`))) return true
-  return opts.gzip !== false && ctx.acceptsEncodings('gzip', 'identity') !== 'gzip' && (await exists(`${path}.gz`))
-}
-
 /**
  * Sends the file at `path` (under `opts.root`) as `ctx.body`, as koa-send does, plus ranges,
  * 304 and `Vary` (see the module doc).
@@ -132,7 +119,9 @@ export async function send(ctx: KoaContext, path: string, opts: SendOptions = {}
   const size = Number(ctx.response.get('Content-Length'))
   // Anything else (another koa-send) stays as koa-send answered.
   if (typeof served !== 'string' || !(placeholder instanceof FileBody) || !Number.isSafeInteger(size)) return served
-  if (await variesByEncoding(ctx, served, opts)) ctx.vary('Accept-Encoding')
+  // koa-send chose between the file and its variants by Accept-Encoding (as @fastify/static
+  // does with preCompressed, on every response: no extra lookups for clients without one).
+  if (opts.brotli !== false || opts.gzip !== false) ctx.vary('Accept-Encoding')
   const ranges = opts.acceptRanges !== false
   if (ranges) ctx.set('Accept-Ranges', 'bytes')
   if (ctx.fresh) {
