@@ -4,6 +4,7 @@
 // against it (see fastify-static-suite/run.mjs and the README's "Fastify" section).
 import { createRequire } from 'node:module'
 import http from 'node:http'
+import http2 from 'node:http2'
 import { gunzipSync } from 'node:zlib'
 import { fileURLToPath } from 'node:url'
 
@@ -49,6 +50,8 @@ function captureBodies(app: FastifyInstance): FileBody[] {
 
 const SIDE_BY_SIDE: [string, { method?: string; headers?: http.OutgoingHttpHeaders }][] = [
   ['/static/small.bin', {}],
+  ['/static/empty.txt', {}],
+  ['/static/empty.txt', { method: 'HEAD' }],
   ['/static/big.bin', {}],
   ['/static/big.bin', { method: 'HEAD' }],
   ['/static/big.bin', { headers: { range: 'bytes=100-199' } }],
@@ -284,4 +287,28 @@ test.serial("@fastify/static's own test suite passes against the plugin", async 
     Object.fromEntries(differing.map((id) => [id, ours.get(id)?.error ?? 'missing'])),
     Object.fromEntries(Object.keys(DIFFERENCES).map((id) => [id, ours.get(id)?.error ?? 'missing'])),
   )
+})
+
+test('over HTTP/2 the body is streamed through Fastify, byte-exact', async (t) => {
+  const app = Fastify({ http2: true })
+  const bodies = captureBodies(app as unknown as FastifyInstance)
+  await app.register(zcStatic, { root: fx.root })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const client = http2.connect(`http://127.0.0.1:${(app.server.address() as { port: number }).port}`)
+  t.teardown(() => client.close())
+  const { status, body } = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+    const req = client.request({ ':path': '/big.bin', range: 'bytes=10-200009' })
+    const chunks: Buffer[] = []
+    let status = 0
+    req.on('response', (headers) => (status = Number(headers[':status'])))
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }))
+    req.on('error', reject)
+    req.end()
+  })
+  t.is(status, 206)
+  t.true(body.equals(fx.big.subarray(10, 200_010)))
+  t.is(bodies.length, 1)
+  t.false(bodies[0].result?.zeroCopy)
 })

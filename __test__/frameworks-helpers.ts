@@ -43,7 +43,7 @@ export interface Fixture {
   text: string
 }
 
-/** A root with `small.bin` (4 KiB), `big.bin` (3 MiB + 5), `sub/index.html`, `page.txt` (+ `.br`, `.gz`), `.hidden`. */
+/** A root with `small.bin` (4 KiB), `big.bin` (3 MiB + 5), `empty.txt`, `sub/index.html`, `page.txt` (+ `.br`, `.gz`), `.hidden`. */
 export function makeFixture(): Fixture {
   const root = mkdtempSync(join(tmpdir(), 'zc-frameworks-'))
   const small = patternBytes(4096, 7)
@@ -55,6 +55,7 @@ export function makeFixture(): Fixture {
   writeFileSync(join(root, 'page.txt.br'), brotliCompressSync(text))
   writeFileSync(join(root, 'page.txt.gz'), gzipSync(text))
   writeFileSync(join(root, '.hidden'), 'hidden')
+  writeFileSync(join(root, 'empty.txt'), '')
   mkdirSync(join(root, 'sub'))
   writeFileSync(join(root, 'sub', 'index.html'), '<h1>sub</h1>\n')
   return { root, small, big, text }

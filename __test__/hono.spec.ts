@@ -66,6 +66,8 @@ const FIREFOX = 'gzip, deflate, br, zstd'
 const SAFARI = 'gzip, deflate, br'
 const SIDE_BY_SIDE: [string, { method?: string; headers?: http.OutgoingHttpHeaders }][] = [
   ['/small.bin', {}],
+  ['/empty.txt', {}],
+  ['/empty.txt', { method: 'HEAD' }],
   ['/big.bin', { headers: { origin: 'http://example.com' } }],
   ['/big.bin', { method: 'HEAD' }],
   ['/big.bin', { headers: { range: 'bytes=100-199' } }],

@@ -42,6 +42,8 @@ async function listen(middleware: Middleware, record?: { bodies: unknown[]; erro
 
 const SIDE_BY_SIDE: [string, { method?: string; headers?: http.OutgoingHttpHeaders }][] = [
   ['/small.bin', {}],
+  ['/empty.txt', {}],
+  ['/empty.txt', { method: 'HEAD' }],
   ['/big.bin', {}],
   ['/big.bin', { method: 'HEAD' }],
   ['/missing.bin', {}],
