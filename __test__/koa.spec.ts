@@ -3,7 +3,7 @@
 // ranges, 304, Vary; and Koa's lifecycle around it (its initial 404, headers set before,
 // fall-through, HEAD, errors).
 import http from 'node:http'
-import { brotliDecompressSync } from 'node:zlib'
+import { brotliDecompressSync, createGzip, gunzipSync } from 'node:zlib'
 import { createRequire } from 'node:module'
 
 import test from 'ava'
@@ -192,4 +192,20 @@ test('a client that goes away mid-body does not stop the server', async (t) => {
   const after = await fetchRaw(port, '/big.bin')
   t.is(after.status, 200)
   t.true(after.body.equals(fx.big))
+})
+
+test('a body transform (gzip middleware) gets the body through Koa and it decodes to the file', async (t) => {
+  const record = { bodies: [] as unknown[], errors: [] as Error[] }
+  const { port, close } = await listen(async (ctx, next) => {
+    await serve(fx.root)(ctx, next)
+    if (ctx.query.gzip === undefined || !(ctx.body instanceof FileBody)) return
+    ctx.set('Content-Encoding', 'gzip')
+    ctx.body = ctx.body.pipe(createGzip())
+  }, record)
+  t.teardown(close)
+  const res = await fetchRaw(port, '/big.bin?gzip')
+  t.is(res.status, 200)
+  t.is(res.headers['content-encoding'], 'gzip')
+  t.true(gunzipSync(res.body).equals(fx.big))
+  t.deepEqual(record.errors, [])
 })
