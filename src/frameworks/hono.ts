@@ -227,6 +227,8 @@ let honoServeStatic: HonoServeStatic | undefined
 /** The body `createStreamBody` made last; `onFound` takes it in the same synchronous run. */
 let created: DirectBody | null = null
 const bodies = new WeakMap<Context, DirectBody>()
+/** Contexts answered with a file (GET or HEAD). */
+const found = new WeakSet<Context>()
 
 /** @hono/node-server's serveStatic, privately loaded with unopened file bodies. */
 function loadServeStatic(): HonoServeStatic {
@@ -278,6 +280,7 @@ export function serveStatic<E extends Env = Env>(options: ServeStaticOptions<E> 
   const middleware = honoServeStatic<E>({
     ...options,
     onFound: (path, c) => {
+      found.add(c)
       // A GET's body was made just before, in the same synchronous run (a HEAD has none).
       if (created !== null && created.file.path === path && c.req.method === 'GET') bodies.set(c, created)
       created = null
@@ -286,13 +289,15 @@ export function serveStatic<E extends Env = Env>(options: ServeStaticOptions<E> 
   })
   return async (c, next) => {
     const result = await middleware(c, next)
+    // Only a file's answer (onFound was called), not what `next()` returned.
+    if (!(result instanceof Response) || !found.has(c)) return result
     const body = bodies.get(c)
-    if (!(result instanceof Response) || body === undefined) return result
     if (result.status === 200 && notModified(c, result.headers.get('Last-Modified'))) {
-      void body.stream.cancel()
+      if (body !== undefined) void body.stream.cancel()
       for (const name of ['Content-Encoding', 'Content-Length', 'Content-Type']) c.header(name, undefined)
       return c.body(null, 304)
     }
+    if (body === undefined) return result
     const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing
     if (!(outgoing instanceof http.ServerResponse)) {
       body.streamThrough('no node:http response (another runtime, app.request(), or HTTP/2), so the body is streamed through Hono')
