@@ -36,7 +36,9 @@ export interface FileBodyResult {
 
 /** Where a {@link FileBody}'s bytes are: `length` bytes at `offset` of the file at `path`. */
 export interface FileWindow {
+  /** The file's path. */
   path: string
+  /** Bytes; where the body starts in the file. */
   offset: number
   /** **Default:** the rest of the file. */
   length?: number

@@ -25,17 +25,29 @@ import { loadPrivateModule, resolvePeer } from './private-module'
 
 /** The parts of a Koa context this module uses (Koa 2 and 3). */
 export interface KoaContext {
+  /** The node:http request. */
   req: http.IncomingMessage
+  /** The node:http response the body is piped into. */
   res: http.ServerResponse
+  /** The request method. */
   method: string
+  /** The request path (what `serve` looks up under `root`). */
   path: string
+  /** The response body: a {@link FileBody} once a file is sent. */
   body: unknown
+  /** The response status (Koa's starts at 404 and becomes 200 when a body is set). */
   status: number
+  /** Whether the request's validators match the response's (`If-Modified-Since`, `If-None-Match`). */
   readonly fresh: boolean
+  /** A request header. */
   get(field: string): string
+  /** Sets a response header. */
   set(field: string, value: string): void
+  /** Adds a field to the response's `Vary`. */
   vary(field: string): void
+  /** The best of `encodings` the request accepts, or `false`. */
   acceptsEncodings(...encodings: string[]): string | false
+  /** The response, for reading headers set on it. */
   response: { get(field: string): unknown }
 }
 
