@@ -4,7 +4,6 @@
 // against it (see fastify-static-suite/run.mjs and the README's "Fastify" section).
 import { createRequire } from 'node:module'
 import http from 'node:http'
-import http2 from 'node:http2'
 import { gunzipSync } from 'node:zlib'
 import { fileURLToPath } from 'node:url'
 
@@ -16,7 +15,7 @@ import upstreamStatic from '@fastify/static'
 
 import { FileBody } from '../src/frameworks/file-body'
 import { zcTest, zeroCopyUnavailable } from './helpers'
-import { abortMidBody, fetchRaw, makeFixture, stableHeaders } from './frameworks-helpers'
+import { abortMidBody, fetchRaw, http2Get, makeFixture, stableHeaders } from './frameworks-helpers'
 
 const fx = makeFixture()
 
@@ -295,18 +294,7 @@ test('over HTTP/2 the body is streamed through Fastify, byte-exact', async (t) =
   await app.register(zcStatic, { root: fx.root })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())
-  const client = http2.connect(`http://127.0.0.1:${(app.server.address() as { port: number }).port}`)
-  t.teardown(() => client.close())
-  const { status, body } = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
-    const req = client.request({ ':path': '/big.bin', range: 'bytes=10-200009' })
-    const chunks: Buffer[] = []
-    let status = 0
-    req.on('response', (headers) => (status = Number(headers[':status'])))
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }))
-    req.on('error', reject)
-    req.end()
-  })
+  const { status, body } = await http2Get((app.server.address() as { port: number }).port, '/big.bin', { range: 'bytes=10-200009' })
   t.is(status, 206)
   t.true(body.equals(fx.big.subarray(10, 200_010)))
   t.is(bodies.length, 1)

@@ -3,6 +3,7 @@
 import { brotliCompressSync, gzipSync } from 'node:zlib'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
+import http2 from 'node:http2'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -80,4 +81,21 @@ export function abortMidBody(port: number, path: string): Promise<void> {
     })
     req.on('error', () => {})
   })
+}
+
+/** One HTTP/2 (h2c) request on a fresh session to 127.0.0.1:`port`, with a deadline. */
+export function http2Get(port: number, path: string, headers: http2.OutgoingHttpHeaders = {}): Promise<{ status: number; body: Buffer }> {
+  const client = http2.connect(`http://127.0.0.1:${port}`)
+  return new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+    const req = client.request({ ':path': path, ...headers })
+    const chunks: Buffer[] = []
+    let status = 0
+    req.setTimeout(20_000, () => req.close(http2.constants.NGHTTP2_CANCEL))
+    req.on('response', (head) => (status = Number(head[':status'])))
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }))
+    req.on('close', () => reject(new Error(`HTTP/2 ${path}: closed before the end`)))
+    req.on('error', reject)
+    req.end()
+  }).finally(() => client.close())
 }
