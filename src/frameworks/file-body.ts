@@ -14,7 +14,8 @@
  * error after the response finished ends it quietly (`'end'`, then the normal auto-destroy),
  * so the framework sees a complete body, not a premature close. A failure before the headers
  * went out is emitted as the body's `'error'`, which the framework turns into its own error
- * response (Fastify's error handler, Koa's `ctx.onerror`), as a failing file stream would be.
+ * response (Fastify's error handler, Koa's `ctx.onerror`), as a failing file stream would be;
+ * after them (a client gone) the body just stops, as a file stream piped into a dead response.
  * @module
  */
 import { createReadStream, type ReadStream } from 'node:fs'
@@ -159,9 +160,11 @@ export class FileBody extends Readable {
         this.result = { zeroCopy: result.zeroCopy, fallbackReason: result.fallbackReason }
       },
       (err: Error) => {
-        // Before the headers: the framework's error response. After: respondWithFile has
-        // destroyed the connection; the framework logs the body's error, as for a file stream.
-        super.destroy(err)
+        // Before the headers: the framework's error response. After: the client is gone and
+        // respondWithFile has destroyed the connection; the body stops as a file stream piped
+        // into a dead response does (the framework sees a premature close, not EPIPE).
+        if (res.headersSent) super.destroy()
+        else super.destroy(err)
       },
     )
   }

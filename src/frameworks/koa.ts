@@ -171,6 +171,8 @@ export async function send(ctx: KoaContext, path: string, opts: SendOptions = {}
  */
 export function serve(root: string, opts: ServeOptions = {}): KoaMiddleware {
   if (typeof root !== 'string' || root === '') throw new TypeError('root directory is required to serve files')
+  // Loaded now, not by the first request (as the other framework modules load theirs).
+  koaSend ??= loadKoaSend()
   const options: ServeOptions = { ...opts, root: resolve(root) }
   if (options.index !== false) options.index = options.index || 'index.html'
   const sendOrFallThrough = async (ctx: KoaContext): Promise<boolean> => {
