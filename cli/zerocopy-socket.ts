@@ -2,10 +2,14 @@
 /** The `zerocopy-socket` command: send, recv, bench, doctor. */
 import { Command, InvalidArgumentError, Option } from 'commander'
 
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
 import { benchOptions, type BenchFlags } from '../bench/options'
-import { doctor } from './doctor'
-import { recv } from './recv'
-import { formatReport, parseTarget, send, type SendMode } from './send'
+import { ROOT } from '../bench/root'
+import { doctorReport, formatDoctor } from './doctor'
+import { RECV_EXIT_HELP, recv } from './recv'
+import { SEND_EXIT_HELP, formatReport, parseTarget, send, type SendMode } from './send'
 
 function port(value: string): number {
   const n = Number(value)
@@ -25,8 +29,11 @@ function fail(e: unknown): never {
   process.exit(1)
 }
 
+const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+
 const program = new Command('zerocopy-socket')
   .description('io_uring zero-copy TCP file transfer for Node.js')
+  .version(version, '-V, --version', 'print the package version')
   // Usage errors too are one line: the hint goes on the error's own line. Subcommands inherit this.
   .configureOutput({ outputError: (text, write) => write(`${text.trimEnd()} (run with --help for usage)\n`) })
 
@@ -37,6 +44,7 @@ program
   .option('-H, --host <host>', 'address to listen on', '127.0.0.1')
   .option('-o, --out <file>', 'where to write the received bytes (default: discard)')
   .option('-q, --quiet', 'no progress bar')
+  .addHelpText('after', RECV_EXIT_HELP)
   .action(async (opts: { port: number; host: string; out?: string; quiet?: boolean }) => {
     await recv({ ...opts, quiet: opts.quiet ?? false }).catch(fail)
   })
@@ -52,6 +60,7 @@ program
       .default('file'),
   )
   .option('-q, --quiet', 'no progress bar')
+  .addHelpText('after', SEND_EXIT_HELP)
   .action(async (file: string, opts: { to: string; mode: SendMode; quiet?: boolean }) => {
     try {
       const target = parseTarget(opts.to)
@@ -64,9 +73,12 @@ program
 
 program
   .command('doctor')
-  .description('explain what this machine allows and what the package will do')
-  .action(async () => {
-    console.log(await doctor().catch(fail))
+  .description('explain what this machine allows and what the package will do; exit 0: zero-copy, 2: fallback, 3: no native binding')
+  .option('--json', 'print the report as JSON (stable keys, see the README)')
+  .action(async (opts: { json?: boolean }) => {
+    const report = await doctorReport().catch(fail)
+    console.log(opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report))
+    process.exitCode = report.exitCode
   })
 
 benchOptions(program.command('bench'))

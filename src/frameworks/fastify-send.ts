@@ -5,7 +5,7 @@
  * `zerocopy-socket/fastify`, src/frameworks/fastify.ts, for the whole argument).
  * @module
  */
-import type http from 'node:http'
+import type * as http from 'node:http'
 import type { Readable } from 'node:stream'
 
 import type fastifyStaticModule = require('@fastify/static')

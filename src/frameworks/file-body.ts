@@ -19,10 +19,10 @@
  * @module
  */
 import { createReadStream, type ReadStream } from 'node:fs'
-import http from 'node:http'
-import net from 'node:net'
+import * as http from 'node:http'
+import * as net from 'node:net'
 import { Readable } from 'node:stream'
-import tls from 'node:tls'
+import * as tls from 'node:tls'
 
 import { respondWithFile, type RespondWithFileResult } from '../http'
 import { socketFd } from '../net-internals'

@@ -29,7 +29,7 @@
  * @module
  */
 import * as fs from 'node:fs'
-import http from 'node:http'
+import * as http from 'node:http'
 import { Readable } from 'node:stream'
 
 import fresh from 'fresh'

@@ -15,7 +15,7 @@
  * @module
  */
 import * as fs from 'node:fs'
-import type http from 'node:http'
+import type * as http from 'node:http'
 import { resolve } from 'node:path'
 
 import parseRange from 'range-parser'
