@@ -42,9 +42,9 @@ export interface FileWindow {
   /** Bytes; where the body starts in the file. */
   offset: number
   /** **Default:** the rest of the file. */
-  length?: number
+  length?: number | undefined
   /** Read size of the streamed path. **Default:** `fs.createReadStream`'s. */
-  highWaterMark?: number
+  highWaterMark?: number | undefined
 }
 
 /** Why `res` cannot take a body page-cache-to-socket, or `null` when it can. */

@@ -42,21 +42,21 @@ import { respondWithFile } from '../http'
 /** Options of {@link serveStatic}: those of `@hono/node-server/serve-static`. */
 export interface ServeStaticOptions<E extends Env = Env> {
   /** Root directory; a relative one is from the working directory. */
-  root?: string
+  root?: string | undefined
   /** Serve this file whatever the request path. */
-  path?: string
+  path?: string | undefined
   /** Index file for a directory. **Default:** `'index.html'`. */
-  index?: string
+  index?: string | undefined
   /** Serve `file.br`, `file.zst` or `file.gz` when the client accepts it and it exists. **Default:** `false`. */
-  precompressed?: boolean
+  precompressed?: boolean | undefined
   /** Allow `%` in the routed request path. **Default:** `false`. */
-  allowPercentInPath?: boolean
+  allowPercentInPath?: boolean | undefined
   /** Maps the request path to a file path under `root`. */
-  rewriteRequestPath?: (path: string, c: Context<E>) => string
+  rewriteRequestPath?: ((path: string, c: Context<E>) => string) | undefined
   /** Called when a file was found, before the response. */
-  onFound?: (path: string, c: Context<E>) => void | Promise<void>
+  onFound?: ((path: string, c: Context<E>) => void | Promise<void>) | undefined
   /** Called when no file matched (the middleware then calls `next()`). */
-  onNotFound?: (path: string, c: Context<E>) => void | Promise<void>
+  onNotFound?: ((path: string, c: Context<E>) => void | Promise<void>) | undefined
 }
 
 type HonoServeStatic = <E extends Env>(options?: ServeStaticOptions<E>) => MiddlewareHandler<E>

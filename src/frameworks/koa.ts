@@ -60,35 +60,35 @@ export type KoaMiddleware = (ctx: KoaContext, next: KoaNext) => Promise<void>
 /** Options of {@link send}: koa-send's, plus `acceptRanges`. */
 export interface SendOptions {
   /** Root directory to restrict file access to. **Default:** `''`. */
-  root?: string
+  root?: string | undefined
   /** Index file served for a directory, or `false`. **Default:** none (`serve`: `'index.html'`). */
-  index?: string | false
+  index?: string | false | undefined
   /** `Cache-Control` max-age in milliseconds. **Default:** `0`. */
-  maxage?: number
+  maxage?: number | undefined
   /** Same as `maxage`. */
-  maxAge?: number
+  maxAge?: number | undefined
   /** Add `immutable` to `Cache-Control`. **Default:** `false`. */
-  immutable?: boolean
+  immutable?: boolean | undefined
   /** Serve hidden files (a path segment starting with a dot). **Default:** `false`. */
-  hidden?: boolean
+  hidden?: boolean | undefined
   /** Serve `/dir` as `/dir/` (with `index`) without a redirect. **Default:** `true`. */
-  format?: boolean
+  format?: boolean | undefined
   /** Extensions tried for a path without one, e.g. `['html']`. **Default:** `false`. */
-  extensions?: string[] | false
+  extensions?: string[] | false | undefined
   /** Serve `file.br` when the client accepts `br` and it exists. **Default:** `true`. */
-  brotli?: boolean
+  brotli?: boolean | undefined
   /** Serve `file.gz` when the client accepts `gzip` and it exists. **Default:** `true`. */
-  gzip?: boolean
+  gzip?: boolean | undefined
   /** Called before the body is set, to set custom headers on `res`. */
-  setHeaders?: (res: http.ServerResponse, path: string, stats: fs.Stats) => void
+  setHeaders?: ((res: http.ServerResponse, path: string, stats: fs.Stats) => void) | undefined
   /** Answer `Range` requests (206/416, `Accept-Ranges: bytes`). **Default:** `true`. */
-  acceptRanges?: boolean
+  acceptRanges?: boolean | undefined
 }
 
 /** Options of {@link serve}: koa-static's. */
 export interface ServeOptions extends SendOptions {
   /** Let downstream middleware answer first; serve only if none did. **Default:** `false`. */
-  defer?: boolean
+  defer?: boolean | undefined
 }
 
 type KoaSend = (ctx: KoaContext, path: string, opts?: SendOptions) => Promise<string | undefined>
