@@ -89,7 +89,7 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
     // SAFETY: F_GETFL reads the descriptor's flags; no memory is touched.
     let flags = unsafe { libc::fcntl(sock, libc::F_GETFL) };
     if flags < 0 {
-        return Err(last_errno());
+        return Err(Errno::last());
     }
     if flags & libc::O_NONBLOCK == 0 {
         return Ok(0); // a blocking socket could wait for the peer: not inline
@@ -111,7 +111,7 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
         if n == 0 {
             break; // end of file: the file is shorter than asked
         }
-        match last_errno().0 {
+        match Errno::last().0 {
             libc::EINTR => continue,
             libc::EAGAIN => break,
             // Bytes already went: report them now, the error on the next call.
@@ -170,14 +170,6 @@ fn cachestat(file: RawFd, offset: u64, len: u64) -> Option<Cachestat> {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn cachestat(_file: RawFd, _offset: u64, _len: u64) -> Option<Cachestat> {
     None
-}
-
-fn last_errno() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
 }
 
 fn page_size() -> u64 {
