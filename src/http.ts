@@ -5,22 +5,20 @@
  * @module
  */
 import http, { type OutgoingHttpHeaders } from 'node:http'
-import { once } from 'node:events'
 import type { Stats } from 'node:fs'
 import type net from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import tls from 'node:tls'
 
 import parseRange from 'range-parser'
 
+import { bodyPath } from './body-path'
 import { sendfileNow } from './direct'
-import { engineAvailable, engineFailure } from './engine'
 import { abortError, codedError, invalidArgType } from './errors'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
-import { probeReason } from './probe'
 import { refreshIdleTimer, socketFd } from './net-internals'
 import { ZeroCopySocket } from './socket'
+import { ResponseHold } from './takeover'
 import { validateOptions } from './validate'
 
 /** Options for {@link respondWithFile}. */
@@ -64,19 +62,47 @@ function headersSentError(): Error {
   return codedError('ERR_HTTP_HEADERS_SENT', 'Cannot respond with a file after the headers are sent to the client')
 }
 
-/** Resolves once node:http attached `res` to its socket (a pipelined response waits its turn). */
-async function attachedSocket(res: http.ServerResponse): Promise<net.Socket> {
-  if (res.socket) return res.socket
-  const [socket] = (await Promise.race([once(res, 'socket'), once(res, 'close').then(() => [null])])) as [net.Socket | null]
-  if (socket === null) throw codedError('ERR_STREAM_DESTROYED', 'The response was closed before it could be sent')
-  return socket
+/** Responses a `respondWithFile` call is answering: a second call on one of them rejects. */
+const answering = new WeakSet<http.ServerResponse>()
+
+/** `send`'s test: a `Range` header in any other unit than bytes is ignored (RFC 9110 14.2). */
+const BYTES_RANGE = /^ *bytes=/
+
+/** node:http's rule (and RFC 9110's): these statuses never carry a body. */
+function forbidsBody(status: number): boolean {
+  return status === 204 || status === 304 || (status >= 100 && status <= 199)
 }
 
-/** Why the body cannot go through the engine on this socket, or `null` when it can. */
-function fallbackReason(socket: net.Socket): string | null {
-  if (socket instanceof tls.TLSSocket) return 'TLS socket: bytes must go through TLS, so the body is streamed through the response'
-  if (!engineAvailable()) return engineFailure() ?? probeReason()
-  return null
+/**
+ * Resolves with the socket once node:http attached `res` to it (a pipelined response waits for
+ * the ones before it). Rejects when the wait can never end: `res` closed, the connection closed
+ * (node gives a queued response neither 'socket' nor 'close' then; its request's socket closes),
+ * or `signal` aborted.
+ */
+function attachedSocket(res: http.ServerResponse, signal: AbortSignal | undefined): Promise<net.Socket> {
+  if (res.socket) return Promise.resolve(res.socket)
+  const connection = res.req?.socket as net.Socket | undefined
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      res.off('socket', onSocket)
+      res.off('close', onGone)
+      connection?.off('close', onGone)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const onSocket = (socket: net.Socket): void => (done(), resolve(socket))
+    const onGone = (): void => (done(), reject(codedError('ERR_STREAM_DESTROYED', 'The connection closed before the response could be sent')))
+    const onAbort = (): void => (done(), reject(abortError(signal)))
+    res.on('socket', onSocket)
+    res.on('close', onGone)
+    connection?.on('close', onGone)
+    signal?.addEventListener('abort', onAbort)
+    if (connection?.destroyed || res.destroyed) onGone()
+  })
+}
+
+/** Fully uncorks `socket` (a `res.cork()` before the call left the headers in it; `res.end()` does the same). */
+function uncork(socket: net.Socket): void {
+  while (socket.writableCorked > 0) socket.uncork()
 }
 
 /**
@@ -118,14 +144,16 @@ export function respondWithFile(
   validateSendFile(file, sendOptions)
   if (range !== undefined && typeof range !== 'string') throw invalidArgType('options.range', 'of type string', range)
   if (statCheck !== undefined && typeof statCheck !== 'function') throw invalidArgType('options.statCheck', 'of type function', statCheck)
-  if (res.headersSent) return Promise.reject(headersSentError())
+  if (res.headersSent || answering.has(res)) return Promise.reject(headersSentError())
   let taken
   try {
     taken = takeFile(file)
   } catch (e) {
     return Promise.reject(e)
   }
-  return respond(res, prepareFile(taken, sendOptions), { ...headers }, range, statCheck, sendOptions)
+  answering.add(res)
+  const answered = respond(res, prepareFile(taken, sendOptions), { ...headers }, range, statCheck, sendOptions)
+  return answered.finally(() => answering.delete(res))
 }
 
 async function respond(
@@ -142,7 +170,7 @@ async function respond(
     if (signal?.aborted) throw abortError(signal)
     let status = res.statusCode
     let { offset, length } = file
-    if (range !== undefined) {
+    if (range !== undefined && status === 200 && BYTES_RANGE.test(range)) {
       const ranges = parseRange(length, range, { combine: true })
       if (ranges === -1) {
         status = 416
@@ -157,34 +185,84 @@ async function respond(
     }
     if (statCheck?.(file.stats, headers) === false) return { status: 0, bytes: 0, zeroCopy: false, fallbackReason: null }
     if (res.headersSent) throw headersSentError()
-    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value)
-    res.setHeader('content-length', length)
-    res.statusCode = status
-    const socket = await attachedSocket(res)
+    for (const [name, value] of Object.entries(headers)) {
+      if (value === undefined) continue
+      http.validateHeaderName(name)
+      http.validateHeaderValue(name, value as string)
+    }
+    // Nothing is set on `res` before it is attached to the socket: until then it may be aborted,
+    // its connection may die, or someone else (a timeout middleware) may answer it.
+    const socket = await attachedSocket(res, signal)
     if (signal?.aborted) throw abortError(signal)
-    const reason = fallbackReason(socket)
-    const head = res.req?.method === 'HEAD'
-    if (head || length === 0) {
-      res.end()
-      return { status, bytes: 0, zeroCopy: reason === null, fallbackReason: reason }
-    }
-    const body = { ...file, offset, length }
-    if (socket instanceof tls.TLSSocket) {
-      await streamBody(res, body, 0, options)
-      return { status, bytes: length, zeroCopy: false, fallbackReason: reason }
-    }
-    res.flushHeaders()
-    const inline = sendNow(socket, body, options)
-    if (inline < length && reason !== null) {
-      // No engine here (io_uring blocked, another platform): the rest through the response.
-      await streamBody(res, body, inline, options)
-      return { status, bytes: length, zeroCopy: false, fallbackReason: reason }
-    }
-    if (inline < length) await sendRest(res, socket, body, inline, options)
-    else res.end()
-    return { status, bytes: length, zeroCopy: true, fallbackReason: null }
+    if (res.headersSent || res.writableEnded) throw headersSentError()
+    return await answer(res, socket, { ...file, offset, length }, status, headers, options)
   } finally {
     await file.close()
+  }
+}
+
+/**
+ * Sends the response on its attached socket: the header block, then the body by the path
+ * {@link bodyPath} chose. Runs to the header block without waiting, so nothing else can touch
+ * `res` in between. Once the header block is stored, a failure destroys the response (the
+ * connection cannot carry a response cut short).
+ */
+async function answer(
+  res: http.ServerResponse,
+  socket: net.Socket,
+  body: PreparedFile,
+  status: number,
+  headers: OutgoingHttpHeaders,
+  options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
+): Promise<RespondWithFileResult> {
+  const { length } = body
+  const bodiless = forbidsBody(status) || res.req?.method === 'HEAD'
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value)
+  if (forbidsBody(status)) {
+    // No body, so no framing (RFC 9110 8.6: no Content-Length in a 204 or 1xx).
+    res.removeHeader('content-length')
+  } else if (!res.hasHeader('transfer-encoding')) res.setHeader('content-length', length)
+  // The header block is fixed here, after every on-headers hook (compression decides now).
+  res.writeHead(status)
+  try {
+    const path = bodyPath(res, socket, length)
+    const fallbackReason = path.kind === 'engine' ? null : path.reason
+    if (bodiless || length === 0) {
+      res.end()
+      return { status, bytes: 0, zeroCopy: path.kind !== 'stream' && fallbackReason === null, fallbackReason }
+    }
+    if (path.kind === 'stream') {
+      await streamBody(res, body, 0, options)
+      return { status, bytes: length, zeroCopy: false, fallbackReason }
+    }
+    // The body goes to the socket from here; node:http has counted none of it.
+    res.strictContentLength = false
+    uncork(socket)
+    res.flushHeaders()
+    if (path.kind === 'inline-then-stream') {
+      const inline = sendNow(socket, body, options)
+      if (inline < length) {
+        // No engine here (io_uring blocked, another platform): the rest through the response.
+        await streamBody(res, body, inline, options)
+        return { status, bytes: length, zeroCopy: false, fallbackReason }
+      }
+      res.end()
+      return { status, bytes: length, zeroCopy: true, fallbackReason: null }
+    }
+    const hold = new ResponseHold(res)
+    try {
+      const inline = sendNow(socket, body, options)
+      if (inline < length) await sendRest(socket, body, inline, options)
+    } catch (e) {
+      hold.release()
+      throw e
+    }
+    hold.finish()
+    return { status, bytes: length, zeroCopy: true, fallbackReason: null }
+  } catch (e) {
+    // The header block is out (or stored): a response cut short cannot be finished on this connection.
+    res.destroy()
+    throw e
   }
 }
 
@@ -233,16 +311,10 @@ function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWi
 
 /**
  * The body after `sent` through the engine, which waits for room off this thread; then the
- * socket back to node:http and `res` ended. The headers are in the socket (or in its buffer,
- * which `from()` waits to drain) before any body byte.
+ * socket back to node:http. The headers are in the socket (or in its buffer, which `from()`
+ * waits to drain) before any body byte. A failure destroys the connection.
  */
-async function sendRest(
-  res: http.ServerResponse,
-  socket: net.Socket,
-  file: PreparedFile,
-  sent: number,
-  options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
-): Promise<void> {
+async function sendRest(socket: net.Socket, file: PreparedFile, sent: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
   const zs = ZeroCopySocket.from(socket)
   const onProgress = options.onProgress
   try {
@@ -253,9 +325,7 @@ async function sendRest(
       onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
     })
   } catch (e) {
-    // A body cut short cannot be finished on this connection: it goes.
     zs.destroy()
-    res.destroy()
     throw e
   }
   try {
@@ -263,8 +333,6 @@ async function sendRest(
   } catch (e) {
     // The whole body is with the kernel; a client that closed the connection right after it
     // (curl after its last URL) does not make the response fail.
-    if (socket.destroyed) return void res.destroy()
-    throw e
+    if (!socket.destroyed) throw e
   }
-  res.end()
 }
