@@ -223,3 +223,9 @@ export declare function sendfileNow(sockFd: number, fileFd: number, offset: numb
  * Returns the bytes sent.
  */
 export declare function sendZcSync(fd: number, data: Uint8Array): number
+
+/**
+ * Bytes in socket `fd`'s send queue the peer has not acknowledged yet (`SIOCOUTQ`), or -1
+ * when the kernel cannot tell (not a socket, not Linux).
+ */
+export declare function unackedBytes(fd: number): number

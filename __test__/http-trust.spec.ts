@@ -326,3 +326,51 @@ test.serial('serveStatic under light-my-request: 200 with the whole body, and a 
   t.is(part.statusCode, 206)
   t.true(part.rawPayload.equals(SMALL.subarray(10, 20)))
 })
+
+/** Reads the response to GET `path` at about `bytesPerTick` every `tickMs` (0: never reads); resolves with the bytes and whether the stream ended or was cut. */
+async function slowRead(port: number, path: string, bytesPerTick: number, tickMs: number, ms: number): Promise<{ bytes: number; ended: boolean }> {
+  const client = await pipeline(port, [{ path }], true)
+  let bytes = 0
+  let ended = false
+  client.socket.on('end', () => (ended = true))
+  const timer = setInterval(() => {
+    if (bytesPerTick === 0) return
+    let budget = bytesPerTick
+    let chunk: Buffer | null
+    while (budget > 0 && (chunk = client.socket.read(Math.min(budget, client.socket.readableLength) || undefined) as Buffer | null) !== null) {
+      bytes += chunk.length
+      budget -= chunk.length
+    }
+  }, tickMs)
+  await within(client.closed, ms, 'the slow read').finally(() => clearInterval(timer))
+  return { bytes, ended }
+}
+
+for (const how of ['server.timeout', 'res.setTimeout']) {
+  test.serial(`${how} = 500 ms does not cut a slow but steady reader (64 KiB every 30 ms of 8 MiB), and still cuts one that stopped`, async (t) => {
+    const outcomes: unknown[] = []
+    const { port, server } = await serve(t, (req, res) => {
+      if (how === 'res.setTimeout') res.setTimeout(500)
+      respondWithFile(res, bigPath).then(
+        (r) => outcomes.push(r.bytes),
+        (e: NodeJS.ErrnoException) => outcomes.push(e.code),
+      )
+    })
+    if (how === 'server.timeout') server.timeout = 500
+    server.keepAliveTimeout = 100 // the client closes the connection after the body
+    const steady = await slowRead(port, '/big', 64 * 1024, 30, 30_000)
+    t.true(steady.bytes > BIG.length, `${steady.bytes} bytes read before the connection closed`)
+    t.is(outcomes[0], BIG.length)
+    // A reader that stopped: it never sees the connection's end (it does not read), so watch the server's side.
+    const stalled = await pipeline(port, [{ path: '/big' }], true)
+    t.teardown(() => stalled.socket.destroy())
+    await within(
+      (async () => {
+        while (outcomes.length < 2) await new Promise((r) => setTimeout(r, 10))
+      })(),
+      10_000,
+      'the stalled response',
+    )
+    t.true(typeof outcomes[1] === 'string', `a cut response rejects: ${String(outcomes[1])}`)
+  })
+}

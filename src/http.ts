@@ -16,7 +16,7 @@ import { bodyPath } from './body-path'
 import { sendfileNow } from './direct'
 import { abortError, codedError, invalidArgType } from './errors'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
-import { refreshIdleTimer, socketFd } from './net-internals'
+import { countDrainAsActivity, refreshIdleTimer, socketFd } from './net-internals'
 import { ZeroCopySocket } from './socket'
 import { ResponseHold } from './takeover'
 import { validateOptions } from './validate'
@@ -317,22 +317,27 @@ function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWi
 async function sendRest(socket: net.Socket, file: PreparedFile, sent: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
   const zs = ZeroCopySocket.from(socket)
   const onProgress = options.onProgress
+  const stopWatching = countDrainAsActivity(socket)
   try {
-    await zs.sendFile(file.fd, {
-      offset: file.offset + sent,
-      length: file.length - sent,
-      signal: options.signal,
-      onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
-    })
-  } catch (e) {
-    zs.destroy()
-    throw e
-  }
-  try {
-    await zs.release()
-  } catch (e) {
-    // The whole body is with the kernel; a client that closed the connection right after it
-    // (curl after its last URL) does not make the response fail.
-    if (!socket.destroyed) throw e
+    try {
+      await zs.sendFile(file.fd, {
+        offset: file.offset + sent,
+        length: file.length - sent,
+        signal: options.signal,
+        onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
+      })
+    } catch (e) {
+      zs.destroy()
+      throw e
+    }
+    try {
+      await zs.release()
+    } catch (e) {
+      // The whole body is with the kernel; a client that closed the connection right after it
+      // (curl after its last URL) does not make the response fail.
+      if (!socket.destroyed) throw e
+    }
+  } finally {
+    stopWatching()
   }
 }

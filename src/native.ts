@@ -68,6 +68,7 @@ const standIn = {
   sendZcSync: unavailable,
   // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
   sendfileNow: () => 0,
+  unackedBytes: () => -1,
 } satisfies Omit<NativeBinding, ProtocolConstant>
 
 /**
