@@ -53,6 +53,10 @@ test.serial('pipelined requests, then the client resets: every promise settles a
   const { port } = await serve(t, (req, res) => {
     settled.push(respondWithFile(res, bigPath).catch((e: NodeJS.ErrnoException) => e.code))
   })
+  const warnings: string[] = []
+  const onWarning = (w: Error): void => void warnings.push(w.name)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
   const before = await openDescriptors(bigPath)
   for (let round = 0; round < 5; round++) {
     const requests: WireRequest[] = Array.from({ length: 20 }, () => ({ path: '/big' }))
@@ -66,6 +70,7 @@ test.serial('pipelined requests, then the client resets: every promise settles a
   for (const o of outcomes) t.true(typeof o === 'string', `a response to a reset client cannot succeed: ${JSON.stringify(o)}`)
   await new Promise((r) => setTimeout(r, 100)) // the engine closes its duplicates as it gets the socket's close
   t.is(await openDescriptors(bigPath), before)
+  t.deepEqual(warnings, [], 'one close listener per connection, however deep the pipeline')
 })
 
 test.serial('called twice on a queued response: one answer, the other rejects ERR_HTTP_HEADERS_SENT; the connection stays in step', async (t) => {
@@ -374,3 +379,19 @@ for (const how of ['server.timeout', 'res.setTimeout']) {
     t.true(typeof outcomes[1] === 'string', `a cut response rejects: ${String(outcomes[1])}`)
   })
 }
+
+test.serial('res.end() mid-body on the streamed path (a user Transfer-Encoding): the body completes, then the next pipelined response', async (t) => {
+  const { port } = await serve(t, (req, res) => {
+    if (req.url === '/plain') return void res.end('plain')
+    void respondWithFile(res, bigPath, { 'transfer-encoding': 'chunked' })
+    setTimeout(() => res.end(), 30)
+  })
+  const requests: WireRequest[] = [{ path: '/big' }, { path: '/plain' }]
+  const client = await pipeline(port, requests, true)
+  await new Promise((r) => setTimeout(r, 150))
+  const got = await responses(client, requests)
+  client.socket.destroy()
+  t.is(got.length, 2)
+  t.true(got[0].body.equals(BIG), `${got[0]?.body.length} bytes`)
+  t.is(got[1].body.toString(), 'plain')
+})

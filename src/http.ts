@@ -7,8 +7,6 @@
 import http, { type OutgoingHttpHeaders } from 'node:http'
 import type { Stats } from 'node:fs'
 import type net from 'node:net'
-import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 
 import parseRange from 'range-parser'
 
@@ -83,10 +81,11 @@ function attachedSocket(res: http.ServerResponse, signal: AbortSignal | undefine
   if (res.socket) return Promise.resolve(res.socket)
   const connection = res.req?.socket as net.Socket | undefined
   return new Promise((resolve, reject) => {
+    let unwatch = (): void => {}
     const done = (): void => {
       res.off('socket', onSocket)
       res.off('close', onGone)
-      connection?.off('close', onGone)
+      unwatch()
       signal?.removeEventListener('abort', onAbort)
     }
     const onSocket = (socket: net.Socket): void => (done(), resolve(socket))
@@ -94,10 +93,30 @@ function attachedSocket(res: http.ServerResponse, signal: AbortSignal | undefine
     const onAbort = (): void => (done(), reject(abortError(signal)))
     res.on('socket', onSocket)
     res.on('close', onGone)
-    connection?.on('close', onGone)
+    if (connection) unwatch = onConnectionClose(connection, onGone)
     signal?.addEventListener('abort', onAbort)
     if (connection?.destroyed || res.destroyed) onGone()
   })
+}
+
+/** Queued responses waiting on each connection: one 'close' listener per connection, however deep the pipeline. */
+const waiting = new WeakMap<net.Socket, Set<() => void>>()
+
+/** Calls `fn` when `connection` closes; returns the function that cancels it. */
+function onConnectionClose(connection: net.Socket, fn: () => void): () => void {
+  let fns = waiting.get(connection)
+  if (fns === undefined) {
+    const all = new Set<() => void>()
+    fns = all
+    waiting.set(connection, all)
+    connection.once('close', () => {
+      waiting.delete(connection)
+      for (const f of all) f()
+    })
+  }
+  const mine = fns
+  mine.add(fn)
+  return () => void mine.delete(fn)
 }
 
 /** Fully uncorks `socket` (a `res.cork()` before the call left the headers in it; `res.end()` does the same). */
@@ -222,69 +241,84 @@ async function answer(
     // No body, so no framing (RFC 9110 8.6: no Content-Length in a 204 or 1xx).
     res.removeHeader('content-length')
   } else if (!res.hasHeader('transfer-encoding')) res.setHeader('content-length', length)
-  // The header block is fixed here, after every on-headers hook (compression decides now).
+  // The header block is fixed here, after every on-headers hook (compression decides now). From
+  // here the body is ours: the handler's res.write()/res.end() are held until it is complete.
   res.writeHead(status)
+  const hold = new ResponseHold(res)
   try {
     const path = bodyPath(res, socket, length)
     const fallbackReason = path.kind === 'engine' ? null : path.reason
     if (bodiless || length === 0) {
-      res.end()
+      hold.finish()
       return { status, bytes: 0, zeroCopy: path.kind !== 'stream' && fallbackReason === null, fallbackReason }
     }
     if (path.kind === 'stream') {
-      await streamBody(res, body, 0, options)
+      await streamBody(res, hold, body, 0, options)
+      hold.finish()
       return { status, bytes: length, zeroCopy: false, fallbackReason }
     }
-    // The body goes to the socket from here; node:http has counted none of it.
+    // Body bytes go to the socket from here; node:http counts none of them.
     res.strictContentLength = false
     uncork(socket)
     res.flushHeaders()
-    if (path.kind === 'inline-then-stream') {
-      const inline = sendNow(socket, body, options)
-      if (inline < length) {
-        // No engine here (io_uring blocked, another platform): the rest through the response.
-        await streamBody(res, body, inline, options)
-        return { status, bytes: length, zeroCopy: false, fallbackReason }
-      }
-      res.end()
-      return { status, bytes: length, zeroCopy: true, fallbackReason: null }
+    const inline = sendNow(socket, body, options)
+    if (inline < length && path.kind === 'inline-then-stream') {
+      // No engine here (io_uring blocked, another platform): the rest through the response.
+      await streamBody(res, hold, body, inline, options)
+      hold.finish()
+      return { status, bytes: length, zeroCopy: false, fallbackReason }
     }
-    const hold = new ResponseHold(res)
-    try {
-      const inline = sendNow(socket, body, options)
-      if (inline < length) await sendRest(socket, body, inline, options)
-    } catch (e) {
-      hold.release()
-      throw e
-    }
+    if (inline < length) await sendRest(socket, body, inline, options)
     hold.finish()
     return { status, bytes: length, zeroCopy: true, fallbackReason: null }
   } catch (e) {
     // The header block is out (or stored): a response cut short cannot be finished on this connection.
+    hold.release()
     res.destroy()
     throw e
   }
 }
 
-/** The fallback: the body after `from` read in chunks and written through `res`, with its backpressure. */
+/**
+ * The body after `from`, read in chunks and written through `res` (through whatever wraps its
+ * `write`, e.g. compression) with its backpressure: after a `write()` that returns `false` it
+ * waits for `'drain'`. Rejects when `res` closes first or `signal` aborts.
+ */
 async function streamBody(
   res: http.ServerResponse,
+  hold: ResponseHold,
   file: PreparedFile,
   from: number,
   options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
 ): Promise<void> {
-  let sent = from
-  const rest = { ...file, offset: file.offset + from, length: file.length - from }
-  const chunks = Readable.from(
-    (async function* () {
-      for await (const chunk of readChunks(rest, 64 * 1024)) {
-        yield chunk
-        sent += chunk.length
-        options.onProgress?.(sent, file.length)
-      }
-    })(),
-  )
-  await pipeline(chunks, res, { signal: options.signal })
+  const { signal } = options
+  let wake: ((err?: Error) => void) | null = null
+  const onDrain = (): void => wake?.()
+  const onClose = (): void => wake?.(codedError('ERR_STREAM_DESTROYED', 'The response closed before its body was sent'))
+  const onAbort = (): void => wake?.(abortError(signal))
+  // One listener each for the whole body (compression keeps 'drain' listeners on its own stream).
+  res.on('drain', onDrain)
+  res.on('close', onClose)
+  signal?.addEventListener('abort', onAbort)
+  try {
+    let sent = from
+    for await (const chunk of readChunks({ ...file, offset: file.offset + from, length: file.length - from }, 64 * 1024)) {
+      if (signal?.aborted) throw abortError(signal)
+      if (res.destroyed) throw codedError('ERR_STREAM_DESTROYED', 'The response closed before its body was sent')
+      const more = hold.write(chunk)
+      sent += chunk.length
+      options.onProgress?.(sent, file.length)
+      if (!more)
+        await new Promise<void>((resolve, reject) => {
+          wake = (err) => (err ? reject(err) : resolve())
+        })
+      wake = null
+    }
+  } finally {
+    res.off('drain', onDrain)
+    res.off('close', onClose)
+    signal?.removeEventListener('abort', onAbort)
+  }
 }
 
 /**
@@ -317,19 +351,29 @@ function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWi
 async function sendRest(socket: net.Socket, file: PreparedFile, sent: number, options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>): Promise<void> {
   const zs = ZeroCopySocket.from(socket)
   const onProgress = options.onProgress
+  // The engine's progress events come from its event dispatch: a throwing onProgress must not
+  // escape there; it ends the response with its error instead.
+  let progressFailed = null as { error: unknown } | null
+  const progress =
+    onProgress &&
+    ((n: number): void => {
+      if (progressFailed) return
+      try {
+        onProgress(sent + n, file.length)
+      } catch (error) {
+        progressFailed = { error }
+        zs.destroy()
+      }
+    })
   const stopWatching = countDrainAsActivity(socket)
   try {
     try {
-      await zs.sendFile(file.fd, {
-        offset: file.offset + sent,
-        length: file.length - sent,
-        signal: options.signal,
-        onProgress: onProgress && ((n) => onProgress(sent + n, file.length)),
-      })
+      await zs.sendFile(file.fd, { offset: file.offset + sent, length: file.length - sent, signal: options.signal, onProgress: progress })
     } catch (e) {
       zs.destroy()
-      throw e
+      throw progressFailed ? progressFailed.error : e
     }
+    if (progressFailed) throw progressFailed.error
     try {
       await zs.release()
     } catch (e) {

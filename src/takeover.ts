@@ -106,10 +106,11 @@ export function whenWritable(s: net.Socket, fn: () => void): void {
 type ResponseMethods = { write?: PropertyDescriptor; end?: PropertyDescriptor }
 
 /**
- * Holds a `ServerResponse` while the engine sends its body on the socket: node:http must not
- * write to the socket (the takeover's `write` would throw from inside node:http) nor finish the
- * response (it would hand the socket to the next pipelined response while the engine still
- * sends). So until {@link finish}, on this instance:
+ * Holds a `ServerResponse` while its body is sent from a file: on the engine path node:http must
+ * not write to the socket (the takeover's `write` would throw from inside node:http) nor finish
+ * the response (it would hand the socket to the next pipelined response while the engine still
+ * sends); on the streamed path a handler's `res.end()` would cut the body short under its
+ * `Content-Length`. So until {@link finish}, on this instance:
  * - `res.write(data)` and `res.end(data)` send nothing and throw nothing: the data is refused
  *   (their callback gets `ERR_ZC_SOCKET_OWNED`) — bytes after the body would corrupt the
  *   response and every one after it on the connection;
@@ -121,6 +122,9 @@ type ResponseMethods = { write?: PropertyDescriptor; end?: PropertyDescriptor }
 export class ResponseHold {
   readonly #res: ServerResponse
   readonly #own: ResponseMethods
+  /** `res.write` and `res.end` as they were (node:http's, or a wrapper such as compression's). */
+  readonly #write: (this: ServerResponse, chunk: Uint8Array) => boolean
+  readonly #end: (this: ServerResponse) => ServerResponse
   /** Callbacks of deferred `res.end()` calls, run when the response finishes. */
   readonly #ends: (() => void)[] = []
   #held = true
@@ -129,6 +133,8 @@ export class ResponseHold {
   constructor(res: ServerResponse) {
     this.#res = res
     this.#own = { write: Object.getOwnPropertyDescriptor(res, 'write'), end: Object.getOwnPropertyDescriptor(res, 'end') }
+    this.#write = res.write as (this: ServerResponse, chunk: Uint8Array) => boolean
+    this.#end = res.end as (this: ServerResponse) => ServerResponse
     const refused = (): Error =>
       codedError('ERR_ZC_SOCKET_OWNED', 'The body of this response is being sent from a file: res.write() and res.end(data) cannot add to it')
     res.write = ((...args: unknown[]) => {
@@ -143,11 +149,16 @@ export class ResponseHold {
     }) as ServerResponse['end']
   }
 
+  /** Writes body bytes through the response's own `write` (the held one's caller is the body's sender). */
+  write(chunk: Uint8Array): boolean {
+    return this.#write.call(this.#res, chunk)
+  }
+
   /** Puts `res.write`/`res.end` back, then ends the response (running deferred callbacks on 'finish'). */
   finish(): void {
     this.release()
     for (const cb of this.#ends) this.#res.once('finish', cb)
-    this.#res.end()
+    this.#end.call(this.#res)
   }
 
   /** Puts `res.write`/`res.end` back as they were; the response is not ended. */
