@@ -29,7 +29,8 @@ export interface RespondWithFileOptions {
    * A `Range` request header value (`req.headers.range`), applied to the body window: one
    * satisfiable byte range answers `206 Partial Content` with `Content-Range`; an unsatisfiable
    * one answers `416` with `Content-Range: bytes *\/size` and no body; a malformed header, or
-   * several ranges, answer the whole window with the status already set (as `send` does).
+   * several ranges, answer the whole window with the status already set (as `send` does). A
+   * unit other than `bytes`, or a status other than `200` set on `res`, ignores it (RFC 9110).
    */
   range?: string
   /** Aborts the response: before the headers are sent, `res` is untouched; after, the connection is destroyed. */
@@ -52,7 +53,7 @@ export interface RespondWithFileResult {
   bytes: number
   /** The body went from the page cache to the socket without passing through JavaScript. */
   zeroCopy: boolean
-  /** Why the body was streamed through the response instead (TLS, no io_uring), or `null`. */
+  /** Why the body was streamed through the response instead (TLS, no io_uring, a body transform, no kernel socket), or `null`. */
   fallbackReason: string | null
 }
 
@@ -135,8 +136,19 @@ function uncork(socket: net.Socket): void {
  *
  * Small bodies whose pages are cached go out with one non-blocking `sendfile(2)` right on this
  * thread; the rest goes through the io_uring engine ({@link ZeroCopySocket.sendFile}), which
- * never blocks the event loop. Over TLS, or where the engine is unavailable, the body is
- * streamed through `res` instead, and the result says so.
+ * never blocks the event loop. The body goes to the socket only when the final header block
+ * (after every `on-headers` hook) frames it as exactly `Content-Length: <length>` with no
+ * `Content-Encoding`/`Transfer-Encoding` on a kernel TCP socket without TLS (see
+ * src/body-path.ts); otherwise — `compression()`, TLS, a test double such as `inject()`, no
+ * engine — it is streamed through `res` with its backpressure, and the result says why.
+ * `204`, `304` and `1xx` (set on `res` before the call) get no body.
+ *
+ * A pipelined response waiting for its turn is left untouched until node:http attaches it to
+ * the socket; if the connection dies or `signal` aborts meanwhile it rejects at once, and if
+ * something else answered it meanwhile (a timeout middleware) it rejects
+ * `ERR_HTTP_HEADERS_SENT` and sends nothing. While the body goes, the handler's `res.write()`
+ * and `res.end(data)` send nothing (their callback gets `ERR_ZC_SOCKET_OWNED`; nothing is
+ * thrown) and `res.end()` takes effect once the body is out.
  *
  * Works with Express (`res` is a `ServerResponse`) and with Fastify through `reply.raw` after
  * `reply.hijack()`.
@@ -147,9 +159,12 @@ function uncork(socket: net.Socket): void {
  * @param options - `offset`, `length`, `range`, `signal`, `onProgress`, `statCheck`.
  * @returns How it answered.
  * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for bad arguments. Rejects with
- *   `ERR_HTTP_HEADERS_SENT`; the file's errors (`ENOENT`, `EISDIR`, `ERR_OUT_OF_RANGE`) with
- *   `res` untouched; `AbortError`; and, once the body started, the socket's error (a client
- *   that went away), after which the connection is destroyed and the server goes on.
+ *   `ERR_HTTP_HEADERS_SENT` (headers already sent, answered by someone else while queued, or
+ *   another call already answering `res`); with `res` untouched: the file's errors (`ENOENT`,
+ *   `EISDIR`, `ERR_OUT_OF_RANGE`), `AbortError`, `ERR_STREAM_DESTROYED` (the connection closed
+ *   while the response was queued); and, once the header block is out, the socket's error (a
+ *   client that went away) or `onProgress`'s, after which the connection is destroyed and the
+ *   server goes on.
  */
 export function respondWithFile(
   res: http.ServerResponse,
