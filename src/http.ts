@@ -5,67 +5,26 @@
  * @module
  */
 import http, { type OutgoingHttpHeaders } from 'node:http'
-import type { Stats } from 'node:fs'
+import { Http2ServerResponse } from 'node:http2'
 import type net from 'node:net'
 
-import parseRange from 'range-parser'
-
 import { bodyPath } from './body-path'
+import { cancelledResult, decideHead, headersSentError, validateHeadOptions, type HeadOptions } from './conditional'
 import { sendfileNow } from './direct'
 import { abortError, codedError, invalidArgType } from './errors'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
+import { respondHttp2 } from './http2'
 import { countDrainAsActivity, refreshIdleTimer, socketFd } from './net-internals'
+import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 import { ZeroCopySocket } from './socket'
+import { StagedHead } from './staged-head'
 import { ResponseHold } from './takeover'
 import { validateOptions } from './validate'
 
-/** Options for {@link respondWithFile}. */
-export interface RespondWithFileOptions {
-  /** Bytes; where the response's body starts in the file. **Default:** `0`. */
-  offset?: number
-  /** Bytes of body. **Default:** the rest of the file after `offset`. */
-  length?: number
-  /**
-   * A `Range` request header value (`req.headers.range`), applied to the body window: one
-   * satisfiable byte range answers `206 Partial Content` with `Content-Range`; an unsatisfiable
-   * one answers `416` with `Content-Range: bytes *\/size` and no body; a malformed header, or
-   * several ranges, answer the whole window with the status already set (as `send` does). A
-   * unit other than `bytes`, or a status other than `200` set on `res`, ignores it (RFC 9110).
-   */
-  range?: string
-  /** Aborts the response: before the headers are sent, `res` is untouched; after, the connection is destroyed. */
-  signal?: AbortSignal
-  /** Called as body bytes go out, with bytes sent so far and the body's length. */
-  onProgress?: (sent: number, total: number) => void
-  /**
-   * Called with the file's `Stats` and the headers about to be sent, before anything is sent,
-   * as node:http2's `statCheck`: it may add or change headers (`Last-Modified`, `ETag`), and
-   * returning `false` cancels the response (`res` untouched, the result's `status` is `0`).
-   */
-  statCheck?: (stats: Stats, headers: OutgoingHttpHeaders) => boolean | void
-}
-
-/** How {@link respondWithFile} answered. */
-export interface RespondWithFileResult {
-  /** The status code sent (`200`, `206`, `416`, ...), or `0` when `statCheck` cancelled. */
-  status: number
-  /** Body bytes sent (`0` for `HEAD`, `416` and cancelled responses). */
-  bytes: number
-  /** The body went from the page cache to the socket without passing through JavaScript. */
-  zeroCopy: boolean
-  /** Why the body was streamed through the response instead (TLS, no io_uring, a body transform, no kernel socket), or `null`. */
-  fallbackReason: string | null
-}
-
-function headersSentError(): Error {
-  return codedError('ERR_HTTP_HEADERS_SENT', 'Cannot respond with a file after the headers are sent to the client')
-}
+export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 
 /** Responses a `respondWithFile` call is answering: a second call on one of them rejects. */
 const answering = new WeakSet<http.ServerResponse>()
-
-/** `send`'s test: a `Range` header in any other unit than bytes is ignored (RFC 9110 14.2). */
-const BYTES_RANGE = /^ *bytes=/
 
 /** node:http's rule (and RFC 9110's): these statuses never carry a body. */
 function forbidsBody(status: number): boolean {
@@ -151,34 +110,56 @@ function uncork(socket: net.Socket): void {
  * thrown) and `res.end()` takes effect once the body is out.
  *
  * Works with Express (`res` is a `ServerResponse`) and with Fastify through `reply.raw` after
- * `reply.hijack()`.
+ * `reply.hijack()`. An `Http2ServerResponse` (node:http2's compatibility API,
+ * `Fastify({ http2: true })`) gets the same head, and its body through node:http2's own file
+ * path (`stream.respondWithFD`), or streamed through `res` when something wraps its
+ * `write`/`end`/`writeHead`; never zero-copy, and the result's `fallbackReason` says why.
+ *
+ * The request (`options.req`, else `res.req`) is read for `HEAD`, for `If-Range` (always
+ * honoured: a stale one gets the whole window, never a spliced file) and, with
+ * `conditional: true`, for `304`/`412` as `send` answers them. `etag`, `lastModified`,
+ * `contentType` and `attachment` add the headers a download endpoint would write by hand.
  * @param res - The response; its headers must not have been sent.
  * @param file - A path, a file descriptor or a `FileHandle` of a regular file. Descriptors
  *   and handles stay the caller's (they may be closed as soon as this returns).
  * @param headers - Headers to send besides those already set on `res`.
- * @param options - `offset`, `length`, `range`, `signal`, `onProgress`, `statCheck`.
+ * @param options - `offset`, `length`, `range`, `req`, `conditional`, `etag`, `lastModified`,
+ *   `contentType`, `attachment`, `signal`, `onProgress`, `statCheck`.
  * @returns How it answered.
- * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for bad arguments. Rejects with
- *   `ERR_HTTP_HEADERS_SENT` (headers already sent, answered by someone else while queued, or
- *   another call already answering `res`); with `res` untouched: the file's errors (`ENOENT`,
- *   `EISDIR`, `ERR_OUT_OF_RANGE`), `AbortError`, `ERR_STREAM_DESTROYED` (the connection closed
- *   while the response was queued); and, once the header block is out, the socket's error (a
- *   client that went away) or `onProgress`'s, after which the connection is destroyed and the
- *   server goes on.
+ * @throws `TypeError` `ERR_INVALID_ARG_TYPE` (`ERR_INVALID_ARG_VALUE` for `contentType: true`
+ *   with a descriptor) synchronously for bad arguments. Rejects with `ERR_HTTP_HEADERS_SENT`
+ *   (headers already sent, answered by someone else while queued, or another call already
+ *   answering `res`); with `res` untouched: the file's errors (`ENOENT`, `EISDIR`,
+ *   `ERR_OUT_OF_RANGE`), `AbortError`, `ERR_STREAM_DESTROYED` (the connection closed while the
+ *   response was queued); and, once the header block is out, the socket's error (a client
+ *   that went away) or `onProgress`'s, after which the connection is destroyed and the server
+ *   goes on (HTTP/2: the stream is reset, `ERR_STREAM_DESTROYED`, and the session goes on).
  */
 export function respondWithFile(
-  res: http.ServerResponse,
+  res: http.ServerResponse | Http2ServerResponse,
   file: FileSource,
   headers?: OutgoingHttpHeaders,
   options?: RespondWithFileOptions,
 ): Promise<RespondWithFileResult> {
-  if (!(res instanceof http.ServerResponse)) throw invalidArgType('res', 'an instance of http.ServerResponse', res)
+  const h2 = res instanceof Http2ServerResponse
+  if (!h2 && !(res instanceof http.ServerResponse)) throw invalidArgType('res', 'an instance of http.ServerResponse or http2.Http2ServerResponse', res)
   validateOptions(headers, 'headers')
-  const { range, statCheck, ...sendOptions } = options ?? {}
+  const { range, req, conditional, etag, lastModified, contentType, attachment, statCheck, ...sendOptions } = options ?? {}
+  const headOptions: HeadOptions = { range, req, conditional, etag, lastModified, contentType, attachment, statCheck }
   validateSendFile(file, sendOptions)
-  if (range !== undefined && typeof range !== 'string') throw invalidArgType('options.range', 'of type string', range)
-  if (statCheck !== undefined && typeof statCheck !== 'function') throw invalidArgType('options.statCheck', 'of type function', statCheck)
-  if (res.headersSent || answering.has(res)) return Promise.reject(headersSentError())
+  const path = typeof file === 'string' ? file : undefined
+  validateHeadOptions(headOptions, path)
+  if (res.headersSent) return Promise.reject(headersSentError())
+  if (h2) {
+    let taken
+    try {
+      taken = takeFile(file)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return respondHttp2(res, prepareFile(taken, sendOptions), { ...headers }, path, headOptions, sendOptions)
+  }
+  if (answering.has(res)) return Promise.reject(headersSentError())
   let taken
   try {
     taken = takeFile(file)
@@ -186,7 +167,7 @@ export function respondWithFile(
     return Promise.reject(e)
   }
   answering.add(res)
-  const answered = respond(res, prepareFile(taken, sendOptions), { ...headers }, range, statCheck, sendOptions)
+  const answered = respond(res, prepareFile(taken, sendOptions), { ...headers }, path, headOptions, sendOptions)
   return answered.finally(() => answering.delete(res))
 }
 
@@ -194,42 +175,24 @@ async function respond(
   res: http.ServerResponse,
   preparing: Promise<PreparedFile>,
   headers: OutgoingHttpHeaders,
-  range: string | undefined,
-  statCheck: RespondWithFileOptions['statCheck'],
+  path: string | undefined,
+  headOptions: HeadOptions,
   options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
 ): Promise<RespondWithFileResult> {
   const file = await preparing
   try {
     const { signal } = options
-    if (signal?.aborted) throw abortError(signal)
-    let status = res.statusCode
-    let { offset, length } = file
-    if (range !== undefined && status === 200 && BYTES_RANGE.test(range)) {
-      const ranges = parseRange(length, range, { combine: true })
-      if (ranges === -1) {
-        status = 416
-        headers['content-range'] = `bytes */${length}`
-        length = 0
-      } else if (ranges !== -2 && ranges.type === 'bytes' && ranges.length === 1) {
-        status = 206
-        headers['content-range'] = `bytes ${ranges[0].start}-${ranges[0].end}/${length}`
-        offset += ranges[0].start
-        length = ranges[0].end - ranges[0].start + 1
-      }
-    }
-    if (statCheck?.(file.stats, headers) === false) return { status: 0, bytes: 0, zeroCopy: false, fallbackReason: null }
-    if (res.headersSent) throw headersSentError()
-    for (const [name, value] of Object.entries(headers)) {
-      if (value === undefined) continue
-      http.validateHeaderName(name)
-      http.validateHeaderValue(name, value as string)
-    }
-    // Nothing is set on `res` before it is attached to the socket: until then it may be aborted,
-    // its connection may die, or someone else (a timeout middleware) may answer it.
+    // The head is decided now (statCheck, preconditions, range), but on a stage: nothing is set
+    // on `res` until node:http attaches it to the socket. Until then it may be aborted, its
+    // connection may die, or someone else (a timeout middleware) may answer it.
+    const stage = new StagedHead(res)
+    const decided = decideHead(stage, file, headers, path, headOptions, signal)
+    if (decided === null) return cancelledResult()
     const socket = await attachedSocket(res, signal)
     if (signal?.aborted) throw abortError(signal)
     if (res.headersSent || res.writableEnded) throw headersSentError()
-    return await answer(res, socket, { ...file, offset, length }, status, headers, options)
+    stage.apply(res)
+    return await answer(res, socket, { ...file, offset: decided.offset, length: decided.length }, decided.status, options)
   } finally {
     await file.close()
   }
@@ -246,16 +209,13 @@ async function answer(
   socket: net.Socket,
   body: PreparedFile,
   status: number,
-  headers: OutgoingHttpHeaders,
   options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
 ): Promise<RespondWithFileResult> {
   const { length } = body
   const bodiless = forbidsBody(status) || res.req?.method === 'HEAD'
-  for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value)
-  if (forbidsBody(status)) {
-    // No body, so no framing (RFC 9110 8.6: no Content-Length in a 204 or 1xx).
-    res.removeHeader('content-length')
-  } else if (!res.hasHeader('transfer-encoding')) res.setHeader('content-length', length)
+  // No body, no framing (RFC 9110 8.6: no Content-Length in a 204 or 1xx); a Transfer-Encoding
+  // set by the caller frames the body itself (node:http then streams it in chunks).
+  if (forbidsBody(status) || res.hasHeader('transfer-encoding')) res.removeHeader('content-length')
   // The header block is fixed here, after every on-headers hook (compression decides now). From
   // here the body is ours: the handler's res.write()/res.end() are held until it is complete.
   res.writeHead(status)
