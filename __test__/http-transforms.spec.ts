@@ -41,7 +41,7 @@ test.before(async () => {
   const app = express()
   app.use(compression())
   // express-session's kind of wrapper: it runs code before the real end() and keeps the body.
-  app.use('/session', (req, res, next) => {
+  app.use('/session', (_req, res, next) => {
     const end = res.end
     res.end = function (this: http.ServerResponse, ...args: unknown[]) {
       res.locals.ended = true
@@ -174,7 +174,7 @@ test.serial('a body-preserving res.end wrapper (express-session style) keeps zer
 })
 
 test.serial('an on-headers hook that drops Content-Length: the body goes through res, framed by node:http', async (t) => {
-  const s = http.createServer((req, res) => {
+  const s = http.createServer((_req, res) => {
     const writeHead = res.writeHead
     res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
       res.removeHeader('content-length')

@@ -50,7 +50,7 @@ const bytesOf = (path: string): Buffer => (path.startsWith('/big') ? BIG : SMALL
 
 test.serial('pipelined requests, then the client resets: every promise settles and every descriptor of the file closes', async (t) => {
   const settled: Promise<unknown>[] = []
-  const { port } = await serve(t, (req, res) => {
+  const { port } = await serve(t, (_req, res) => {
     settled.push(respondWithFile(res, bigPath).catch((e: NodeJS.ErrnoException) => e.code))
   })
   const warnings: string[] = []
@@ -256,7 +256,7 @@ for (const [name, path] of [
 
 test.serial('onProgress throwing on the inline path: the call rejects with its error and the connection is closed, not left waiting', async (t) => {
   let outcome: unknown
-  const { port } = await serve(t, (req, res) => {
+  const { port } = await serve(t, (_req, res) => {
     respondWithFile(res, smallPath, undefined, {
       onProgress: () => {
         throw new Error('progress failed')
@@ -270,7 +270,7 @@ test.serial('onProgress throwing on the inline path: the call rejects with its e
 
 for (const range of ['items=5000-6000', 'foo=abc', 'items=0-9']) {
   test.serial(`Range in an unknown unit (${range}) is ignored: 200 with the whole file`, async (t) => {
-    const { port } = await serve(t, (req, res) => void respondWithFile(res, smallPath, undefined, { range }))
+    const { port } = await serve(t, (_req, res) => void respondWithFile(res, smallPath, undefined, { range }))
     const requests: WireRequest[] = [{ path: '/small' }]
     const client = await pipeline(port, requests)
     const [r] = await responses(client, requests)
@@ -304,7 +304,7 @@ for (const path of ['/small', '/big']) {
 test.serial('Fastify inject(): no kernel socket, so the body is streamed through res; inject resolves byte-exact and the result says why', async (t) => {
   let result: RespondWithFileResult | undefined
   const app = Fastify()
-  app.get('/big', (req, reply) => {
+  app.get('/big', (_req, reply) => {
     reply.hijack()
     respondWithFile(reply.raw, bigPath).then((r) => (result = r))
   })
@@ -354,7 +354,7 @@ async function slowRead(port: number, path: string, bytesPerTick: number, tickMs
 for (const how of ['server.timeout', 'res.setTimeout']) {
   test.serial(`${how} = 500 ms does not cut a slow but steady reader (64 KiB every 30 ms of 8 MiB), and still cuts one that stopped`, async (t) => {
     const outcomes: unknown[] = []
-    const { port, server } = await serve(t, (req, res) => {
+    const { port, server } = await serve(t, (_req, res) => {
       if (how === 'res.setTimeout') res.setTimeout(500)
       respondWithFile(res, bigPath).then(
         (r) => outcomes.push(r.bytes),

@@ -8,7 +8,7 @@ import net from 'node:net'
 /** One parsed response. */
 export interface WireResponse {
   status: number
-  headers: Record<string, string>
+  headers: Record<string, string | undefined>
   body: Buffer
 }
 
