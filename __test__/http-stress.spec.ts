@@ -22,6 +22,7 @@ async function stress(t: import('ava').ExecutionContext, responses: number, env:
     uncaught: number
     pendingAfterDeadline: number
     bytesChecked: number
+    compressed: number
     descriptors: { baseline: number; after: number; onFiles: number }
     outcomes: Record<string, number>
   }
@@ -32,6 +33,7 @@ async function stress(t: import('ava').ExecutionContext, responses: number, env:
   t.is(r.descriptors.onFiles, 0)
   t.is(r.descriptors.after, r.descriptors.baseline)
   t.true(r.bytesChecked > 0)
+  t.true(r.compressed > 0, 'some responses went through compression()')
   // The run reached the interesting outcomes.
   for (const code of ['ok', 'ERR_HTTP_HEADERS_SENT', 'ABORT_ERR']) t.true((r.outcomes[code] ?? 0) > 0, `some calls settled ${code}`)
 }

@@ -8,7 +8,8 @@
  * sometimes resets the connection at a random byte. Each request tells the handler what to do
  * besides answering: nothing, `res.end()` or `res.write()`+`res.end(data)` at a random moment,
  * a timeout middleware's 503, an abort, a second call, status 204/304 set first, `res.cork()`,
- * a `Transfer-Encoding: chunked` header, an `onProgress` that throws, or serveStatic.
+ * a `Transfer-Encoding: chunked` header, an `onProgress` that throws, serveStatic, or
+ * `compression()` in front (the client accepts gzip and br and decodes before checking).
  *
  * Checked: every response the client completes is parsed strictly and its status and bytes are
  * one of the outcomes its action allows (the file's window, or the handler's own answer); a
@@ -25,8 +26,10 @@ import http from 'node:http'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import zlib from 'node:zlib'
 
 import { Command, InvalidArgumentError } from 'commander'
+import compression from 'compression'
 import parseRange from 'range-parser'
 
 import { respondWithFile } from '../index'
@@ -38,10 +41,11 @@ import { Rng } from './rng'
 const DEADLINE_MS = 30_000
 const FILE_SIZES = [0, 1, 999, 16_384, 65_539, 300_001, (1 << 20) + 3, 3 << 20, 8 << 20]
 
-type Action = 'plain' | 'static' | 'end' | 'write' | 'timeout' | 'abort' | 'twice' | 'status204' | 'status304' | 'cork' | 'chunked' | 'throw'
+type Action = 'plain' | 'static' | 'end' | 'write' | 'timeout' | 'abort' | 'twice' | 'status204' | 'status304' | 'cork' | 'chunked' | 'throw' | 'compress'
 /** Actions by weight: those that break the connection are rarer, so keep-alive runs deep. */
 const ACTIONS: readonly Action[] = Object.entries({
   plain: 6,
+  compress: 2,
   static: 4,
   end: 2,
   write: 2,
@@ -145,11 +149,14 @@ function describe(p: Planned): string {
 function requestText(p: Planned): string {
   let s = `${p.head ? 'HEAD' : 'GET'} /${p.action === 'static' ? 's/' : ''}${p.file}?a=${p.action}&d=${p.delayMs} HTTP/1.1\r\nHost: x\r\n`
   if (p.range !== undefined) s += `Range: ${p.range}\r\n`
+  if (p.action === 'compress') s += 'Accept-Encoding: gzip, br\r\n'
   return s + '\r\n'
 }
 
 interface Counters {
   responses: number
+  /** Responses that came content-encoded (compression()) and were decoded before the check. */
+  compressed: number
   bytesChecked: number
   connections: number
   resets: number
@@ -162,6 +169,7 @@ interface Counters {
 function makeServer(dir: string, counters: Counters): { server: http.Server; pending: Map<Promise<unknown>, string> } {
   const pending = new Map<Promise<unknown>, string>()
   const staticFiles = serveStatic(dir)
+  const compressor = compression()
   let current = ''
   /** Per connection, what to settle when it closes (one listener each). */
   const closing = new WeakMap<net.Socket, (() => void)[]>()
@@ -251,6 +259,10 @@ function makeServer(dir: string, counters: Counters): { server: http.Server; pen
           }),
         )
         return
+      case 'compress':
+        // Behind compression(), which compresses text at or above its 1 KiB threshold.
+        compressor(req as never, res as never, () => track(respondWithFile(res, path, { 'content-type': 'text/plain' }, { range })))
+        return
       case 'twice':
         track(respondWithFile(res, path, undefined, { range }))
         break
@@ -264,6 +276,15 @@ function makeServer(dir: string, counters: Counters): { server: http.Server; pen
     socket.once('close', () => fns.forEach((f) => f()))
   })
   return { server, pending }
+}
+
+/** The response with its body decoded by its Content-Encoding (compression's gzip or br). */
+function decoded(r: WireResponse): WireResponse {
+  const coding = r.headers['content-encoding']
+  if (coding === 'gzip') return { ...r, body: zlib.gunzipSync(r.body) }
+  if (coding === 'br') return { ...r, body: zlib.brotliDecompressSync(r.body) }
+  if (coding !== undefined) throw new Error(`Content-Encoding ${coding}`)
+  return r
 }
 
 /** One client connection: `batches` batches of requests; checks every complete response. */
@@ -338,7 +359,14 @@ async function connection(port: number, seed: number, batches: number, counters:
           `batch ${b}: no byte for ${DEADLINE_MS} ms after ${done.length}/${planned.length} responses (${planned.map((p) => `${p.action}:${p.file}`).join(',')})`,
         )
       for (let i = 0; i < done.length; i++) {
-        const got = done[i]
+        let got: WireResponse
+        try {
+          got = decoded(done[i])
+        } catch (e) {
+          fail(`batch ${b} response ${i} (${describe(planned[i])}): ${(e as Error).message}`)
+          continue
+        }
+        if (got !== done[i]) counters.compressed++
         const allowed = allowedOutcomes(planned[i])
         if (!allowed.some((o) => o.status === got.status && o.body.equals(got.body)))
           fail(
@@ -393,7 +421,7 @@ export async function runHttpStress(opts: { responses: number; seed: number; con
   const started = Date.now()
   const dir = mkdtempSync(join(tmpdir(), 'zc-http-stress-'))
   FILE_SIZES.forEach((_, i) => writeFileSync(join(dir, String(i)), fileBytes(i)))
-  const counters: Counters = { responses: 0, bytesChecked: 0, connections: 0, resets: 0, broken: 0, outcomes: {}, failures: [] }
+  const counters: Counters = { responses: 0, compressed: 0, bytesChecked: 0, connections: 0, resets: 0, broken: 0, outcomes: {}, failures: [] }
   let uncaught = 0
   const onUncaught = (e: unknown): void => {
     uncaught++
