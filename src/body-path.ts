@@ -24,9 +24,9 @@
  * would call it.
  * @module
  */
-import type http from 'node:http'
-import net from 'node:net'
-import tls from 'node:tls'
+import type * as http from 'node:http'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
 
 import { engineAvailable, engineFailure } from './engine'
 import { socketFd } from './net-internals'

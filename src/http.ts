@@ -4,9 +4,10 @@
  * node:http and finishes the response, so keep-alive and pipelining go on.
  * @module
  */
-import http, { type OutgoingHttpHeaders } from 'node:http'
+import * as http from 'node:http'
+import type { OutgoingHttpHeaders } from 'node:http'
 import { Http2ServerResponse } from 'node:http2'
-import type net from 'node:net'
+import type * as net from 'node:net'
 
 import { bodyPath } from './body-path'
 import { cancelledResult, decideHead, headersSentError, validateHeadOptions, type HeadOptions } from './conditional'

@@ -4,7 +4,7 @@
  * instance while it owns the socket).
  * @module
  */
-import net from 'node:net'
+import * as net from 'node:net'
 
 import { binding } from './native'
 

@@ -6,7 +6,8 @@
  * on `res` only once `respondWithFile` owns it.
  * @module
  */
-import http, { type OutgoingHttpHeader } from 'node:http'
+import * as http from 'node:http'
+import type { OutgoingHttpHeader } from 'node:http'
 
 import type { ResponseHeaders } from './conditional'
 

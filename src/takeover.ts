@@ -7,7 +7,7 @@
  * @module
  */
 import type { ServerResponse } from 'node:http'
-import net from 'node:net'
+import * as net from 'node:net'
 
 import { codedError } from './errors'
 import { socketWrite } from './net-internals'
