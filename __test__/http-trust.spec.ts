@@ -45,6 +45,15 @@ async function serve(t: { teardown(fn: () => void): void }, handler: Handler): P
   return { port: (server.address() as net.AddressInfo).port, server }
 }
 
+/** Runs `fn` from a timer once `res`'s headers went out (the client reads nothing yet, so an 8 MiB body is still going). */
+function whenBodyStarted(res: http.ServerResponse, fn: () => void): void {
+  const timer = setInterval(() => {
+    if (!res.headersSent) return
+    clearInterval(timer)
+    fn()
+  }, 5)
+}
+
 const fileOf = (url: string | undefined): string => (url?.startsWith('/big') ? bigPath : smallPath)
 const bytesOf = (path: string): Buffer => (path.startsWith('/big') ? BIG : SMALL)
 
@@ -168,7 +177,7 @@ test.serial(
       if (req.url === '/big') return void respondWithFile(res, bigPath)
       if (req.url !== '/big-end') return void respondWithFile(res, smallPath)
       respondWithFile(res, bigPath).then((r) => (result = r))
-      setTimeout(() => {
+      whenBodyStarted(res, () => {
         try {
           res.write('x', (e) => writeErrors.push((e as NodeJS.ErrnoException | undefined)?.code))
           res.end('data')
@@ -176,7 +185,7 @@ test.serial(
         } catch (e) {
           thrown.push(e)
         }
-      }, 30)
+      })
     })
     const requests: WireRequest[] = [{ path: '/big-end' }, { path: '/plain' }, { path: '/small' }, { path: '/big' }]
     const client = await pipeline(port, requests, true)
@@ -384,7 +393,7 @@ test.serial('res.end() mid-body on the streamed path (a user Transfer-Encoding):
   const { port } = await serve(t, (req, res) => {
     if (req.url === '/plain') return void res.end('plain')
     void respondWithFile(res, bigPath, { 'transfer-encoding': 'chunked' })
-    setTimeout(() => res.end(), 30)
+    whenBodyStarted(res, () => res.end())
   })
   const requests: WireRequest[] = [{ path: '/big' }, { path: '/plain' }]
   const client = await pipeline(port, requests, true)
