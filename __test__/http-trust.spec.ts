@@ -263,6 +263,19 @@ for (const [name, path] of [
   })
 }
 
+test.serial('res.cork() before the call does not hang: streamed (a user Transfer-Encoding, 8 MiB)', async (t) => {
+  const { port } = await serve(t, (_req, res) => {
+    res.cork()
+    void respondWithFile(res, bigPath, { 'transfer-encoding': 'chunked' })
+  })
+  const requests: WireRequest[] = [{ path: '/big' }, { path: '/big' }]
+  const client = await pipeline(port, requests)
+  const got = await responses(client, requests, 2, 10_000)
+  client.socket.destroy()
+  t.is(got.length, 2)
+  for (const r of got) t.true(r.body.equals(BIG))
+})
+
 test.serial('onProgress throwing on the inline path: the call rejects with its error and the connection is closed, not left waiting', async (t) => {
   let outcome: unknown
   const { port } = await serve(t, (_req, res) => {

@@ -82,7 +82,8 @@ function onConnectionClose(connection: net.Socket, fn: () => void): () => void {
 
 /** Fully uncorks `socket` (a `res.cork()` before the call left the headers in it; `res.end()` does the same). */
 function uncork(socket: net.Socket): void {
-  while (socket.writableCorked > 0) socket.uncork()
+  // A test double (inject()) may have no cork count at all.
+  while ((socket.writableCorked ?? 0) > 0) socket.uncork()
 }
 
 /**
@@ -220,6 +221,9 @@ async function answer(
   // The header block is fixed here, after every on-headers hook (compression decides now). From
   // here the body is ours: the handler's res.write()/res.end() are held until it is complete.
   res.writeHead(status)
+  // A res.cork() before the call would keep the headers (and a streamed body's backpressure)
+  // in the socket for good; res.end() uncorks fully too.
+  uncork(socket)
   const hold = new ResponseHold(res)
   try {
     const path = bodyPath(res, socket, length)
@@ -235,7 +239,6 @@ async function answer(
     }
     // Body bytes go to the socket from here; node:http counts none of them.
     res.strictContentLength = false
-    uncork(socket)
     res.flushHeaders()
     const inline = sendNow(socket, body, options)
     if (inline < length && path.kind === 'inline-then-stream') {
