@@ -189,6 +189,7 @@ function makeServer(dir: string, counters: Counters): { server: http.Server; pen
     const path = join(dir, url.pathname.replace(/^\/(s\/)?/, ''))
     const range = req.headers.range
     const later = (fn: () => void): void => void setTimeout(fn, delay)
+    let chunked = action === 'chunked'
     switch (action) {
       case 'static':
         track(
@@ -217,6 +218,7 @@ function makeServer(dir: string, counters: Counters): { server: http.Server; pen
         break
       case 'cork':
         res.cork()
+        chunked = delay % 2 === 1 // half of them on the streamed path
         break
       case 'end':
         later(() => void (res.writableEnded || res.end()))
@@ -268,7 +270,7 @@ function makeServer(dir: string, counters: Counters): { server: http.Server; pen
         break
       default:
     }
-    track(respondWithFile(res, path, action === 'chunked' ? { 'transfer-encoding': 'chunked' } : undefined, { range }))
+    track(respondWithFile(res, path, chunked ? { 'transfer-encoding': 'chunked' } : undefined, { range }))
   })
   server.on('connection', (socket: net.Socket) => {
     const fns: (() => void)[] = []
