@@ -6,6 +6,7 @@
  * - {@link probe}: what this process can do, and why not (src/probe.ts).
  * - {@link respondWithFile}: file responses for node:http (src/http.ts) and node:http2 (src/http2.ts).
  * - {@link serveStatic}: a drop-in for `express.static` (src/static.ts; also `zerocopy-socket/static`).
+ * - {@link FileBody}: the file body of the framework modules (`zerocopy-socket/fastify`, `/koa`, `/hono`; src/frameworks/).
  * - {@link BufferPool}: Buffers registered with the ring (src/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
  * @module
@@ -21,6 +22,8 @@ export { respondWithFile } from './src/http'
 export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from './src/http'
 export { serveStatic } from './src/static'
 export type { ServeStaticOptions, StaticMiddleware } from './src/static'
+export { FileBody } from './src/frameworks/file-body'
+export type { FileBodyResult, FileWindow } from './src/frameworks/file-body'
 export { BufferPool } from './src/pool'
 export type { BufferPoolOptions } from './src/pool'
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './src/socket'

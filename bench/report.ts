@@ -366,6 +366,30 @@ export function httpGoals(r: HttpBenchResult): Goal[] {
       1,
     ),
     ratio('S1', '`serveStatic` against `serve-static` (the ratio, every size)', 'serve-static', sizes, null, 'serveStatic'),
+    ...(
+      [
+        ['F', 'zerocopy-socket/fastify', 'zc-fastify', '@fastify/static', 'fastify-static'],
+        ['K', 'zerocopy-socket/koa', 'zc-koa', 'koa-static', 'koa-static'],
+        ['N', 'zerocopy-socket/hono', 'zc-hono', "Hono's serveStatic", 'hono-static'],
+      ] as const
+    ).flatMap(([id, label, ours, anchorLabel, anchor]) => [
+      ratio(
+        `${id}1`,
+        `\`${label}\` ≥ 2× ${anchorLabel} at 64 KiB and above`,
+        anchor,
+        sizes.filter((s) => s >= 64 * KiB),
+        2,
+        ours,
+      ),
+      ratio(
+        `${id}2`,
+        `\`${label}\` ≥ 1.0× ${anchorLabel} at 4 KiB`,
+        anchor,
+        sizes.filter((s) => s === 4 * KiB),
+        1,
+        ours,
+      ),
+    ]),
   ]
 }
 

@@ -22,8 +22,10 @@ import encodeUrl from 'encodeurl'
 import escapeHtml from 'escape-html'
 import parseUrl from 'parseurl'
 import send from 'send'
+import vary from 'vary'
 
 import { respondWithFile } from './http'
+import { findVariant } from './precompressed'
 
 /** Options of {@link serveStatic}: serve-static's, with the same defaults. */
 export interface ServeStaticOptions {
@@ -51,6 +53,12 @@ export interface ServeStaticOptions {
   maxage?: number | string | undefined
   /** Redirect a directory path without a trailing slash to one with it (301). **Default:** `true`. */
   redirect?: boolean | undefined
+  /**
+   * Serve `file.br` / `file.gz` in place of `file` to a client that accepts the encoding (see
+   * src/precompressed.ts), with `Content-Encoding`, the variant's length, `ETag` and ranges,
+   * and `Vary: Accept-Encoding` on every file response. Not in serve-static. **Default:** `false`.
+   */
+  precompressed?: boolean | undefined
   /** Called before the headers are sent, to set custom ones. */
   setHeaders?: ((res: http.ServerResponse, path: string, stat: import('node:fs').Stats) => void) | undefined
 }
@@ -70,6 +78,7 @@ interface SendStreamInternals extends NodeJS.EventEmitter {
   req: http.IncomingMessage
   stream(path: string, options: { start: number; end: number }): void
   send(path: string, stat: import('node:fs').Stats): void
+  type(path: string): void
   onStatError(err: Error): void
   error(status: number, err?: unknown): void
   hasTrailingSlash(): boolean
@@ -104,6 +113,24 @@ function guardedSend(this: SendStreamInternals, step: SendStreamInternals['send'
     if (this.res.headersSent) this.res.destroy(err as Error)
     else this.error(500, err)
   }
+}
+
+/**
+ * `send`'s step for a file, given a precompressed variant when the client accepts one: the
+ * variant's stat (length, `ETag`, `Last-Modified`, ranges) and body, the file's own
+ * `Content-Type`, `Content-Encoding`, and `Vary: Accept-Encoding` either way.
+ */
+function precompressedSend(this: SendStreamInternals, step: SendStreamInternals['send'], path: string, stat: import('node:fs').Stats): void {
+  vary(this.res, 'Accept-Encoding')
+  findVariant(this.req, path).then(
+    (variant) => {
+      if (variant === null) return guardedSend.call(this, step, path, stat)
+      this.type(path)
+      this.res.setHeader('Content-Encoding', variant.encoding)
+      guardedSend.call(this, step, variant.path, variant.stats)
+    },
+    (err: Error) => this.onStatError(err),
+  )
 }
 
 function collapseLeadingSlashes(str: string): string {
@@ -169,6 +196,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
   const fallthrough = opts.fallthrough !== false
   const redirect = opts.redirect !== false
   const setHeaders = opts.setHeaders
+  const precompressed = opts.precompressed === true
   if (setHeaders && typeof setHeaders !== 'function') throw new TypeError('option setHeaders must be function')
   opts.maxage = opts.maxage || opts.maxAge || 0
   opts.root = resolve(root)
@@ -191,7 +219,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
     if (path === '/' && !originalUrl?.pathname?.endsWith('/')) path = ''
     const stream = send(req, path, opts) as unknown as SendStreamInternals
     stream.stream = streamThroughEngine
-    stream.send = guardedSend.bind(stream, stream.send)
+    stream.send = (precompressed ? precompressedSend : guardedSend).bind(stream, stream.send)
     stream.on('directory', onDirectory)
     if (setHeaders) stream.on('headers', setHeaders)
     // Once a file is found, errors are always forwarded.
