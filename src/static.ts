@@ -95,7 +95,9 @@ function streamThroughEngine(this: SendStreamInternals, path: string, options: {
   const length = Number(res.getHeader('content-length'))
   respondWithFile(res, path, undefined, { offset: options.start, length }).then(
     () => this.emit('end'),
-    (err: Error) => this.onStatError(err),
+    // Someone else answered the response while it waited for its turn (a timeout middleware):
+    // nothing is left to answer.
+    (err: NodeJS.ErrnoException) => (err.code === 'ERR_HTTP_HEADERS_SENT' ? this.emit('end') : this.onStatError(err)),
   )
 }
 

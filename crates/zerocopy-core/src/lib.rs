@@ -47,7 +47,7 @@ pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
 pub use queue::{Done, Span};
 
 #[cfg(uring)]
-pub use direct::sendfile_now;
+pub use direct::{sendfile_now, unacked_bytes};
 #[cfg(uring)]
 pub use engine::Engine;
 #[cfg(uring)]
@@ -56,5 +56,6 @@ pub use send_zc::{send_all_zc, try_send_zc, BlockingRing, Completion, RingStats}
 pub use std::os::fd::RawFd;
 #[cfg(not(uring))]
 pub use stub::{
-    send_all_zc, sendfile_now, try_send_zc, BlockingRing, Completion, Engine, RawFd, RingStats,
+    send_all_zc, sendfile_now, try_send_zc, unacked_bytes, BlockingRing, Completion, Engine, RawFd,
+    RingStats,
 };
