@@ -187,7 +187,7 @@ pub fn unacked_bytes(sock: RawFd) -> Result<u64, Errno> {
     // descriptor or a non-socket fails with an errno and writes nothing.
     let r = unsafe { libc::ioctl(sock, libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
     if r < 0 {
-        return Err(last_errno());
+        return Err(Errno::last());
     }
     Ok(u64::try_from(n).unwrap_or(0))
 }
