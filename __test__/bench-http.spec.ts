@@ -33,8 +33,10 @@ test('bench:http smoke run: every server serves every file byte-exact, and wrk c
   t.deepEqual(result.options.sizes, [4096, 65536])
   const nginxMissing = result.skipped.find((s) => s.startsWith('nginx is not installed'))
   const wrkMissing = result.skipped.find((s) => s.startsWith('wrk is not installed'))
-  const expected = HTTP_SERVERS.map((s) => s.name).filter((s) => !(s === 'nginx' && nginxMissing))
+  const runtimeMissing = (name: string): string | undefined => result.skipped.find((s) => s.startsWith(`${name} cannot run here`))
+  const expected = HTTP_SERVERS.map((s) => s.name).filter((s) => !(s === 'nginx' && nginxMissing) && !runtimeMissing(s))
   if (nginxMissing) skipped(t, nginxMissing)
+  for (const name of ['bun', 'deno']) if (runtimeMissing(name)) skipped(t, runtimeMissing(name)!)
   t.deepEqual(
     result.checks.map((c) => c.server),
     expected,
