@@ -4,7 +4,7 @@
  *
  * - {@link ZeroCopySocket}: the socket class (src/socket.ts).
  * - {@link probe}: what this process can do, and why not (src/probe.ts).
- * - {@link respondWithFile}: HTTP/1.1 file responses for node:http (src/http.ts).
+ * - {@link respondWithFile}: file responses for node:http (src/http.ts) and node:http2 (src/http2.ts).
  * - {@link serveStatic}: a drop-in for `express.static` (src/static.ts; also `zerocopy-socket/static`).
  * - {@link BufferPool}: Buffers registered with the ring (src/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
@@ -18,7 +18,7 @@ export { probe } from './src/probe'
 export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './src/probe'
 export { ZeroCopySocket } from './src/socket'
 export { respondWithFile } from './src/http'
-export type { RespondWithFileOptions, RespondWithFileResult } from './src/http'
+export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from './src/http'
 export { serveStatic } from './src/static'
 export type { ServeStaticOptions, StaticMiddleware } from './src/static'
 export { BufferPool } from './src/pool'

@@ -5,64 +5,26 @@
  * @module
  */
 import http, { type OutgoingHttpHeaders } from 'node:http'
+import { Http2ServerResponse } from 'node:http2'
 import { once } from 'node:events'
-import type { Stats } from 'node:fs'
 import type net from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import tls from 'node:tls'
 
-import parseRange from 'range-parser'
-
 import { sendfileNow } from './direct'
 import { engineAvailable, engineFailure } from './engine'
+import { cancelledResult, decideHead, headersSentError, validateHeadOptions, type HeadOptions } from './conditional'
 import { abortError, codedError, invalidArgType } from './errors'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
 import { probeReason } from './probe'
+import { respondHttp2 } from './http2'
 import { refreshIdleTimer, socketFd } from './net-internals'
+import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 import { ZeroCopySocket } from './socket'
 import { validateOptions } from './validate'
 
-/** Options for {@link respondWithFile}. */
-export interface RespondWithFileOptions {
-  /** Bytes; where the response's body starts in the file. **Default:** `0`. */
-  offset?: number
-  /** Bytes of body. **Default:** the rest of the file after `offset`. */
-  length?: number
-  /**
-   * A `Range` request header value (`req.headers.range`), applied to the body window: one
-   * satisfiable byte range answers `206 Partial Content` with `Content-Range`; an unsatisfiable
-   * one answers `416` with `Content-Range: bytes *\/size` and no body; a malformed header, or
-   * several ranges, answer the whole window with the status already set (as `send` does).
-   */
-  range?: string
-  /** Aborts the response: before the headers are sent, `res` is untouched; after, the connection is destroyed. */
-  signal?: AbortSignal
-  /** Called as body bytes go out, with bytes sent so far and the body's length. */
-  onProgress?: (sent: number, total: number) => void
-  /**
-   * Called with the file's `Stats` and the headers about to be sent, before anything is sent,
-   * as node:http2's `statCheck`: it may add or change headers (`Last-Modified`, `ETag`), and
-   * returning `false` cancels the response (`res` untouched, the result's `status` is `0`).
-   */
-  statCheck?: (stats: Stats, headers: OutgoingHttpHeaders) => boolean | void
-}
-
-/** How {@link respondWithFile} answered. */
-export interface RespondWithFileResult {
-  /** The status code sent (`200`, `206`, `416`, ...), or `0` when `statCheck` cancelled. */
-  status: number
-  /** Body bytes sent (`0` for `HEAD`, `416` and cancelled responses). */
-  bytes: number
-  /** The body went from the page cache to the socket without passing through JavaScript. */
-  zeroCopy: boolean
-  /** Why the body was streamed through the response instead (TLS, no io_uring), or `null`. */
-  fallbackReason: string | null
-}
-
-function headersSentError(): Error {
-  return codedError('ERR_HTTP_HEADERS_SENT', 'Cannot respond with a file after the headers are sent to the client')
-}
+export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 
 /** Resolves once node:http attached `res` to its socket (a pipelined response waits its turn). */
 async function attachedSocket(res: http.ServerResponse): Promise<net.Socket> {
@@ -94,30 +56,43 @@ function fallbackReason(socket: net.Socket): string | null {
  * streamed through `res` instead, and the result says so.
  *
  * Works with Express (`res` is a `ServerResponse`) and with Fastify through `reply.raw` after
- * `reply.hijack()`.
+ * `reply.hijack()`. An `Http2ServerResponse` (node:http2's compatibility API,
+ * `Fastify({ http2: true })`) gets the same head, and its body through node:http2's own file
+ * path (`stream.respondWithFD`), or streamed through `res` when something wraps its
+ * `write`/`end`/`writeHead`; never zero-copy, and the result's `fallbackReason` says why.
+ *
+ * The request (`options.req`, else `res.req`) is read for `HEAD`, for `If-Range` (always
+ * honoured: a stale one gets the whole window, never a spliced file) and, with
+ * `conditional: true`, for `304`/`412` as `send` answers them. `etag`, `lastModified`,
+ * `contentType` and `attachment` add the headers a download endpoint would write by hand.
  * @param res - The response; its headers must not have been sent.
  * @param file - A path, a file descriptor or a `FileHandle` of a regular file. Descriptors
  *   and handles stay the caller's (they may be closed as soon as this returns).
  * @param headers - Headers to send besides those already set on `res`.
- * @param options - `offset`, `length`, `range`, `signal`, `onProgress`, `statCheck`.
+ * @param options - `offset`, `length`, `range`, `req`, `conditional`, `etag`, `lastModified`,
+ *   `contentType`, `attachment`, `signal`, `onProgress`, `statCheck`.
  * @returns How it answered.
- * @throws `TypeError` `ERR_INVALID_ARG_TYPE` synchronously for bad arguments. Rejects with
+ * @throws `TypeError` `ERR_INVALID_ARG_TYPE` (`ERR_INVALID_ARG_VALUE` for `contentType: true`
+ *   with a descriptor) synchronously for bad arguments. Rejects with
  *   `ERR_HTTP_HEADERS_SENT`; the file's errors (`ENOENT`, `EISDIR`, `ERR_OUT_OF_RANGE`) with
  *   `res` untouched; `AbortError`; and, once the body started, the socket's error (a client
- *   that went away), after which the connection is destroyed and the server goes on.
+ *   that went away), after which the connection is destroyed and the server goes on (HTTP/2:
+ *   the stream is reset, `ERR_STREAM_DESTROYED`, and the session goes on).
  */
 export function respondWithFile(
-  res: http.ServerResponse,
+  res: http.ServerResponse | Http2ServerResponse,
   file: FileSource,
   headers?: OutgoingHttpHeaders,
   options?: RespondWithFileOptions,
 ): Promise<RespondWithFileResult> {
-  if (!(res instanceof http.ServerResponse)) throw invalidArgType('res', 'an instance of http.ServerResponse', res)
+  const h2 = res instanceof Http2ServerResponse
+  if (!h2 && !(res instanceof http.ServerResponse)) throw invalidArgType('res', 'an instance of http.ServerResponse or http2.Http2ServerResponse', res)
   validateOptions(headers, 'headers')
-  const { range, statCheck, ...sendOptions } = options ?? {}
+  const { range, req, conditional, etag, lastModified, contentType, attachment, statCheck, ...sendOptions } = options ?? {}
+  const headOptions: HeadOptions = { range, req, conditional, etag, lastModified, contentType, attachment, statCheck }
   validateSendFile(file, sendOptions)
-  if (range !== undefined && typeof range !== 'string') throw invalidArgType('options.range', 'of type string', range)
-  if (statCheck !== undefined && typeof statCheck !== 'function') throw invalidArgType('options.statCheck', 'of type function', statCheck)
+  const path = typeof file === 'string' ? file : undefined
+  validateHeadOptions(headOptions, path)
   if (res.headersSent) return Promise.reject(headersSentError())
   let taken
   try {
@@ -125,41 +100,25 @@ export function respondWithFile(
   } catch (e) {
     return Promise.reject(e)
   }
-  return respond(res, prepareFile(taken, sendOptions), { ...headers }, range, statCheck, sendOptions)
+  const preparing = prepareFile(taken, sendOptions)
+  if (h2) return respondHttp2(res, preparing, { ...headers }, path, headOptions, sendOptions)
+  return respond(res, preparing, { ...headers }, path, headOptions, sendOptions)
 }
 
 async function respond(
   res: http.ServerResponse,
   preparing: Promise<PreparedFile>,
   headers: OutgoingHttpHeaders,
-  range: string | undefined,
-  statCheck: RespondWithFileOptions['statCheck'],
+  path: string | undefined,
+  headOptions: HeadOptions,
   options: Pick<RespondWithFileOptions, 'signal' | 'onProgress'>,
 ): Promise<RespondWithFileResult> {
   const file = await preparing
   try {
     const { signal } = options
-    if (signal?.aborted) throw abortError(signal)
-    let status = res.statusCode
-    let { offset, length } = file
-    if (range !== undefined) {
-      const ranges = parseRange(length, range, { combine: true })
-      if (ranges === -1) {
-        status = 416
-        headers['content-range'] = `bytes */${length}`
-        length = 0
-      } else if (ranges !== -2 && ranges.type === 'bytes' && ranges.length === 1) {
-        status = 206
-        headers['content-range'] = `bytes ${ranges[0].start}-${ranges[0].end}/${length}`
-        offset += ranges[0].start
-        length = ranges[0].end - ranges[0].start + 1
-      }
-    }
-    if (statCheck?.(file.stats, headers) === false) return { status: 0, bytes: 0, zeroCopy: false, fallbackReason: null }
-    if (res.headersSent) throw headersSentError()
-    for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value)
-    res.setHeader('content-length', length)
-    res.statusCode = status
+    const decided = decideHead(res, file, headers, path, headOptions, signal)
+    if (decided === null) return cancelledResult()
+    const { status, offset, length } = decided
     const socket = await attachedSocket(res)
     if (signal?.aborted) throw abortError(signal)
     const reason = fallbackReason(socket)

@@ -14,6 +14,7 @@
  * @module
  */
 import type http from 'node:http'
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import { resolve } from 'node:path'
 import { format } from 'node:url'
 
@@ -54,8 +55,15 @@ export interface ServeStaticOptions {
   setHeaders?: (res: http.ServerResponse, path: string, stat: import('node:fs').Stats) => void
 }
 
-/** A connect/Express middleware. */
-export type StaticMiddleware = (req: http.IncomingMessage, res: http.ServerResponse, next: (err?: unknown) => void) => void
+/**
+ * A connect/Express middleware; it also answers node:http2's compatibility API
+ * (`Http2ServerRequest`/`Http2ServerResponse`), as serve-static does.
+ */
+export type StaticMiddleware = (
+  req: http.IncomingMessage | Http2ServerRequest,
+  res: http.ServerResponse | Http2ServerResponse,
+  next: (err?: unknown) => void,
+) => void
 
 interface SendStreamInternals extends NodeJS.EventEmitter {
   res: http.ServerResponse
@@ -164,7 +172,8 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
   opts.root = resolve(root)
   const onDirectory = redirect ? redirectDirectory : notFoundDirectory
 
-  return function serveStatic(req, res, next) {
+  // send and parseurl read only what http2's compatibility objects also have (url, headers, method, setHeader, ...).
+  return function serveStatic(req: http.IncomingMessage, res: http.ServerResponse, next: (err?: unknown) => void) {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (fallthrough) return next()
       res.statusCode = 405
@@ -190,5 +199,5 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
       else next()
     })
     stream.pipe(res)
-  }
+  } as StaticMiddleware
 }
