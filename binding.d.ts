@@ -192,6 +192,14 @@ export interface ProbeReason {
   message: string
 }
 
+/**
+ * Reads into `buf` from file `fd` at `offset` right now, on this thread, only what the page
+ * cache already holds (`preadv2(RWF_NOWAIT)`: never waits for the disk); returns the bytes
+ * read, fewer than `buf.length` when the rest is not cached or the file ends (0 off Linux).
+ * Throws the first read's error (`EBADF`, `EISDIR`, `ESPIPE`, ...) when nothing was read.
+ */
+export declare function readNow(fd: number, buf: Uint8Array, offset: number): number
+
 /** Record kind: the engine let go of the socket (closed or detached); nothing of it is pinned. */
 export declare const RECORD_CLOSED: number
 

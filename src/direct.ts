@@ -46,3 +46,21 @@ export function sendfileNow(sockFd: number, fileFd: number, offset: number, leng
     throw normalizeBindingError(e)
   }
 }
+
+/**
+ * Reads `length` bytes of the file `fd` at `offset` into a new buffer now, on this thread,
+ * only from the page cache (`preadv2(RWF_NOWAIT)`: never waits for the disk).
+ * @returns The bytes, or `null` when they are not all cached, the file is shorter, or this
+ *   platform cannot read without waiting (then read them another way).
+ * @throws A Node-style errno error (`syscall: 'read'`) when the read fails (`EBADF`, ...).
+ */
+export function readNow(fd: number, offset: number, length: number): Buffer | null {
+  const buf = Buffer.allocUnsafe(length)
+  let n: number
+  try {
+    n = binding.readNow(fd, buf, offset)
+  } catch (e) {
+    throw normalizeBindingError(e)
+  }
+  return n === length ? buf : null
+}

@@ -120,6 +120,15 @@ export async function prepareFile(taken: TakenFile, options: SendFileOptions | u
     if (dup !== undefined) binding.closeFd(dup)
     dup = undefined
   }
+  return checkFile(fd, path, options, close)
+}
+
+/**
+ * Checks an open descriptor (`fstat`: a regular file, the range inside it) and makes it a
+ * {@link PreparedFile} whose `close()` is `close`; on failure calls `close` and throws as
+ * {@link prepareFile} rejects.
+ */
+export async function checkFile(fd: number, path: string | undefined, options: SendFileOptions | undefined, close: () => Promise<void>): Promise<PreparedFile> {
   try {
     let stats: Stats
     try {

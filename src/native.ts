@@ -68,6 +68,7 @@ const standIn = {
   sendZcSync: unavailable,
   // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
   sendfileNow: () => 0,
+  readNow: () => 0,
 } satisfies Omit<NativeBinding, ProtocolConstant>
 
 /**

@@ -15,7 +15,8 @@
  */
 import type http from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
-import { resolve } from 'node:path'
+import { fstatSync } from 'node:fs'
+import { resolve, sep } from 'node:path'
 import { format } from 'node:url'
 
 import encodeUrl from 'encodeurl'
@@ -23,6 +24,7 @@ import escapeHtml from 'escape-html'
 import parseUrl from 'parseurl'
 import send from 'send'
 
+import { cachedFile, releaseFile } from './file-cache'
 import { respondWithFile } from './http'
 
 /** Options of {@link serveStatic}: serve-static's, with the same defaults. */
@@ -70,6 +72,7 @@ interface SendStreamInternals extends NodeJS.EventEmitter {
   req: http.IncomingMessage
   stream(path: string, options: { start: number; end: number }): void
   send(path: string, stat: import('node:fs').Stats): void
+  sendFile(path: string): void
   onStatError(err: Error): void
   error(status: number, err?: unknown): void
   hasTrailingSlash(): boolean
@@ -102,6 +105,25 @@ function guardedSend(this: SendStreamInternals, step: SendStreamInternals['send'
     if (this.res.headersSent) this.res.destroy(err as Error)
     else this.error(500, err)
   }
+}
+
+/**
+ * `send`'s stat of the file, answered from the descriptor cache when it holds the path (an
+ * `fstat`, no thread-pool round trip); otherwise `send`'s own `fs.stat`, extensions and all.
+ */
+function cachedSendFile(this: SendStreamInternals, step: SendStreamInternals['sendFile'], path: string): void {
+  const file = path.endsWith(sep) ? undefined : cachedFile(path)
+  if (file === undefined) return step.call(this, path)
+  let stat: import('node:fs').Stats | undefined
+  try {
+    stat = fstatSync(file.fd)
+  } catch {
+    // not expected of a descriptor the cache holds; send's own stat decides
+  }
+  releaseFile(file)
+  if (!stat?.isFile()) return step.call(this, path)
+  this.emit('file', path, stat)
+  this.send(path, stat)
 }
 
 function collapseLeadingSlashes(str: string): string {
@@ -190,6 +212,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
     const stream = send(req, path, opts) as unknown as SendStreamInternals
     stream.stream = streamThroughEngine
     stream.send = guardedSend.bind(stream, stream.send)
+    stream.sendFile = cachedSendFile.bind(stream, stream.sendFile)
     stream.on('directory', onDirectory)
     if (setHeaders) stream.on('headers', setHeaders)
     // Once a file is found, errors are always forwarded.

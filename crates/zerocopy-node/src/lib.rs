@@ -151,6 +151,26 @@ pub fn sendfile_now(
         .or_else(|e| error::throw(&env, error::errno("sendfile", e)))
 }
 
+/// Reads into `buf` from file `fd` at `offset` right now, on this thread, only what the page
+/// cache already holds (`preadv2(RWF_NOWAIT)`: never waits for the disk); returns the bytes
+/// read, fewer than `buf.length` when the rest is not cached or the file ends (0 off Linux).
+/// Throws the first read's error (`EBADF`, `EISDIR`, `ESPIPE`, ...) when nothing was read.
+#[napi]
+pub fn read_now(env: Env, fd: i32, mut buf: Uint8Array, offset: i64) -> napi::Result<i64> {
+    let Ok(offset) = u64::try_from(offset) else {
+        return error::throw(
+            &env,
+            error::coded("ERR_INVALID_ARG_VALUE", "readNow: offset must be >= 0"),
+        );
+    };
+    // SAFETY: the call is synchronous on the JS thread, which owns `buf`: no JS runs while the
+    // kernel writes into it, and nothing else holds the slice past this call.
+    let slice = unsafe { buf.as_mut() };
+    zerocopy_core::read_now(fd, slice, offset)
+        .map(|n| n as i64)
+        .or_else(|e| error::throw(&env, error::errno("read", e)))
+}
+
 thread_local! {
   static RING: RefCell<Option<zerocopy_core::BlockingRing>> = const { RefCell::new(None) };
 }
