@@ -35,6 +35,9 @@ export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from 
  */
 const BUFFERED_BODY_MAX = 16 * 1024
 
+/** The result's `fallbackReason` for such a body. */
+const SMALL_BODY = `small body (up to ${BUFFERED_BODY_MAX / 1024} KiB): read from the page cache and written with the headers in one write`
+
 /**
  * The body, read now from the page cache, when it is small and the file is as `file.stats`
  * said after the read (same size, mtime and ctime: not written meanwhile, so the body matches
@@ -147,7 +150,7 @@ async function respond(
     if (buffered !== null) {
       res.end(buffered)
       options.onProgress?.(length, length)
-      return { status, bytes: length, zeroCopy: false, fallbackReason: null }
+      return { status, bytes: length, zeroCopy: false, fallbackReason: SMALL_BODY }
     }
     const socket = await attachedSocket(res)
     if (signal?.aborted) throw abortError(signal)
