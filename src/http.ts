@@ -21,7 +21,7 @@ import { closeWithServer, prepareServedFile } from './file-cache'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
 import { probeReason } from './probe'
 import { respondHttp2 } from './http2'
-import { refreshIdleTimer, socketFd } from './net-internals'
+import { markHeaderBlockSent, pendingHeaderBlock, refreshIdleTimer, socketFd, socketWrite } from './net-internals'
 import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 import { ZeroCopySocket } from './socket'
 import { validateOptions } from './validate'
@@ -165,8 +165,8 @@ async function respond(
       await streamBody(res, body, 0, options)
       return { status, bytes: length, zeroCopy: false, fallbackReason: reason }
     }
-    res.flushHeaders()
-    const inline = sendNow(socket, body, options)
+    res.writeHead(status)
+    const inline = sendNow(res, socket, body, options)
     if (inline < length && reason !== null) {
       // No engine here (io_uring blocked, another platform): the rest through the response.
       await streamBody(res, body, inline, options)
@@ -206,20 +206,35 @@ async function streamBody(
  * one non-blocking `sendfile(2)` of cached pages (see src/direct.ts); `0` when it cannot.
  * A failure destroys the socket (the response is broken) and throws the socket's error.
  */
-function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'onProgress'>): number {
+function sendNow(res: http.ServerResponse, socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'onProgress'>): number {
   const fd = socketFd(socket)
-  if (socket.writableLength > 0 || socket.connecting || fd < 0) return 0
+  const block = pendingHeaderBlock(res)
+  if (socket.writableLength > 0 || socket.writableCorked > 0 || socket.connecting || fd < 0 || block === null) {
+    res.flushHeaders()
+    return 0
+  }
+  // The header block goes with the body's first bytes, in one segment (MSG_MORE), or not at all.
+  const head = Buffer.from(block, 'latin1')
   let sent: number
   try {
-    sent = sendfileNow(fd, file.fd, file.offset, file.length)
+    sent = sendfileNow(fd, file.fd, file.offset, file.length, head)
   } catch (e) {
     socket.destroy(e as Error)
     throw e
   }
-  if (sent > 0) {
-    refreshIdleTimer(socket)
-    options.onProgress?.(sent, file.length)
+  if (sent === 0) {
+    res.flushHeaders()
+    return 0
   }
+  markHeaderBlockSent(res)
+  refreshIdleTimer(socket)
+  if (sent < head.length) {
+    // The socket filled up within the head: the rest of it through the socket, then the body.
+    socketWrite.call(socket, head.subarray(sent), () => {})
+    return 0
+  }
+  sent -= head.length
+  if (sent > 0) options.onProgress?.(sent, file.length)
   return sent
 }
 

@@ -84,6 +84,25 @@ struct Cachestat {
 /// `sock` must not be written to concurrently by anyone else (the engine included), or bytes
 /// interleave; that is the caller's ordering to keep.
 pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u64, Errno> {
+    sendfile_now_after(sock, &[], file, offset, len)
+}
+
+/// [`sendfile_now`] with `head` (an HTTP header block) sent first on `sock` with `MSG_MORE`, so
+/// the kernel puts it in one segment with the body's first bytes: one segment and one wake-up
+/// of the peer where two writes make two. Returns the bytes of `head` and body sent together.
+///
+/// The head goes only when the body would go inline (the range is cached, the socket
+/// non-blocking): `Ok(0)` means nothing at all was sent. A result below `head.len()` means the
+/// socket filled up within the head (the caller sends the rest of it, then the body); above,
+/// the head went whole and `n - head.len()` body bytes after it, as [`sendfile_now`] counts.
+/// `Err` only when the first write failed with nothing sent. The send uses `MSG_NOSIGNAL`.
+pub fn sendfile_now_after(
+    sock: RawFd,
+    head: &[u8],
+    file: RawFd,
+    offset: u64,
+    len: u64,
+) -> Result<u64, Errno> {
     let Some(len) = cached_len(file, offset, len.min(MAX_PER_CALL)) else {
         return Ok(0);
     };
@@ -95,6 +114,30 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
     if flags & libc::O_NONBLOCK == 0 {
         return Ok(0); // a blocking socket could wait for the peer: not inline
     }
+    let mut head_sent = 0;
+    while head_sent < head.len() {
+        // SAFETY: `send` reads the unsent tail of `head`, borrowed for the call; a bad
+        // descriptor fails with an errno.
+        let n = unsafe {
+            libc::send(
+                sock,
+                head[head_sent..].as_ptr().cast(),
+                head.len() - head_sent,
+                libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            head_sent += n as usize;
+            continue;
+        }
+        match last_errno().0 {
+            libc::EINTR => continue,
+            _ if head_sent > 0 => return Ok(head_sent as u64),
+            libc::EAGAIN => return Ok(0),
+            e => return Err(Errno(e)),
+        }
+    }
+    let head_sent = head_sent as u64;
     let end = offset + len;
     let mut next = offset;
     while next < end {
@@ -116,11 +159,11 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
             libc::EINTR => continue,
             libc::EAGAIN => break,
             // Bytes already went: report them now, the error on the next call.
-            _ if next > offset => break,
+            _ if next > offset || head_sent > 0 => break,
             e => return Err(Errno(e)),
         }
     }
-    Ok(next - offset)
+    Ok(head_sent + next - offset)
 }
 
 /// Reads into `buf` from `file` at `offset`, now, on the calling thread, only what the page
@@ -267,7 +310,11 @@ mod tests {
         f.write_all(&data).unwrap();
         let mut buf = vec![0u8; 12_000];
         let n = read_now(f.as_raw_fd(), &mut buf, 0).unwrap();
-        assert_eq!(n, data.len(), "a just-written file is cached and read whole, then its end");
+        assert_eq!(
+            n,
+            data.len(),
+            "a just-written file is cached and read whole, then its end"
+        );
         assert_eq!(&buf[..n], &data[..]);
         assert_eq!(read_now(f.as_raw_fd(), &mut buf[..10], 9_995).unwrap(), 5);
         assert_eq!(read_now(-1, &mut buf, 0), Err(Errno(libc::EBADF)));

@@ -95,6 +95,17 @@ pub fn read_now(_file: RawFd, _buf: &mut [u8], _offset: u64) -> Result<usize, Er
     Ok(0)
 }
 
+/// Never sends anything inline: `Ok(0)`. The Linux version is `direct::sendfile_now_after`.
+pub fn sendfile_now_after(
+    _sock: RawFd,
+    _head: &[u8],
+    _file: RawFd,
+    _offset: u64,
+    _len: u64,
+) -> Result<u64, Errno> {
+    Ok(0)
+}
+
 /// Never sends anything inline: `Ok(0)`, so the caller takes its usual (fallback) path. The
 /// Linux version is `direct::sendfile_now`.
 pub fn sendfile_now(_sock: RawFd, _file: RawFd, _offset: u64, _len: u64) -> Result<u64, Errno> {

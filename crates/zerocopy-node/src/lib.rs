@@ -126,9 +126,11 @@ pub fn close_fd(env: Env, fd: i32) -> napi::Result<()> {
 /// Sends up to `length` bytes of file `file_fd` from `offset` on the non-blocking socket
 /// `sock_fd` right now, on this thread, only if the whole range is in the page cache (never
 /// waits for the disk or the peer: a socket in blocking mode gets 0); returns the bytes sent,
-/// 0 when nothing could go inline.
-/// Sends at most 1 MiB per call. Throws the first `sendfile` error (`EBADF`, `EPIPE`, ...) when
-/// nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
+/// 0 when nothing could go inline. With `head`, those bytes go first, in one segment with the
+/// body's first bytes (`MSG_MORE`), and count in the result (below `head.length`: only part of
+/// the head went).
+/// Sends at most 1 MiB of body per call. Throws the first write's error (`EBADF`, `EPIPE`, ...)
+/// when nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
 #[napi]
 pub fn sendfile_now(
     env: Env,
@@ -136,6 +138,7 @@ pub fn sendfile_now(
     file_fd: i32,
     offset: i64,
     length: i64,
+    head: Option<Uint8Array>,
 ) -> napi::Result<i64> {
     let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
         return error::throw(
@@ -146,7 +149,8 @@ pub fn sendfile_now(
             ),
         );
     };
-    zerocopy_core::sendfile_now(sock_fd, file_fd, offset, length)
+    let head: &[u8] = head.as_deref().unwrap_or(&[]);
+    zerocopy_core::sendfile_now_after(sock_fd, head, file_fd, offset, length)
         .map(|n| n as i64)
         .or_else(|e| error::throw(&env, error::errno("sendfile", e)))
 }
