@@ -93,6 +93,10 @@ export interface BindingStats {
   zeroCopySends: number
   /** Requests sent as plain copying sends. */
   copySends: number
+  /** `sendfile(2)` calls of file sends (page cache to socket). */
+  sendfileCalls: number
+  /** Bytes sent by those calls. */
+  sendfileBytes: number
   /** Zero-copy notifications received. */
   notifications: number
   /** Notifications reporting that the kernel copied anyway. */

@@ -29,6 +29,7 @@ export { BufferPool } from './src/pool'
 export type { BufferPoolOptions } from './src/pool'
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './src/socket'
 export type { FileSource, SendFileOptions } from './src/file'
+export { isZeroCopyError } from './src/errors'
 export type { ErrnoCode, ZeroCopyError, ZeroCopyErrorCode } from './src/errors'
 
 /**

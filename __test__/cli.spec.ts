@@ -108,7 +108,7 @@ test('doctor explains an io_uring switched off, and still self-tests through the
     child.stdout.on('data', (c: Buffer) => (out += c))
     child.on('close', (code) => resolve({ code, stdout: out.split('\n'), stderr: '' }))
   })
-  t.is(r.code, 0)
+  t.is(r.code, 2, 'doctor exits 2: the fallback')
   const text = r.stdout.join('\n')
   t.regex(text, /Zero-copy is OFF: .*ZEROCOPY_SOCKET_DISABLE/)
   t.regex(text, /self-test: +4 MiB went out through the fallback/)

@@ -2,8 +2,12 @@
 /** The `zerocopy-socket` command: send, recv, bench, doctor. */
 import { Command, InvalidArgumentError, Option } from 'commander'
 
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
 import { benchOptions, type BenchFlags } from '../bench/options'
-import { doctor } from './doctor'
+import { ROOT } from '../bench/root'
+import { doctorReport, formatDoctor } from './doctor'
 import { recv } from './recv'
 import { formatReport, parseTarget, send, type SendMode } from './send'
 
@@ -25,8 +29,11 @@ function fail(e: unknown): never {
   process.exit(1)
 }
 
+const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+
 const program = new Command('zerocopy-socket')
   .description('io_uring zero-copy TCP file transfer for Node.js')
+  .version(version, '-V, --version', 'print the package version')
   // Usage errors too are one line: the hint goes on the error's own line. Subcommands inherit this.
   .configureOutput({ outputError: (text, write) => write(`${text.trimEnd()} (run with --help for usage)\n`) })
 
@@ -64,9 +71,12 @@ program
 
 program
   .command('doctor')
-  .description('explain what this machine allows and what the package will do')
-  .action(async () => {
-    console.log(await doctor().catch(fail))
+  .description('explain what this machine allows and what the package will do; exit 0: zero-copy, 2: fallback, 3: no native binding')
+  .option('--json', 'print the report as JSON (stable keys, see the README)')
+  .action(async (opts: { json?: boolean }) => {
+    const report = await doctorReport().catch(fail)
+    console.log(opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report))
+    process.exitCode = report.exitCode
   })
 
 benchOptions(program.command('bench'))

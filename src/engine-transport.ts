@@ -83,6 +83,8 @@ export class EngineTransport implements Transport {
       bytesSent: n.bytesSent,
       zeroCopySends: n.zeroCopySends,
       copySends: n.copySends,
+      sendfileCalls: n.sendfileCalls,
+      sendfileBytes: n.sendfileBytes,
       notifications: n.notifications,
       copiedNotifications: n.copiedNotifications,
       fallbackReason: n.zeroCopyUnsupported

@@ -4,6 +4,7 @@
  * engine owes events by the binding itself (crates/zerocopy-node/src/owed.rs), not from here.
  * @module
  */
+import { credentialsChanged, recordEngineCredentials } from './credentials'
 import { binding } from './native'
 
 /** What a socket gets told about its writes and its lifecycle. */
@@ -100,13 +101,19 @@ let failure: string | null = null
 export function engineAvailable(): boolean {
   if (started === true) {
     const failed = binding.engineFailure()
+    const changed = failed === null ? credentialsChanged() : null
     if (failed !== null) {
       started = false
       failure = `the send engine failed (io_uring_enter ${failed}); sockets adopted since use plain sends`
+    } else if (changed !== null) {
+      // The ring's credentials are no longer the process's (src/credentials.ts).
+      started = false
+      failure = changed
     }
   }
   if (started === undefined) {
     try {
+      recordEngineCredentials()
       started = binding.engineStart(onEvents)
     } catch (e) {
       // The probe's small ring worked but the engine's did not (RLIMIT_MEMLOCK, ...).

@@ -7,7 +7,7 @@
  */
 import { constants } from 'node:os'
 
-/** Errno names the kernel reports for socket sends, as Node spells them. */
+/** Errno names the kernel reports for socket sends, connects and file opens, as Node spells them. */
 export type ErrnoCode =
   | 'EPIPE'
   | 'ECONNRESET'
@@ -24,6 +24,13 @@ export type ErrnoCode =
   | 'ECANCELED'
   | 'EPERM'
   | 'ENOSYS'
+  /** `connect()`: nothing listens there. */
+  | 'ECONNREFUSED'
+  /** `connect()`: no route to the host or network. */
+  | 'EHOSTUNREACH'
+  | 'ENETUNREACH'
+  /** `sendFile()`/`respondWithFile()`: the file may not be opened for reading. */
+  | 'EACCES'
 
 /** Every `code` this package puts on an error it throws or rejects with. */
 export type ZeroCopyErrorCode =
@@ -66,14 +73,47 @@ export type ZeroCopyErrorCode =
   /** `sendFile`: a path names no file. */
   | 'ENOENT'
 
-/** An `Error` carrying a Node-style `code`, and for kernel failures `errno` and `syscall`. */
+/**
+ * An `Error` carrying a Node-style `code`, and for kernel failures `errno` and `syscall`.
+ * `code` is one of {@link ZeroCopyErrorCode} (which editors complete) or another code Node's
+ * own socket and file APIs report through us (`ECONNREFUSED`, ...); use
+ * {@link isZeroCopyError} with a code to have the compiler check its spelling.
+ */
 export interface ZeroCopyError extends Error {
-  /** Stable identifier of the failure; match on this. */
-  code: ZeroCopyErrorCode | string
+  /**
+   * Stable identifier of the failure; match on this. (`string & {}` keeps the literal union
+   * for completion instead of collapsing it into `string`.)
+   */
+  code: ZeroCopyErrorCode | (string & {})
   /** Negative errno for kernel failures (as in node:net), e.g. `-32` for `EPIPE`. */
   errno?: number
   /** The operation that failed, e.g. `'sendZc'` or `'write'`. */
   syscall?: string
+}
+
+/**
+ * Whether `e` is an `Error` with a string `code` (every error this package throws or rejects
+ * with is), and with `code` given, that code. The `code` argument only accepts
+ * {@link ZeroCopyErrorCode}s, so a misspelt code does not compile.
+ * @param e - Anything caught.
+ * @param code - The code to match, e.g. `'ENOENT'`.
+ * @returns `true` when `e` is such an error; narrows `e.code` to `code`.
+ * @example
+ * ```ts
+ * try {
+ *   await zs.sendFile(path)
+ * } catch (e) {
+ *   if (isZeroCopyError(e, 'ENOENT')) console.log(`no such file: ${path}`)
+ *   else throw e
+ * }
+ * ```
+ */
+export function isZeroCopyError(e: unknown): e is ZeroCopyError
+export function isZeroCopyError<C extends ZeroCopyErrorCode>(e: unknown, code: C): e is ZeroCopyError & { code: C }
+export function isZeroCopyError(e: unknown, code?: ZeroCopyErrorCode): boolean {
+  if (!(e instanceof Error)) return false
+  const actual = (e as { code?: unknown }).code
+  return typeof actual === 'string' && (code === undefined || actual === code)
 }
 
 function withCode<E extends Error>(err: E, code: string): E & ZeroCopyError {

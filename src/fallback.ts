@@ -46,7 +46,16 @@ export class FallbackTransport implements Transport {
 
   /** What the socket's write callbacks confirmed, and why the engine is not used. */
   stats(): TransportStats {
-    return { bytesSent: this.#bytesSent, zeroCopySends: 0, copySends: this.#writes, notifications: 0, copiedNotifications: 0, fallbackReason: this.#reason }
+    return {
+      bytesSent: this.#bytesSent,
+      zeroCopySends: 0,
+      copySends: this.#writes,
+      sendfileCalls: 0,
+      sendfileBytes: 0,
+      notifications: 0,
+      copiedNotifications: 0,
+      fallbackReason: this.#reason,
+    }
   }
 
   /** Writes `data` for pending operation `id`; it settles from the write's callback. */

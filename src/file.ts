@@ -20,13 +20,13 @@ export type FileSource = string | number | FileHandle
 /** Options for `sendFile`. */
 export interface SendFileOptions {
   /** Bytes; where in the file to start. **Default:** `0`. */
-  offset?: number
+  offset?: number | undefined
   /** Bytes to send. **Default:** the rest of the file after `offset`. */
-  length?: number
+  length?: number | undefined
   /** Aborts the send: if it has not started it is withdrawn; otherwise it stops after the current request. Rejects with `AbortError`. */
-  signal?: AbortSignal
+  signal?: AbortSignal | undefined
   /** Called as bytes go out, with bytes sent so far and the total. */
-  onProgress?: (sent: number, total: number) => void
+  onProgress?: ((sent: number, total: number) => void) | undefined
 }
 
 /** A file opened, checked and ready to send: `length` bytes at `offset` of `fd`. */

@@ -4,11 +4,12 @@
  * node:http and finishes the response, so keep-alive and pipelining go on.
  * @module
  */
-import http, { type OutgoingHttpHeaders } from 'node:http'
+import * as http from 'node:http'
+import type { OutgoingHttpHeaders } from 'node:http'
 import { Http2ServerResponse } from 'node:http2'
 import { once } from 'node:events'
 import { fstatSync } from 'node:fs'
-import type net from 'node:net'
+import type * as net from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import tls from 'node:tls'

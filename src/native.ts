@@ -14,27 +14,76 @@ import { codedError, errnoError } from './errors'
 export type NativeBinding = typeof Generated
 
 let loaded: NativeBinding | null = null
-let failure: string | null = null
+let thrown: unknown = null
 try {
   // `binding.js` throws when neither a local `.node` file nor the platform package loads.
   loaded = require('../binding.js') as NativeBinding
 } catch (e) {
-  failure = describeLoadError(e)
+  thrown = e
 }
 
 /** The loaded native binding, or `null` when none could be loaded. */
 export const native: NativeBinding | null = loaded
 
-/** The loader's own message for why no binding loaded (with its causes), or `null`. */
-export const loadError: string | null = failure
+/**
+ * What the generated loader threw when no binding loaded (its own errors are on `cause`), or
+ * `null`. Kept whole, as the `cause` of the `no-binding` warning and of `ERR_ZC_UNSUPPORTED`.
+ */
+export const loadFailure: unknown = thrown
 
-/** The one sentence `probe()` reports as the `no-binding` reason. */
+/**
+ * The loader's errors, one line each without require stacks or repeats (the `cause` chain of what
+ * it threw: its own top line is advice about npm that does not apply here), or `null`.
+ */
+export const loadError: string | null = thrown === null ? null : describeLoadError((thrown as { cause?: unknown }).cause ?? thrown)
+
+/**
+ * Platform triples with a prebuilt `@zerocopy-socket/binding-<triple>` package (the `npm/`
+ * folders); `__test__/usability-warning.spec.ts` checks this list against them.
+ */
+export const PREBUILT_TRIPLES: readonly string[] = ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'darwin-x64', 'darwin-arm64', 'win32-x64-msvc']
+
+/**
+ * The one sentence `probe()` reports as the `no-binding` reason: what is missing and the one
+ * command that fixes it (or, for a platform without a prebuilt binary, that there is none).
+ */
 export function noBindingMessage(): string {
-  return `no native binding could be loaded for ${triple()} (@zerocopy-socket/binding-${triple()} is not installed, or this platform has no prebuilt binary), so every send uses plain net.Socket writes: ${loadError}`
+  const t = triple()
+  if (!PREBUILT_TRIPLES.includes(t)) {
+    return `No prebuilt zerocopy-socket binding exists for ${t}, so sends use plain net.Socket writes.`
+  }
+  return `The native binding @zerocopy-socket/binding-${t} did not load, so sends use plain net.Socket writes; install it with \`npm install @zerocopy-socket/binding-${t}\`.`
+}
+
+/** `code` of the warning emitted the first time a socket falls back for `no-binding`. */
+export const NO_BINDING_WARNING = 'ZC_NO_BINDING'
+
+let warned = false
+
+/**
+ * Emits the `no-binding` warning (type `ZeroCopySocketWarning`, code {@link NO_BINDING_WARNING},
+ * the loader's error as `cause`) the first time this is called in this thread; later calls do
+ * nothing. Node's own switches silence it: `--no-warnings`, `NODE_NO_WARNINGS=1`,
+ * `--disable-warning=ZC_NO_BINDING` (or `=ZeroCopySocketWarning`).
+ */
+export function warnNoBinding(): void {
+  if (warned || thrown === null) return
+  warned = true
+  const warning = new Error(noBindingMessage(), { cause: thrown })
+  warning.name = 'ZeroCopySocketWarning'
+  ;(warning as Error & { code: string }).code = NO_BINDING_WARNING
+  process.emitWarning(warning)
+}
+
+/** For `doctor`, which prints the message itself: the warning is not emitted in this process. */
+export function suppressNoBindingWarning(): void {
+  warned = true
 }
 
 function unavailable(): never {
-  throw codedError('ERR_ZC_UNSUPPORTED', `io_uring zero-copy sends are not available: ${noBindingMessage()}`)
+  const err = codedError('ERR_ZC_UNSUPPORTED', `io_uring zero-copy sends are not available: ${noBindingMessage()}`)
+  err.cause = thrown
+  throw err
 }
 
 /** `BufferPool`'s memory without a binding: ordinary Buffers, one allocation each, never registered. */

@@ -16,25 +16,25 @@ export interface ZeroCopyOptions {
    * `'always'`: zero-copy for every write. `'never'`: plain sends only.
    * **Default:** `'auto'`.
    */
-  zeroCopy?: ZeroCopyMode
+  zeroCopy?: ZeroCopyMode | undefined
   /** Bytes; in `'auto'`, writes at least this large go out zero-copy. **Default:** `16384`. */
-  threshold?: number
+  threshold?: number | undefined
   /**
    * Bytes; the largest single zero-copy request. Larger writes are split into pieces of this
    * size (in order, one in flight). Measured on loopback: 64 KiB pieces ran 3.0–3.2 GB/s,
    * 1 MiB pieces 1.65 GB/s. **Default:** `65536`.
    */
-  zeroCopyChunk?: number
+  zeroCopyChunk?: number | undefined
 }
 
 /** Options for {@link ZeroCopySocket.connect}: where to connect, plus {@link ZeroCopyOptions}. */
 export interface ConnectOptions extends ZeroCopyOptions {
   /** Host name or address. **Default:** `'localhost'`. */
-  host?: string
+  host?: string | undefined
   /** TCP port, 0–65535. Required. */
   port: number
   /** Aborts the connection attempt (rejects with `AbortError`). */
-  signal?: AbortSignal
+  signal?: AbortSignal | undefined
 }
 
 /** Options for {@link ZeroCopySocket.write}. */
@@ -44,13 +44,13 @@ export interface WriteOptions {
    * completes (a half-written chunk would corrupt the stream). Either way the promise rejects
    * with `AbortError`, once the kernel no longer uses the buffer.
    */
-  signal?: AbortSignal
+  signal?: AbortSignal | undefined
 }
 
 /** Options for {@link ZeroCopySocket.createWriteStream}. */
 export interface WriteStreamOptions {
   /** Bytes buffered before `write()` returns `false`. **Default:** `1048576` (1 MiB). */
-  highWaterMark?: number
+  highWaterMark?: number | undefined
 }
 
 /** {@link ZeroCopyOptions} with their defaults filled in. */

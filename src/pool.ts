@@ -11,9 +11,9 @@ import { validateInteger, validateOptions } from './validate'
 /** Options for {@link BufferPool}. */
 export interface BufferPoolOptions {
   /** Bytes per buffer. **Default:** `65536`. */
-  size?: number
+  size?: number | undefined
   /** Number of buffers. **Default:** `64`. */
-  count?: number
+  count?: number | undefined
 }
 
 interface Slot {

@@ -7,7 +7,7 @@
 import { release } from 'node:os'
 
 import type * as Generated from '../binding.js'
-import { binding, loadError, noBindingMessage } from './native'
+import { binding, loadError, noBindingMessage, warnNoBinding } from './native'
 
 /** io_uring opcodes the running kernel supports, from `IORING_REGISTER_PROBE`. */
 export type ProbeOps = Generated.ProbeOps
@@ -109,7 +109,13 @@ function noBindingReport(): ProbeReport {
   }
 }
 
-/** The sentence explaining why zero-copy is unavailable, for `stats.fallbackReason`. */
+/**
+ * The sentence explaining why zero-copy is unavailable, for `stats.fallbackReason`: called when
+ * a socket or a response falls back, so the first `no-binding` fallback also emits the
+ * process's one `ZC_NO_BINDING` warning.
+ */
 export function probeReason(): string {
-  return probe().reason?.message ?? 'zero-copy sends are unavailable'
+  const reason = probe().reason
+  if (reason?.code === 'no-binding') warnNoBinding()
+  return reason?.message ?? 'zero-copy sends are unavailable'
 }

@@ -6,7 +6,7 @@
  * own `write`/`end` in src/takeover.ts.
  * @module
  */
-import net from 'node:net'
+import * as net from 'node:net'
 import { Writable } from 'node:stream'
 import { markAsUntransferable } from 'node:worker_threads'
 
@@ -37,19 +37,35 @@ export interface WriteResult {
   copied: boolean
 }
 
-/** Counters of one {@link ZeroCopySocket}. */
+/**
+ * Counters of one {@link ZeroCopySocket}. How bytes left: memory writes as zero-copy sends
+ * (`zeroCopySends`) or plain copying sends (`copySends`); file sends page-cache-to-socket with
+ * `sendfile(2)` (`sendfileCalls`, `sendfileBytes`), which copy no user memory and are neither.
+ * On the fallback path every write and file chunk is a socket write, counted in `copySends`.
+ */
 export interface SocketStats {
-  /** Bytes the kernel accepted. */
+  /** Bytes the kernel accepted, from writes and file sends alike. */
   bytesSent: number
   /** Calls to `write()` (including those of the stream). */
   writes: number
-  /** Kernel requests sent as `IORING_OP_SEND_ZC`. */
+  /**
+   * Kernel requests sent as `IORING_OP_SEND_ZC`: memory writes (and staged file chunks) the
+   * NIC reads from the pages in place.
+   */
   zeroCopySends: number
-  /** Kernel requests (or fallback socket writes) sent as plain, copying sends. */
+  /**
+   * Kernel requests sent as plain, copying sends (`IORING_OP_SEND`/`SENDMSG`: small or batched
+   * writes, `zeroCopy: 'never'`, or `'auto'` on a route that copies anyway), and on the fallback
+   * path the socket writes. Not `sendfile(2)` calls: those are `sendfileCalls`.
+   */
   copySends: number
-  /** Zero-copy notifications received. */
+  /** `sendfile(2)` calls of `sendFile()`: file bytes moved from the page cache to the socket. */
+  sendfileCalls: number
+  /** Bytes those `sendfile(2)` calls sent (included in `bytesSent`). */
+  sendfileBytes: number
+  /** Zero-copy notifications received (one per `IORING_OP_SEND_ZC` the kernel released). */
   notifications: number
-  /** Of those, how many reported that the kernel copied anyway. */
+  /** Of those, how many reported that the kernel copied anyway (`ZC_COPIED`; always on loopback). */
   copiedNotifications: number
   /** Why this socket does not use zero-copy sends, or `null` when it does. */
   fallbackReason: string | null
@@ -231,6 +247,8 @@ export class ZeroCopySocket {
       writes: this.#writes,
       zeroCopySends: t?.zeroCopySends ?? 0,
       copySends: t?.copySends ?? 0,
+      sendfileCalls: t?.sendfileCalls ?? 0,
+      sendfileBytes: t?.sendfileBytes ?? 0,
       notifications: t?.notifications ?? 0,
       copiedNotifications: t?.copiedNotifications ?? 0,
       fallbackReason: t?.fallbackReason ?? null,

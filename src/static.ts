@@ -13,7 +13,7 @@
  * trailing-slash redirect, `setHeaders`.
  * @module
  */
-import type http from 'node:http'
+import type * as http from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import { fstatSync } from 'node:fs'
 import { extname, resolve, sep } from 'node:path'
@@ -32,31 +32,31 @@ import { respondWithFile } from './http'
 /** Options of {@link serveStatic}: serve-static's, with the same defaults. */
 export interface ServeStaticOptions {
   /** Answer `Range` requests (`Accept-Ranges: bytes`). **Default:** `true`. */
-  acceptRanges?: boolean
+  acceptRanges?: boolean | undefined
   /** Send `Cache-Control`. **Default:** `true`. */
-  cacheControl?: boolean
+  cacheControl?: boolean | undefined
   /** `'allow'`, `'deny'` (403) or `'ignore'` (404) files and folders starting with a dot. **Default:** `'ignore'`. */
-  dotfiles?: 'allow' | 'deny' | 'ignore'
+  dotfiles?: 'allow' | 'deny' | 'ignore' | undefined
   /** Send a weak `ETag`. **Default:** `true`. */
-  etag?: boolean
+  etag?: boolean | undefined
   /** Extensions to try when a file is not found, e.g. `['html', 'htm']` (or one, `'html'`). **Default:** `false`. */
-  extensions?: string[] | string | false
+  extensions?: string[] | string | false | undefined
   /** Pass client errors (400, 403, 404) and non-GET/HEAD methods to `next()` instead of answering. **Default:** `true`. */
-  fallthrough?: boolean
+  fallthrough?: boolean | undefined
   /** Add `immutable` to `Cache-Control` (with `maxAge`). **Default:** `false`. */
-  immutable?: boolean
+  immutable?: boolean | undefined
   /** Index file(s) for a directory, or `false`. **Default:** `'index.html'`. */
-  index?: string[] | string | false
+  index?: string[] | string | false | undefined
   /** Send `Last-Modified`. **Default:** `true`. */
-  lastModified?: boolean
+  lastModified?: boolean | undefined
   /** `Cache-Control` max-age, in ms or an `ms` string such as `'1d'`. **Default:** `0`. */
-  maxAge?: number | string
+  maxAge?: number | string | undefined
   /** Same as `maxAge`. */
-  maxage?: number | string
+  maxage?: number | string | undefined
   /** Redirect a directory path without a trailing slash to one with it (301). **Default:** `true`. */
-  redirect?: boolean
+  redirect?: boolean | undefined
   /** Called before the headers are sent, to set custom ones. */
-  setHeaders?: (res: http.ServerResponse, path: string, stat: import('node:fs').Stats) => void
+  setHeaders?: ((res: http.ServerResponse, path: string, stat: import('node:fs').Stats) => void) | undefined
 }
 
 /**

@@ -25,7 +25,17 @@ function expected(triple) {
   const libc = t.abi === 'gnu' ? ['glibc'] : t.abi === 'musl' ? ['musl'] : undefined
   return {
     dir: t.platformArchABI,
-    manifest: { name: `${packageName}-${t.platformArchABI}`, version: pkg.version, os: [t.platform], cpu: [t.arch], libc, main: file, files: [file] },
+    manifest: {
+      name: `${packageName}-${t.platformArchABI}`,
+      version: pkg.version,
+      os: [t.platform],
+      cpu: [t.arch],
+      libc,
+      main: file,
+      files: [file],
+      // npm publish --provenance checks it against the repository the workflow runs in.
+      repository: { ...pkg.repository, directory: `npm/${t.platformArchABI}` },
+    },
   }
 }
 

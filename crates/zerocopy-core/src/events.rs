@@ -15,6 +15,11 @@ pub struct ConnStats {
     pub zero_copy_sends: AtomicU64,
     /// Requests sent as plain (copying) `IORING_OP_SEND`/`SENDMSG`.
     pub copy_sends: AtomicU64,
+    /// `sendfile(2)` calls of file sends that moved bytes page-cache-to-socket (counted apart
+    /// from `copy_sends`: no user memory is copied).
+    pub sendfile_calls: AtomicU64,
+    /// Bytes those `sendfile(2)` calls sent (also in `bytes_sent`).
+    pub sendfile_bytes: AtomicU64,
     /// Zero-copy notifications received.
     pub notifications: AtomicU64,
     /// Of those, how many said the kernel copied anyway (`IORING_NOTIF_USAGE_ZC_COPIED`).

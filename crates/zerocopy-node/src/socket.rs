@@ -24,6 +24,10 @@ pub struct BindingStats {
     pub zero_copy_sends: f64,
     /// Requests sent as plain copying sends.
     pub copy_sends: f64,
+    /// `sendfile(2)` calls of file sends (page cache to socket).
+    pub sendfile_calls: f64,
+    /// Bytes sent by those calls.
+    pub sendfile_bytes: f64,
     /// Zero-copy notifications received.
     pub notifications: f64,
     /// Notifications reporting that the kernel copied anyway.
@@ -188,6 +192,8 @@ impl BindingSocket {
             bytes_sent: s.bytes_sent.load(Relaxed) as f64,
             zero_copy_sends: s.zero_copy_sends.load(Relaxed) as f64,
             copy_sends: s.copy_sends.load(Relaxed) as f64,
+            sendfile_calls: s.sendfile_calls.load(Relaxed) as f64,
+            sendfile_bytes: s.sendfile_bytes.load(Relaxed) as f64,
             notifications: s.notifications.load(Relaxed) as f64,
             copied_notifications: s.copied_notifications.load(Relaxed) as f64,
             zero_copy_unsupported: s.zero_copy_unsupported.load(Relaxed),

@@ -154,7 +154,8 @@ impl<F: AsRawFd> SendfileJob<F> {
                     self.next += n as u64;
                     budget -= n as u64;
                     stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    stats.copy_sends.fetch_add(1, Ordering::Relaxed);
+                    stats.sendfile_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    stats.sendfile_calls.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 Err(e) => match e.0 {
