@@ -141,6 +141,8 @@ export declare function engineFailure(): string | null
  * progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted),
  * possibly empty. After each call it is not called again until JS calls `engineArm()`.
  * Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
+ * Throws the errno (`code` `EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`, `syscall` `io_uring_setup`)
+ * when the engine could not start for want of descriptors or memory: a later call tries again.
  */
 export declare function engineStart(onEvents: (arg: Float64Array) => void): boolean
 
@@ -237,3 +239,9 @@ export declare function sendfileNow(sockFd: number, fileFd: number, offset: numb
  * Returns the bytes sent.
  */
 export declare function sendZcSync(fd: number, data: Uint8Array): number
+
+/**
+ * Clears `O_NONBLOCK` on `fd` (a file `sendFile` opened non-blocking, so a FIFO could not
+ * block the open). Throws `EBADF`; `ENOSYS` where descriptors are not POSIX.
+ */
+export declare function setBlocking(fd: number): void

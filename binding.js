@@ -857,3 +857,4 @@ module.exports.RECORD_PROGRESS = nativeBinding.RECORD_PROGRESS
 module.exports.RECORD_STRIDE = nativeBinding.RECORD_STRIDE
 module.exports.sendfileNow = nativeBinding.sendfileNow
 module.exports.sendZcSync = nativeBinding.sendZcSync
+module.exports.setBlocking = nativeBinding.setBlocking

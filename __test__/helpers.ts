@@ -67,6 +67,17 @@ export function hashReceived(socket: net.Socket): Promise<{ bytes: number; sha25
 }
 
 /** SHA-256 of the concatenation of `parts`. */
+/** Rejects with a clear message if `p` has not settled within `ms`: a hang fails the test. */
+export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: did not settle within ${ms} ms (hang)`)), ms)
+    }),
+  ])
+}
+
 export function sha256(...parts: Uint8Array[]): string {
   const h = createHash('sha256')
   for (const p of parts) h.update(p)
@@ -127,7 +138,17 @@ export function runNode(
   env: Record<string, string> = {},
   timeout?: number,
 ): Promise<{ code: number | null; json: unknown; stderr: string }> {
-  const child = spawn(process.execPath, [file, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout })
+  return runCommand(process.execPath, [file, ...args], env, timeout)
+}
+
+/** {@link runNode} for any command (a shell that sets a limit, then execs node). */
+export function runCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+  timeout?: number,
+): Promise<{ code: number | null; json: unknown; stderr: string }> {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout })
   let out = ''
   let stderr = ''
   child.stdout.on('data', (c: Buffer) => (out += c))

@@ -119,8 +119,12 @@ zcTest('a file that shrinks while queued fails with ERR_ZC_FILE_SHRANK, never ha
   server.pause() // keep the file queued behind a large write
   const zs = ZeroCopySocket.from(client)
   const blocker = zs.write(Buffer.alloc(16 * 1024 * 1024, 1))
-  const sending = zs.sendFile(path)
-  await new Promise((resolve) => setTimeout(resolve, 100)) // opened and checked by now
+  // A descriptor is taken and checked (its size read) within the call; a path's open could still
+  // be on the thread pool 100 ms later on a loaded machine, and would then see the shrunk file.
+  const fd = openSync(path, 'r')
+  t.teardown(() => closeSync(fd))
+  const sending = zs.sendFile(fd)
+  await new Promise((resolve) => setTimeout(resolve, 100))
   truncateSync(path, 1024 * 1024)
   server.resume()
   server.on('data', () => {})

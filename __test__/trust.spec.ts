@@ -9,20 +9,9 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import { ZeroCopySocket, type ZeroCopyMode } from '../index'
-import { collect, fixture, loopbackPair, patternBytes, runChild, runNode, zcTest } from './helpers'
+import { collect, deadline, fixture, loopbackPair, patternBytes, runChild, runNode, zcTest } from './helpers'
 
 const MODES: ZeroCopyMode[] = ['auto', 'always', 'never']
-
-/** Rejects with a clear message if `p` has not settled within `ms`: a hang fails the test. */
-function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: did not settle within ${ms} ms (hang)`)), ms)
-    }),
-  ])
-}
 
 function scratch(t: import('ava').ExecutionContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'zc-trust-'))

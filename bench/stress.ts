@@ -11,9 +11,9 @@
  * Checked for every session: every promise settles within its deadline, no unhandled
  * rejection, and the peer received exactly the bytes of the operations that succeeded, in
  * order (an aborted write all or nothing, an aborted file a prefix) up to the first failure,
- * after which it may only have a prefix of what followed. A failure prints the session's seed;
- * `--seed <that> --sessions 1` replays it. Exit 0 when every session passed. `npm test` runs a
- * short run (`__test__/stress.spec.ts`).
+ * after which it may only have a prefix of what followed (the checker: `./stress-check.ts`).
+ * A failure prints the session's seed; `--seed <that> --sessions 1` replays it. Exit 0 when
+ * every session passed. `npm test` runs a short run (`__test__/stress.spec.ts`).
  */
 import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
@@ -25,6 +25,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { Command, InvalidArgumentError } from 'commander'
 
 import { ZeroCopySocket, type ZeroCopyMode } from '../index'
+import { matches, type Op } from './stress-check'
 
 /** How long any one promise may take before the session counts as hung. */
 const DEADLINE_MS = 30_000
@@ -63,76 +64,6 @@ function bytesFrom(seed: number, length: number): Buffer {
   for (let i = 0; i + 4 <= length; i += 4) out.writeUInt32LE(rng.next(), i)
   for (let i = length & ~3; i < length; i++) out[i] = rng.next() & 0xff
   return out
-}
-
-/** How one operation is expected to show up on the wire. */
-type Op = {
-  label: string
-  bytes: Uint8Array
-  outcome: string
-  /** `'exact'`: all of `bytes`; `'all-or-none'`, `'prefix'`: an aborted write or file; `'none'`. */
-  expect: 'exact' | 'all-or-none' | 'prefix' | 'none'
-  /** A failure that breaks the stream (not an abort, bad input or a write after end). */
-  fatal: boolean
-  /** Issued after `end()` or `destroy()`: must be refused. */
-  late?: boolean
-  /** Issued with an AbortSignal that fires. */
-  abortable?: boolean
-  /** A file range past the end: must be refused with `ERR_OUT_OF_RANGE`. */
-  bad?: boolean
-}
-
-/**
- * Whether `got` is what `ops` allow, in order. After the first fatal failure (or when the
- * stream was cut: a reset peer, a destroy), `got` may end anywhere.
- */
-export function matches(got: Buffer, ops: Op[], cut: boolean): string | null {
-  const firstFatal = ops.findIndex((o) => o.fatal)
-  const mayEnd = (i: number): boolean => cut || (firstFatal >= 0 && i >= firstFatal)
-  // Depth-first over the ambiguous operations (aborts); contents are random, so a wrong
-  // branch fails within a few bytes.
-  const go = (i: number, pos: number): string | null => {
-    if (pos === got.length) {
-      if (mayEnd(i)) return null
-      const missing = ops.slice(i).find((o) => o.expect === 'exact' && o.bytes.length > 0)
-      return missing ? `stream ended at byte ${pos}, before ${missing.label}` : null
-    }
-    if (i === ops.length) return `${got.length - pos} unexpected bytes after byte ${pos}`
-    const op = ops[i]
-    // A failed operation may have sent any prefix (or nothing); so may any later one once the
-    // stream can end anywhere, but then nothing can follow a partial one.
-    const free = mayEnd(i) || op.fatal
-    const full = op.bytes.length
-    const lens = op.expect === 'none' ? [0] : op.expect === 'exact' ? [full] : op.expect === 'all-or-none' ? [full, 0] : prefixLengths(got, pos, op.bytes)
-    if (free && !lens.includes(0)) lens.push(0)
-    let why = `at byte ${pos}: bytes differ from ${op.label}`
-    for (const len of lens) {
-      if (pos + len > got.length) {
-        // The stream ends inside this operation: only where it may end, and with its prefix.
-        if (free && got.subarray(pos).equals(view(op.bytes, got.length - pos))) return null
-        continue
-      }
-      if (!got.subarray(pos, pos + len).equals(view(op.bytes, len))) continue
-      const rest = go(i + 1, pos + len)
-      if (rest === null) return null
-      why = rest
-    }
-    return why
-  }
-  return go(0, 0)
-}
-
-/** The first `len` bytes of `bytes`, as a Buffer (no copy). */
-function view(bytes: Uint8Array, len: number): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, len)
-}
-
-/** Where an aborted file send may have stopped: the longest prefix of `bytes` at `pos`, or none. */
-function prefixLengths(got: Buffer, pos: number, bytes: Uint8Array): number[] {
-  let n = 0
-  const max = Math.min(bytes.length, got.length - pos)
-  while (n < max && got[pos + n] === bytes[n]) n++
-  return n === 0 ? [0] : [n, 0]
 }
 
 /** Rejects if `p` takes longer than the deadline: that is a hang. */

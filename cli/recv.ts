@@ -5,7 +5,7 @@ import { open, type FileHandle } from 'node:fs/promises'
 import net from 'node:net'
 
 import { gbps, humanBytes, progressBar } from './format'
-import { HEADER_BYTES, ackLine, parseHeader } from './protocol'
+import { HEADER_BYTES, ackLine, errorLine, parseHeader } from './protocol'
 
 /** Options of `recv`. */
 export interface RecvOptions {
@@ -13,6 +13,48 @@ export interface RecvOptions {
   host: string
   out?: string
   quiet: boolean
+}
+
+/** The exit statuses of `recv`, for its `--help` and the README. */
+export const RECV_EXIT_HELP = `
+Exit status:
+  0  the transfer is complete: every byte the sender announced (or, without an announcement,
+     every byte until it ended) arrived and was written; the sender got their count and SHA-256
+  1  anything else, with one line on stderr: --out cannot be written, writing it failed
+     (ENOSPC, EFBIG), fewer bytes arrived than announced (ERR_ZC_SHORT_TRANSFER), or the
+     connection broke; the sender is told why, so its send fails too`
+
+/** How long a failed receiver keeps reading (and dropping) what still arrives, so its answer is not lost to a reset. */
+const DRAIN_MS = 10_000
+
+/**
+ * Tells the sender why the transfer failed, then waits (at most {@link DRAIN_MS}) for it to stop
+ * while dropping what still arrives: closing with unread bytes would reset the connection, and
+ * the reset could destroy the answer before the sender read it.
+ */
+async function tellSender(socket: net.Socket, err: unknown): Promise<void> {
+  if (socket.destroyed || !socket.writable) return
+  const e = err as { code?: unknown; message?: unknown }
+  socket.on('error', () => {}) // a sender that resets once it read the answer
+  socket.write(errorLine(typeof e.code === 'string' ? e.code : 'ERR_ZC_RECEIVER', String(e.message ?? err)))
+  socket.resume()
+  if (!socket.readableEnded) await firstOf(socket, ['end', 'close'], DRAIN_MS)
+  socket.end()
+  if (!socket.closed) await firstOf(socket, ['close'], DRAIN_MS)
+  socket.destroy()
+}
+
+/** Resolves on the first of `events` on `socket`, or after `ms`. */
+function firstOf(socket: net.Socket, events: string[], ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const finish = (): void => {
+      clearTimeout(timer)
+      for (const e of events) socket.off(e, finish)
+      resolve()
+    }
+    const timer = setTimeout(finish, ms)
+    for (const e of events) socket.once(e, finish)
+  })
 }
 
 /** Opens (creates or truncates) `path` for writing; a missing directory says so. */
@@ -46,8 +88,10 @@ export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: 
   let bar = progressBar(null, opts.quiet)
   const started = process.hrtime.bigint()
 
+  // Set once the transfer failed: what still arrives is dropped (see tellSender).
+  let failure: unknown = null
   const take = (chunk: Buffer): void => {
-    if (chunk.length === 0) return
+    if (chunk.length === 0 || failure !== null) return
     bytes += chunk.length
     hash.update(chunk)
     bar.update(bytes)
@@ -77,13 +121,24 @@ export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: 
   // A failing write to --out (a full disk) fails the command like a failing socket does.
   const failed = new Promise<never>((_, reject) => {
     socket.once('error', reject)
-    out?.once('error', reject)
+    out?.once('error', (e: NodeJS.ErrnoException) => reject(Object.assign(new Error(`cannot write ${opts.out}: ${e.message}`, { cause: e }), { code: e.code })))
   })
-  await Promise.race([ended, failed])
-  if (head !== null && head.length > 0) take(head) // a raw stream shorter than a header
-  if (out) {
-    out.end()
-    await once(out, 'finish')
+  try {
+    await Promise.race([ended, failed])
+    if (head !== null && head.length > 0) take(head) // a raw stream shorter than a header
+    if (out) {
+      out.end()
+      await Promise.race([once(out, 'finish'), failed])
+    }
+    if (announced !== null && announced !== bytes) {
+      throw Object.assign(new Error(`short transfer: the sender announced ${announced} bytes, ${bytes} arrived`), { code: 'ERR_ZC_SHORT_TRANSFER' })
+    }
+  } catch (e) {
+    failure = e
+    bar.stop()
+    out?.destroy()
+    await tellSender(socket, e)
+    throw e
   }
   bar.stop()
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
@@ -91,8 +146,5 @@ export async function recv(opts: RecvOptions): Promise<{ bytes: number; sha256: 
   socket.end(ackLine(bytes, sha256))
   console.log(`received ${bytes} bytes (${humanBytes(bytes)}) in ${seconds.toFixed(2)} s, ${gbps(bytes, seconds)} GB/s${opts.out ? ` into ${opts.out}` : ''}`)
   console.log(`sha256 ${sha256}`)
-  if (announced !== null && announced !== bytes) {
-    throw new Error(`short transfer: the sender announced ${announced} bytes, ${bytes} arrived`)
-  }
   return { bytes, sha256 }
 }

@@ -8,8 +8,8 @@ import { join } from 'node:path'
 import { benchOptions, type BenchFlags } from '../bench/options'
 import { ROOT } from '../bench/root'
 import { doctorReport, formatDoctor } from './doctor'
-import { recv } from './recv'
-import { formatReport, parseTarget, send, type SendMode } from './send'
+import { RECV_EXIT_HELP, recv } from './recv'
+import { SEND_EXIT_HELP, formatReport, parseTarget, send, type SendMode } from './send'
 
 function port(value: string): number {
   const n = Number(value)
@@ -44,6 +44,7 @@ program
   .option('-H, --host <host>', 'address to listen on', '127.0.0.1')
   .option('-o, --out <file>', 'where to write the received bytes (default: discard)')
   .option('-q, --quiet', 'no progress bar')
+  .addHelpText('after', RECV_EXIT_HELP)
   .action(async (opts: { port: number; host: string; out?: string; quiet?: boolean }) => {
     await recv({ ...opts, quiet: opts.quiet ?? false }).catch(fail)
   })
@@ -59,6 +60,7 @@ program
       .default('file'),
   )
   .option('-q, --quiet', 'no progress bar')
+  .addHelpText('after', SEND_EXIT_HELP)
   .action(async (file: string, opts: { to: string; mode: SendMode; quiet?: boolean }) => {
     try {
       const target = parseTarget(opts.to)

@@ -93,10 +93,25 @@ function dispatch(records: Float64Array, i: number): void {
 }
 
 let failure: string | null = null
+/** Start failures so far on this thread (transient ones are retried). */
+let startFailures = 0
+/** Transient start failures since the last success or permanent failure: sets the back-off. */
+let failuresInARow = 0
+/** `performance.now()` before which no new start is tried after a transient failure. */
+let retryAt = 0
+
+/** Start errors that say the process ran short of descriptors or memory for a moment. */
+const TRANSIENT_START_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN'])
+/** The back-off after a transient start failure: 100 ms, doubling, at most 30 s. */
+const FIRST_RETRY_MS = 100
+const MAX_RETRY_MS = 30_000
 
 /**
  * Starts this thread's engine on first use; `false` when zero-copy is unavailable here, or
  * once the engine failed for good (its ring's `io_uring_enter` errored: later sockets fall back).
+ * A start that failed for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`,
+ * `EAGAIN`: a moment of fd exhaustion must not cost zero-copy for the thread's life) is tried
+ * again by a socket adopted after a back-off; sockets adopted meanwhile use plain sends.
  */
 export function engineAvailable(): boolean {
   if (started === true) {
@@ -111,21 +126,35 @@ export function engineAvailable(): boolean {
       failure = changed
     }
   }
-  if (started === undefined) {
+  if (started === undefined && performance.now() >= retryAt) {
     try {
       recordEngineCredentials()
       started = binding.engineStart(onEvents)
+      failure = null
+      failuresInARow = 0
     } catch (e) {
-      // The probe's small ring worked but the engine's did not (RLIMIT_MEMLOCK, ...).
-      started = false
+      startFailures++
       const err = e as { code?: string; message?: string }
-      failure = `the send engine could not start: ${err.message ?? err.code}`
+      if (err.code !== undefined && TRANSIENT_START_ERRORS.has(err.code)) {
+        const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** failuresInARow++)
+        retryAt = performance.now() + delay
+        failure = `the send engine could not start (${err.message ?? err.code}: out of descriptors or memory; start failure ${startFailures} on this thread), so plain sends; a socket adopted ${delay} ms or more later tries again`
+      } else {
+        // The probe's small ring worked but the engine's did not (RLIMIT_MEMLOCK, ...).
+        started = false
+        failure = `the send engine could not start: ${err.message ?? err.code}`
+      }
     }
   }
-  return started
+  return started === true
 }
 
-/** Why the engine could not start although the probe said yes, or `null`. */
+/** Times this thread's engine failed to start, transient failures included (for `stats`). */
+export function engineStartFailures(): number {
+  return startFailures
+}
+
+/** Why the engine is not running although the probe said yes (or said no only for a moment), or `null`. */
 export function engineFailure(): string | null {
   return failure
 }

@@ -94,10 +94,21 @@ export function releaseTaken(taken: TakenFile): void {
 }
 
 /**
+ * How a path is opened. `O_NONBLOCK`: a FIFO's `open` would otherwise wait for a writer, for
+ * ever, holding one of libuv's four threads (four such requests stall every `fs` call of the
+ * process). The descriptor is then `fstat`ed and refused unless it is a regular file, whose
+ * flag is cleared again before anything reads it. This is race-free where "stat the path, then
+ * open it" is not: the file checked is the one opened, while a path checked first can be
+ * replaced by a FIFO before the open. `O_NOCTTY`: a terminal given as the file does not become
+ * the process's controlling terminal.
+ */
+const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0) | (fsConstants.O_NOCTTY ?? 0)
+
+/**
  * Opens (for a path) and checks the taken file, and resolves the byte range. Rejects with
  * `ENOENT` and the other open errors, `EISDIR` for a directory, `ERR_INVALID_ARG_VALUE` for
- * something that is not a regular file, and `RangeError` `ERR_OUT_OF_RANGE` for a range past
- * the end. The result's `close()` closes what was opened or duplicated (never the caller's own).
+ * something that is not a regular file (a FIFO, a device, a socket: never blocking on it),
+ * and `RangeError` `ERR_OUT_OF_RANGE` for a range past the end. The result's `close()` closes what was opened or duplicated (never the caller's own).
  */
 export async function prepareFile(taken: TakenFile, options: SendFileOptions | undefined): Promise<PreparedFile> {
   // Only the open goes to the thread pool: a path lookup can wait for the disk. `fstat` of an
@@ -108,7 +119,7 @@ export async function prepareFile(taken: TakenFile, options: SendFileOptions | u
   let dup: number | undefined
   const path = 'path' in taken ? taken.path : undefined
   if ('path' in taken) {
-    opened = await open(taken.path, fsConstants.O_RDONLY)
+    opened = await open(taken.path, OPEN_FLAGS)
     fd = opened
   } else {
     fd = taken.fd
@@ -138,6 +149,7 @@ export async function checkFile(fd: number, path: string | undefined, options: S
     }
     if (stats.isDirectory()) throw withPath(errnoError('EISDIR', 'sendFile'), path)
     if (!stats.isFile()) throw invalidArgValue('file', 'must be a regular file', path ?? fd)
+    if (opened !== undefined) binding.setBlocking(opened)
     const offset = options?.offset ?? 0
     if (offset > stats.size) throw outOfRange('options.offset', `<= ${stats.size} (the file size)`, offset)
     const length = options?.length ?? stats.size - offset

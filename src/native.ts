@@ -115,6 +115,8 @@ const standIn = {
   engineUnreleased: () => 0,
   probe: unavailable,
   sendZcSync: unavailable,
+  // Files are then read with pread, which ignores O_NONBLOCK on a regular file.
+  setBlocking: () => {},
   // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
   sendfileNow: () => 0,
   readNow: () => 0,

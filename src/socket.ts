@@ -11,6 +11,7 @@ import { Writable } from 'node:stream'
 import { markAsUntransferable } from 'node:worker_threads'
 
 import { WriteBatcher } from './batch'
+import { engineStartFailures } from './engine'
 import { EngineTransport, engineUnusable } from './engine-transport'
 import { FallbackTransport } from './fallback'
 import { HeldOps } from './held'
@@ -71,6 +72,12 @@ export interface SocketStats {
   fallbackReason: string | null
   /** Bytes of writes that have not settled yet (the kernel may hold them). */
   inFlightBytes: number
+  /**
+   * Times this thread's send engine failed to start so far. Failures for want of descriptors
+   * or memory (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`) are retried by sockets adopted after a
+   * back-off (100 ms, doubling, at most 30 s); a socket adopted meanwhile says so in `fallbackReason`.
+   */
+  engineStartFailures: number
 }
 
 /** Result of {@link ZeroCopySocket.sendFile}. */
@@ -253,6 +260,7 @@ export class ZeroCopySocket {
       copiedNotifications: t?.copiedNotifications ?? 0,
       fallbackReason: t?.fallbackReason ?? null,
       inFlightBytes: this.#pending.inFlightBytes,
+      engineStartFailures: engineStartFailures(),
     }
   }
 

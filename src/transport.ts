@@ -8,7 +8,7 @@ import type { PreparedFile } from './file'
 import type { SocketStats } from './socket'
 
 /** A transport's counters: {@link SocketStats} without those the socket keeps itself. */
-export type TransportStats = Omit<SocketStats, 'writes' | 'inFlightBytes'>
+export type TransportStats = Omit<SocketStats, 'writes' | 'inFlightBytes' | 'engineStartFailures'>
 
 /** What a transport needs of its socket. */
 export interface SocketHooks {

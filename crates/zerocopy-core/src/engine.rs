@@ -97,9 +97,19 @@ impl<H: Send + 'static> Engine<H> {
     /// Starts the engine thread and its ring. `sink` runs on the engine thread with each batch
     /// of events; it must not block for long (hand the batch to another thread).
     ///
-    /// Fails with [`io::ErrorKind::Unsupported`] when the probe says SEND_ZC is unusable.
+    /// Fails with [`io::ErrorKind::Unsupported`] when the probe says SEND_ZC is unusable, and
+    /// with the OS error when it or the engine's own ring, eventfd or thread ran out of
+    /// descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`: worth trying again later).
     pub fn start(sink: impl FnMut(Vec<Event<H>>) + Send + 'static) -> io::Result<Self> {
         let report = probe();
+        if let Some(errno) = report
+            .reason
+            .as_ref()
+            .filter(|r| r.is_transient())
+            .and_then(|r| r.errno)
+        {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         if !report.supported {
             return Err(crate::send_zc::unsupported());
         }

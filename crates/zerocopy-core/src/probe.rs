@@ -1,7 +1,10 @@
 //! One-time detection of what this kernel and process allow: io_uring at all, and which
-//! send opcodes. Cached process-wide; says *why* when zero-copy sends are unavailable.
+//! send opcodes. Cached process-wide once the answer is for good; says *why* when zero-copy
+//! sends are unavailable. A failure that says nothing about the kernel or the process's
+//! permissions (out of descriptors or memory: [`Reason::is_transient`]) is not cached: the next
+//! call asks the kernel again.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Environment variable that, when set to a non-empty value other than `0`, makes the probe
 /// report zero-copy sends as unavailable (reason [`ReasonCode::DisabledByEnv`]), so the package
@@ -72,6 +75,18 @@ pub struct Reason {
     pub message: String,
 }
 
+impl Reason {
+    /// The failure may go away by itself: `io_uring_setup` ran out of descriptors (`EMFILE`,
+    /// `ENFILE`) or memory (`ENOMEM`, `EAGAIN`). Such a report is not cached, and the engine's
+    /// start is retried later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.errno,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+        )
+    }
+}
+
 /// Everything the probe learned. `supported` is the one answer most callers need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeReport {
@@ -95,14 +110,35 @@ pub struct ProbeReport {
     pub reason: Option<Reason>,
 }
 
+/// The answer for good, once there is one.
 static CACHE: OnceLock<ProbeReport> = OnceLock::new();
+/// Held while a detection runs; keeps the transient answers given so far (one leaked report per
+/// distinct answer, so at most a handful, and a caller's reference stays valid).
+static TRANSIENT: Mutex<Vec<&'static ProbeReport>> = Mutex::new(Vec::new());
 
-/// The probe result for this process, computed on the first call and cached.
+/// The probe result for this process, computed on the first call and cached, unless it failed
+/// transiently ([`Reason::is_transient`]): then the next call detects again.
 ///
-/// Concurrent first calls agree: the cache is a `OnceLock`, whose atomic state lets exactly one
-/// caller run the detection while the others wait for and share its result.
+/// Concurrent first calls agree: detection runs under a lock, one caller at a time, and a
+/// caller that waited finds the cached answer of the one before it.
 pub fn probe() -> &'static ProbeReport {
-    CACHE.get_or_init(detect)
+    if let Some(r) = CACHE.get() {
+        return r;
+    }
+    let mut transient = TRANSIENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = CACHE.get() {
+        return r;
+    }
+    let report = detect();
+    if !report.reason.as_ref().is_some_and(Reason::is_transient) {
+        return CACHE.get_or_init(|| report);
+    }
+    if let Some(r) = transient.iter().find(|r| ***r == report) {
+        return r;
+    }
+    let r: &'static ProbeReport = Box::leak(Box::new(report));
+    transient.push(r);
+    r
 }
 
 /// Runs the detection without the cache (for tools that want a fresh look).
@@ -377,6 +413,16 @@ mod tests {
         let r = explain_setup_error(libc::EPERM, Some(0), Some(2));
         assert_eq!(r.errno, Some(libc::EPERM));
         assert!(r.message.contains("seccomp"));
+    }
+
+    #[test]
+    fn only_resource_shortages_are_transient() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EAGAIN] {
+            assert!(explain_setup_error(errno, Some(0), Some(0)).is_transient());
+        }
+        for errno in [libc::EPERM, libc::ENOSYS, libc::EINVAL] {
+            assert!(!explain_setup_error(errno, Some(0), Some(0)).is_transient());
+        }
     }
 
     #[test]

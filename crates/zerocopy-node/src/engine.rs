@@ -113,12 +113,24 @@ fn encode(env: &Env, events: Vec<Event<Holder>>) -> Vec<f64> {
 /// progress; value is bytes or a negative errno; flags 1 zero-copy, 2 copied, 4 aborted),
 /// possibly empty. After each call it is not called again until JS calls `engineArm()`.
 /// Returns `false` when zero-copy sends are unavailable here (see `probe()`), so callers fall back.
+/// Throws the errno (`code` `EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`, `syscall` `io_uring_setup`)
+/// when the engine could not start for want of descriptors or memory: a later call tries again.
 #[napi]
 pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Result<bool> {
     if engine().is_some() {
         return Ok(true);
     }
-    if !zerocopy_core::probe().supported {
+    let report = zerocopy_core::probe();
+    if let Some(errno) = report
+        .reason
+        .as_ref()
+        .filter(|r| r.is_transient())
+        .and_then(|r| r.errno)
+    {
+        let e = std::io::Error::from_raw_os_error(errno);
+        return error::throw(&env, error::io("io_uring_setup", e));
+    }
+    if !report.supported {
         return Ok(false);
     }
     let mailbox = Arc::new(Mailbox {

@@ -123,6 +123,13 @@ pub fn close_fd(env: Env, fd: i32) -> napi::Result<()> {
     zerocopy_core::fd::close_raw(fd).or_else(|e| error::throw(&env, error::errno("close", e)))
 }
 
+/// Clears `O_NONBLOCK` on `fd` (a file `sendFile` opened non-blocking, so a FIFO could not
+/// block the open). Throws `EBADF`; `ENOSYS` where descriptors are not POSIX.
+#[napi]
+pub fn set_blocking(env: Env, fd: i32) -> napi::Result<()> {
+    zerocopy_core::fd::set_blocking(fd).or_else(|e| error::throw(&env, error::errno("fcntl", e)))
+}
+
 /// Sends up to `length` bytes of file `file_fd` from `offset` on the non-blocking socket
 /// `sock_fd` right now, on this thread, only if the whole range is in the page cache (never
 /// waits for the disk or the peer: a socket in blocking mode gets 0); returns the bytes sent,
