@@ -22,12 +22,13 @@
  * No file contents are cached.
  * @module
  */
-import { closeSync, constants as fsConstants, open as openCb } from 'node:fs'
+import { closeSync, fstatSync, open as openCb } from 'node:fs'
 import type { Server } from 'node:net'
 import { resolve } from 'node:path'
 import { promisify } from 'node:util'
 
-import { checkFile, type PreparedFile, type SendFileOptions } from './file'
+import { checkFile, OPEN_FLAGS, type PreparedFile, type SendFileOptions } from './file'
+import { binding } from './native'
 
 const open = promisify(openCb)
 
@@ -123,9 +124,16 @@ export function cachedFile(path: string): CachedFile | undefined {
  */
 export async function openFile(path: string): Promise<CachedFile> {
   const key = resolve(path)
-  // O_NONBLOCK: a FIFO or a device must never hold a thread-pool thread in open(); the
-  // caller's fstat refuses anything but a regular file, whose reads ignore the flag.
-  const fd = await open(key, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK)
+  const fd = await open(key, OPEN_FLAGS)
+  // Opened without blocking (a FIFO's open would wait for a writer); a regular file gets its
+  // blocking mode back at once, as prepareFile does, so the engine's reads wait for the disk.
+  // Anything else stays as it is: the caller's check refuses it and forgets the entry.
+  try {
+    if (fstatSync(fd).isFile()) binding.setBlocking(fd)
+  } catch (e) {
+    closeSync(fd)
+    throw e
+  }
   openCount++
   const e: Entry = { fd, path: key, openedAt: performance.now(), users: 1, retired: false }
   const old = entries.get(key)
