@@ -8,6 +8,7 @@
  * - {@link serveStatic}: a drop-in for `express.static` (src/static.ts; also `zerocopy-socket/static`).
  * - {@link fileCacheStats}, {@link configureFileCache}, {@link clearFileCache}: the descriptors
  *   kept for HTTP file responses (src/file-cache.ts).
+ * - {@link FileBody}: the file body of the framework modules (`zerocopy-socket/fastify`, `/koa`, `/hono`; src/frameworks/).
  * - {@link BufferPool}: Buffers registered with the ring (src/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
  * @module
@@ -25,6 +26,8 @@ export { clearFileCache, configureFileCache, fileCacheStats } from './src/file-c
 export type { FileCacheOptions, FileCacheStats } from './src/file-cache'
 export { serveStatic } from './src/static'
 export type { ServeStaticOptions, StaticMiddleware } from './src/static'
+export { FileBody } from './src/frameworks/file-body'
+export type { FileBodyResult, FileWindow } from './src/frameworks/file-body'
 export { BufferPool } from './src/pool'
 export type { BufferPoolOptions } from './src/pool'
 export type { ConnectOptions, SendFileResult, SocketStats, WriteOptions, WriteResult, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './src/socket'

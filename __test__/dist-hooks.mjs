@@ -3,7 +3,7 @@
 // ava tests run the CommonJS that is published, as the fixtures and the CLI and bench tests' child
 // processes do, while `tsc -p __test__/tsconfig.json` checks them against the sources.
 const ROOT = new URL('../', import.meta.url).href
-const SOURCE = /^(index|(?:src|cli|bench)\/[^/]+)\.ts$/
+const SOURCE = /^(index|(?:src|cli|bench)(?:\/[^/]+)+)\.ts$/
 
 /** @type {import('node:module').ResolveHook} */
 export async function resolve(specifier, context, nextResolve) {

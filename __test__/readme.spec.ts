@@ -21,6 +21,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { brotliCompressSync, brotliDecompressSync } from 'node:zlib'
 
 import test, { type ExecutionContext } from 'ava'
 
@@ -76,11 +77,16 @@ function source(s: Sample): string {
 }
 
 const all = samples(README)
+const HELLO = 'hello from public/\n'.repeat(200)
+const REPORT = 'quarterly report\n'.repeat(500)
 const files = {
   'files/a.txt': Buffer.from('hello from files\n'),
   'files/.secret': Buffer.from('not for you\n'),
   'public/index.html': Buffer.from('<h1>hello</h1>\n'),
   'public/.env': Buffer.from('SECRET=1\n'),
+  'public/hello.txt': Buffer.from(HELLO),
+  'public/hello.txt.br': brotliCompressSync(HELLO),
+  'public/report.txt': Buffer.from(REPORT),
   'blob.bin': patternBytes(1 << 20, 11),
   'big.iso': patternBytes(5 << 20, 12),
 }
@@ -202,12 +208,12 @@ async function listening(port: number, exited: Promise<unknown>): Promise<void> 
 }
 
 /** One GET with a raw (not normalised) path. */
-function get(port: number, path: string, headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; body: Buffer }> {
+function get(port: number, path: string, headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path, headers, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
       res.on('error', reject)
     })
     req.on('error', reject)
@@ -268,12 +274,44 @@ const checks: Record<string, (t: ExecutionContext, port: number, pid: number) =>
     t.is(uid, ours === 0 ? 65534 : ours, 'the server runs as nobody')
     await refusesTraversal(t, port, '')
   },
-  async 'fastify-static'(t, port) {
-    const r = await get(port, '/index.html')
+  async 'fastify-plugin'(t, port) {
+    const r = await get(port, '/static/index.html')
     t.is(r.status, 200)
     t.is(r.body.toString(), '<h1>hello</h1>\n')
-    t.is((await get(port, '/missing.html')).status, 404)
+    const br = await get(port, '/static/hello.txt', { 'accept-encoding': 'gzip, deflate, br, zstd' })
+    t.is(br.headers['content-encoding'], 'br')
+    t.is(brotliDecompressSync(br.body).toString(), HELLO)
+    const report = await get(port, '/report')
+    t.is(report.headers['content-disposition'], 'attachment; filename=report.txt')
+    t.is(report.body.toString(), REPORT)
+    t.is((await get(port, '/static/missing.html')).status, 404)
+    t.is((await get(port, '/static/.env')).status, 404)
+    await refusesTraversal(t, port, '/static')
+  },
+  async 'koa-static'(t, port) {
+    const r = await get(port, '/hello.txt')
+    t.is(r.status, 200)
+    t.is(r.headers['cache-control'], 'max-age=60')
+    t.is(r.body.toString(), HELLO)
+    const part = await get(port, '/hello.txt', { range: 'bytes=0-4' })
+    t.is(part.status, 206)
+    t.is(part.body.toString(), 'hello')
+    const report = await get(port, '/report')
+    t.is(report.headers['content-disposition'], 'attachment; filename="report.txt"')
+    t.is(report.body.toString(), REPORT)
+    t.is((await get(port, '/.env')).status, 404)
     await refusesTraversal(t, port, '')
+  },
+  async 'hono-static'(t, port) {
+    const r = await get(port, '/static/hello.txt', { origin: 'http://example.com' })
+    t.is(r.status, 200)
+    t.is(r.headers['access-control-allow-origin'], '*')
+    t.is(r.body.toString(), HELLO)
+    const br = await get(port, '/static/hello.txt', { 'accept-encoding': 'gzip, deflate, br' })
+    t.is(br.headers['content-encoding'], 'br')
+    t.is(brotliDecompressSync(br.body).toString(), HELLO)
+    t.is((await get(port, '/static/missing.txt')).status, 404)
+    await refusesTraversal(t, port, '/static')
   },
 }
 

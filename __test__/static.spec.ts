@@ -4,7 +4,7 @@
  * real node:http servers, asserts upstream's expectation on each and that status, body and the
  * relevant headers are identical), traversal and malformed paths, errors that must not crash
  * the process, a seeded keep-alive mix checked byte by byte, large bodies with io_uring off,
- * and the Fastify usage the README shows.
+ * and the Fastify hijack recipe the README mentions.
  *
  * The table's requests go through node:http's client with the path sent as written: supertest
  * (superagent) parses URLs with WHATWG `URL`, which resolves `..` and `%2e%2e` segments before

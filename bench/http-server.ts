@@ -34,6 +34,11 @@ export const HTTP_SERVERS: HttpServer[] = [
   { name: 'pipe', describe: 'node:http + `fs.createReadStream(path).pipe(res)`, `Content-Length` from `fs.stat`' },
   { name: 'send', describe: '`send(req, path).pipe(res)` (the engine of `express.static` / `serve-static`)' },
   { name: 'fastify-static', describe: 'fastify + `@fastify/static`, `reply.sendFile(name)`' },
+  { name: 'zc-fastify', describe: 'fastify + `zerocopy-socket/fastify` (this package, the drop-in for @fastify/static), `reply.sendFile(name)`' },
+  { name: 'koa-static', describe: 'koa + `koa-static(root)`' },
+  { name: 'zc-koa', describe: 'koa + `serve(root)` from `zerocopy-socket/koa` (this package, the drop-in for koa-static)' },
+  { name: 'hono-static', describe: 'hono on @hono/node-server + its `serveStatic({ root })`' },
+  { name: 'zc-hono', describe: 'hono on @hono/node-server + `serveStatic({ root })` from `zerocopy-socket/hono` (this package)' },
   { name: 'serve-static', describe: 'node:http + `serve-static(root)` middleware (what `express.static` is)' },
   { name: 'serveStatic', describe: 'node:http + `serveStatic(root)` middleware (this package, the drop-in for serve-static)' },
 ]
@@ -104,9 +109,13 @@ async function start(name: string, root: string): Promise<number> {
         }),
       )
     }
-    case 'fastify-static': {
+    case 'fastify-static':
+    case 'zc-fastify': {
       const fastify = (await import('fastify')).default({ logger: false })
-      await fastify.register((await import('@fastify/static')).default, { root, serve: false })
+      // zerocopy-socket/fastify is CommonJS `export =` (what `require()` returns).
+      const plugin =
+        name === 'zc-fastify' ? (require('../src/frameworks/fastify') as typeof import('@fastify/static')) : (await import('@fastify/static')).default
+      await fastify.register(plugin, { root, serve: false })
       fastify.get<{ Params: { name: string } }>('/:name', (req, reply) => reply.sendFile(req.params.name))
       await fastify.listen({ port: 0, host: '127.0.0.1' })
       return (fastify.server.address() as AddressInfo).port
@@ -115,6 +124,26 @@ async function start(name: string, root: string): Promise<number> {
     case 'serveStatic': {
       const middleware = name === 'serveStatic' ? (await import('../src/static')).serveStatic(root) : (await import('serve-static')).default(root)
       return listen(http.createServer((req, res) => middleware(req, res, () => notFound(res))))
+    }
+    case 'koa-static':
+    case 'zc-koa': {
+      const Koa = (await import('koa')).default
+      const app = new Koa()
+      app.use(name === 'zc-koa' ? (await import('../src/frameworks/koa')).serve(root) : (await import('koa-static')).default(root))
+      return listen(http.createServer(app.callback()))
+    }
+    case 'hono-static':
+    case 'zc-hono': {
+      const { Hono } = await import('hono')
+      const { serve } = await import('@hono/node-server')
+      const app = new Hono()
+      const serveStatic =
+        name === 'zc-hono' ? (await import('../src/frameworks/hono')).serveStatic : (await import('@hono/node-server/serve-static')).serveStatic
+      app.use('/*', serveStatic({ root }))
+      return new Promise((resolve) => {
+        const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => resolve(info.port))
+        void server
+      })
     }
     default:
       throw new Error(

@@ -368,7 +368,7 @@ export function httpGoals(r: HttpBenchResult): Goal[] {
     ratio('S1', '`serveStatic` against `serve-static` (the ratio, every size)', 'serve-static', sizes, null, 'serveStatic'),
     ...(['respondWithFile', 'serveStatic'] as const).map((ours, i) =>
       ratio(
-        `F${i + 1}`,
+        `P${i + 1}`,
         `${ours} ≥ 1.0× node:http from memory at 4 KiB and 64 KiB`,
         'node-memory',
         sizes.filter((s) => s === 4 * KiB || s === 64 * KiB),
@@ -376,14 +376,38 @@ export function httpGoals(r: HttpBenchResult): Goal[] {
         ours,
       ),
     ),
-    ratio('F3', 'respondWithFile ≥ 1.0× Bun at every size', 'bun', sizes, 1),
+    ratio('P3', 'respondWithFile ≥ 1.0× Bun at every size', 'bun', sizes, 1),
     ratio(
-      'F4',
+      'P4',
       'respondWithFile ≥ 0.9× nginx at 1 MiB and at 16 MiB',
       'nginx',
       sizes.filter((s) => s === 1 << 20 || s === 16 << 20),
       0.9,
     ),
+    ...(
+      [
+        ['F', 'zerocopy-socket/fastify', 'zc-fastify', '@fastify/static', 'fastify-static'],
+        ['K', 'zerocopy-socket/koa', 'zc-koa', 'koa-static', 'koa-static'],
+        ['N', 'zerocopy-socket/hono', 'zc-hono', "Hono's serveStatic", 'hono-static'],
+      ] as const
+    ).flatMap(([id, label, ours, anchorLabel, anchor]) => [
+      ratio(
+        `${id}1`,
+        `\`${label}\` ≥ 2× ${anchorLabel} at 64 KiB and above`,
+        anchor,
+        sizes.filter((s) => s >= 64 * KiB),
+        2,
+        ours,
+      ),
+      ratio(
+        `${id}2`,
+        `\`${label}\` ≥ 1.0× ${anchorLabel} at 4 KiB`,
+        anchor,
+        sizes.filter((s) => s === 4 * KiB),
+        1,
+        ours,
+      ),
+    ]),
   ]
 }
 

@@ -25,9 +25,11 @@ import escapeHtml from 'escape-html'
 import mime from 'mime-types'
 import parseUrl from 'parseurl'
 import send from 'send'
+import vary from 'vary'
 
 import { cachedFile, releaseFile } from './file-cache'
 import { respondWithFile } from './http'
+import { findVariant } from './precompressed'
 
 /** Options of {@link serveStatic}: serve-static's, with the same defaults. */
 export interface ServeStaticOptions {
@@ -55,6 +57,12 @@ export interface ServeStaticOptions {
   maxage?: number | string | undefined
   /** Redirect a directory path without a trailing slash to one with it (301). **Default:** `true`. */
   redirect?: boolean | undefined
+  /**
+   * Serve `file.br` / `file.gz` in place of `file` to a client that accepts the encoding (see
+   * src/precompressed.ts), with `Content-Encoding`, the variant's length, `ETag` and ranges,
+   * and `Vary: Accept-Encoding` on every file response. Not in serve-static. **Default:** `false`.
+   */
+  precompressed?: boolean | undefined
   /** Called before the headers are sent, to set custom ones. */
   setHeaders?: ((res: http.ServerResponse, path: string, stat: import('node:fs').Stats) => void) | undefined
 }
@@ -85,6 +93,7 @@ interface SendStreamInternals extends NodeJS.EventEmitter {
   stream(path: string, options: { start: number; end: number }): void
   send(path: string, stat: import('node:fs').Stats): void
   sendFile(path: string): void
+  type(path: string): void
   onStatError(err: Error): void
   error(status: number, err?: unknown): void
   hasTrailingSlash(): boolean
@@ -222,6 +231,24 @@ function cachedSendFile(this: SendStreamInternals, step: SendStreamInternals['se
   this.send(path, stat)
 }
 
+/**
+ * `send`'s step for a file, given a precompressed variant when the client accepts one: the
+ * variant's stat (length, `ETag`, `Last-Modified`, ranges) and body, the file's own
+ * `Content-Type`, `Content-Encoding`, and `Vary: Accept-Encoding` either way.
+ */
+function precompressedSend(this: SendStreamInternals, step: SendStreamInternals['send'], path: string, stat: import('node:fs').Stats): void {
+  vary(this.res, 'Accept-Encoding')
+  findVariant(this.req, path).then(
+    (variant) => {
+      if (variant === null) return guardedSend.call(this, step, path, stat)
+      this.type(path)
+      this.res.setHeader('Content-Encoding', variant.encoding)
+      guardedSend.call(this, step, variant.path, variant.stats)
+    },
+    (err: Error) => this.onStatError(err),
+  )
+}
+
 function collapseLeadingSlashes(str: string): string {
   let i = 0
   while (i < str.length && str.charCodeAt(i) === 0x2f) i++
@@ -285,6 +312,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
   const fallthrough = opts.fallthrough !== false
   const redirect = opts.redirect !== false
   const setHeaders = opts.setHeaders
+  const precompressed = opts.precompressed === true
   if (setHeaders && typeof setHeaders !== 'function') throw new TypeError('option setHeaders must be function')
   opts.maxage = opts.maxage || opts.maxAge || 0
   opts.root = resolve(root)
@@ -308,8 +336,8 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
     if (path === '/' && !originalUrl?.pathname?.endsWith('/')) path = ''
     const answer = (): void => {
       const stream = send(req, path, opts) as unknown as SendStreamInternals
-      stream.stream = streamThroughEngine.bind(stream, setHeaders ? null : known)
-      stream.send = guardedSend.bind(stream, stream.send)
+      stream.stream = streamThroughEngine.bind(stream, setHeaders || precompressed ? null : known)
+      stream.send = (precompressed ? precompressedSend : guardedSend).bind(stream, stream.send)
       stream.sendFile = cachedSendFile.bind(stream, stream.sendFile)
       stream.on('directory', onDirectory)
       if (setHeaders) stream.on('headers', setHeaders)
@@ -321,7 +349,8 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
       })
       stream.pipe(res)
     }
-    // setHeaders may change anything, or throw (send's error path): only send runs then.
-    if (setHeaders || !knownFileResponse(known.get(path), req, res, answer)) answer()
+    // setHeaders may change anything, or throw (send's error path), and a precompressed variant
+    // is chosen per request: only send answers then.
+    if (setHeaders || precompressed || !knownFileResponse(known.get(path), req, res, answer)) answer()
   } as StaticMiddleware
 }
