@@ -11,7 +11,18 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { BufferPool, ZeroCopySocket, type SocketStats } from '../index'
 
 /** Variants this script runs. */
-export const NODE_VARIANTS = ['node_write', 'zc_auto', 'zc_always', 'zc_never', 'zc_pool', 'node_pipe', 'node_pipe_default', 'zc_sendfile'] as const
+export const NODE_VARIANTS = [
+  'node_write',
+  'zc_auto',
+  'zc_always',
+  'zc_never',
+  'zc_pool',
+  'node_pipe',
+  'node_pipe_default',
+  'zc_sendfile',
+  'zc_auto_loop',
+  'zc_sendfile_loop',
+] as const
 export type NodeVariant = (typeof NODE_VARIANTS)[number]
 
 /** What one run reports. */
@@ -72,7 +83,10 @@ async function zcWrites(zs: ZeroCopySocket, bufs: Uint8Array[], total: number, o
   await Promise.all(window)
 }
 
-async function run(variant: NodeVariant, port: number, chunk: number, total: number, file?: string): Promise<SenderResult> {
+async function run(name: NodeVariant, port: number, chunk: number, total: number, file?: string): Promise<SenderResult> {
+  // `_loop` variants: the same sender on the loop driver (the ring on this thread's event loop).
+  if (name.endsWith('_loop')) process.env.ZEROCOPY_SOCKET_DRIVER = 'loop'
+  const variant = name.replace(/_loop$/, '')
   const socket = await connect(port)
   // Adopt before measuring: starting the engine (a thread and a ring) happens once per
   // process, not during a transfer, and P4 is about the event loop during the transfer.
@@ -133,7 +147,7 @@ async function run(variant: NodeVariant, port: number, chunk: number, total: num
   const cpu = process.cpuUsage(cpu0)
   eld.disable()
   return {
-    variant,
+    variant: name,
     chunk,
     bytes: total,
     secs,

@@ -38,6 +38,8 @@ export const VARIANTS: Variant[] = [
   { name: 'node_pipe', kind: 'node', file: true, minChunk: 64 * KiB, describe: 'fs.createReadStream(highWaterMark = chunk).pipe(socket), chunks ≥ 64 KiB' },
   { name: 'node_pipe_default', kind: 'node', file: true, chunkless: true, describe: 'fs.createReadStream().pipe(socket), default highWaterMark' },
   { name: 'zc_sendfile', kind: 'node', file: true, chunkless: true, describe: 'ZeroCopySocket.sendFile()' },
+  { name: 'zc_auto_loop', kind: 'node', file: false, describe: "zc_auto on the loop driver (ZEROCOPY_SOCKET_DRIVER=loop: the ring on the JS thread's loop)" },
+  { name: 'zc_sendfile_loop', kind: 'node', file: true, chunkless: true, describe: 'zc_sendfile on the loop driver' },
   { name: 'c_sendfile', kind: 'c', file: true, c: ['sendfile', 1, 1], describe: 'C sendfile(2), chunk bytes per call' },
   { name: 'c_splice', kind: 'c', file: true, c: ['splice', 1, 1], describe: 'C splice(2) file → pipe → socket' },
 ]

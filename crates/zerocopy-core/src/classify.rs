@@ -98,22 +98,99 @@ pub struct Step {
     pub stray: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum State {
+impl Step {
+    /// A CQE that changed nothing.
+    pub const STRAY: Step = Step {
+        sent: None,
+        released: None,
+        stray: true,
+    };
+}
+
+/// Where one request is between its submission and its release: the per-request record a
+/// driver keeps under the request's `user_data` (tokio-uring's per-operation `Lifecycle`).
+/// [`OpState::on_cqe`] moves it on; [`Tracker`] is a map of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpState {
     /// Submitted; nothing seen yet. `early` is a notification that overtook its transfer CQE.
-    AwaitTransfer { early: Option<bool> },
+    AwaitTransfer {
+        /// The early notification's `copied`, if one came.
+        early: Option<bool>,
+    },
     /// Transfer seen with `F_MORE`; the buffer is pinned until the notification.
     AwaitNotif,
 }
 
-/// Per-request state machine for send requests, keyed by `user_data`.
+impl OpState {
+    /// A request just submitted.
+    pub const SUBMITTED: OpState = OpState::AwaitTransfer { early: None };
+
+    /// Feeds one CQE of request `user_data`, in this state. Returns the next state (`None`
+    /// once the kernel released the request: drop its record) and what the CQE did. A repeated
+    /// transfer CQE or notification is `stray` and leaves the state as it was.
+    pub fn on_cqe(self, user_data: u64, res: i32, flags: u32) -> (Option<OpState>, Step) {
+        match (self, classify(res, flags)) {
+            (
+                OpState::AwaitTransfer { early },
+                Cqe::Transfer {
+                    result,
+                    notif_follows,
+                },
+            ) => {
+                let sent = Some(Sent { user_data, result });
+                if notif_follows && early.is_none() {
+                    let step = Step {
+                        sent,
+                        ..Step::default()
+                    };
+                    (Some(OpState::AwaitNotif), step)
+                } else {
+                    // No notification is due, or it already came (out of order).
+                    let step = Step {
+                        sent,
+                        released: Some(Released {
+                            user_data,
+                            copied: early,
+                        }),
+                        stray: false,
+                    };
+                    (None, step)
+                }
+            }
+            (OpState::AwaitTransfer { early: None }, Cqe::Notif { copied }) => {
+                // The kernel orders a notification after its transfer CQE; keep it anyway so
+                // the buffer is released only once both are in.
+                let next = OpState::AwaitTransfer {
+                    early: Some(copied),
+                };
+                (Some(next), Step::default())
+            }
+            (OpState::AwaitNotif, Cqe::Notif { copied }) => {
+                let step = Step {
+                    released: Some(Released {
+                        user_data,
+                        copied: Some(copied),
+                    }),
+                    ..Step::default()
+                };
+                (None, step)
+            }
+            // A second transfer CQE, or a second notification: nothing to do with it.
+            (OpState::AwaitTransfer { early: Some(_) }, Cqe::Notif { .. })
+            | (OpState::AwaitNotif, Cqe::Transfer { .. }) => (Some(self), Step::STRAY),
+        }
+    }
+}
+
+/// Per-request state machine for send requests, keyed by `user_data`: a map of [`OpState`]s,
+/// for drivers that keep nothing else per request.
 ///
 /// Guarantees, whatever order or flags CQEs arrive with: each tracked request yields exactly
 /// one [`Sent`] and exactly one [`Released`], `Released` never before `Sent`, and a CQE for an
 /// unknown `user_data` is reported as stray instead of being taken for another request's.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    pending: HashMap<u64, State>,
+    pending: HashMap<u64, OpState>,
 }
 
 impl Tracker {
@@ -128,8 +205,7 @@ impl Tracker {
         if self.pending.contains_key(&user_data) {
             return false;
         }
-        self.pending
-            .insert(user_data, State::AwaitTransfer { early: None });
+        self.pending.insert(user_data, OpState::SUBMITTED);
         true
     }
 
@@ -146,67 +222,14 @@ impl Tracker {
     /// Feeds one CQE.
     pub fn on_cqe(&mut self, user_data: u64, res: i32, flags: u32) -> Step {
         let Some(state) = self.pending.get(&user_data).copied() else {
-            return Step {
-                stray: true,
-                ..Step::default()
-            };
+            return Step::STRAY;
         };
-        match (state, classify(res, flags)) {
-            (
-                State::AwaitTransfer { early },
-                Cqe::Transfer {
-                    result,
-                    notif_follows,
-                },
-            ) => {
-                let sent = Some(Sent { user_data, result });
-                if notif_follows && early.is_none() {
-                    self.pending.insert(user_data, State::AwaitNotif);
-                    Step {
-                        sent,
-                        ..Step::default()
-                    }
-                } else {
-                    // No notification is due, or it already came (out of order).
-                    self.pending.remove(&user_data);
-                    Step {
-                        sent,
-                        released: Some(Released {
-                            user_data,
-                            copied: early,
-                        }),
-                        stray: false,
-                    }
-                }
-            }
-            (State::AwaitTransfer { early: None }, Cqe::Notif { copied }) => {
-                // The kernel orders a notification after its transfer CQE; keep it anyway so
-                // the buffer is released only once both are in.
-                self.pending.insert(
-                    user_data,
-                    State::AwaitTransfer {
-                        early: Some(copied),
-                    },
-                );
-                Step::default()
-            }
-            (State::AwaitNotif, Cqe::Notif { copied }) => {
-                self.pending.remove(&user_data);
-                Step {
-                    released: Some(Released {
-                        user_data,
-                        copied: Some(copied),
-                    }),
-                    ..Step::default()
-                }
-            }
-            // A second transfer CQE, or a second notification: nothing to do with it.
-            (State::AwaitTransfer { early: Some(_) }, Cqe::Notif { .. })
-            | (State::AwaitNotif, Cqe::Transfer { .. }) => Step {
-                stray: true,
-                ..Step::default()
-            },
-        }
+        let (next, step) = state.on_cqe(user_data, res, flags);
+        match next {
+            Some(next) => self.pending.insert(user_data, next),
+            None => self.pending.remove(&user_data),
+        };
+        step
     }
 }
 

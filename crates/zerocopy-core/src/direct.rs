@@ -109,7 +109,7 @@ pub fn sendfile_now_after(
     // SAFETY: F_GETFL reads the descriptor's flags; no memory is touched.
     let flags = unsafe { libc::fcntl(sock, libc::F_GETFL) };
     if flags < 0 {
-        return Err(last_errno());
+        return Err(Errno::last());
     }
     if flags & libc::O_NONBLOCK == 0 {
         return Ok(0); // a blocking socket could wait for the peer: not inline
@@ -130,7 +130,7 @@ pub fn sendfile_now_after(
             head_sent += n as usize;
             continue;
         }
-        match last_errno().0 {
+        match Errno::last().0 {
             libc::EINTR => continue,
             _ if head_sent > 0 => return Ok(head_sent as u64),
             libc::EAGAIN => return Ok(0),
@@ -155,7 +155,7 @@ pub fn sendfile_now_after(
         if n == 0 {
             break; // end of file: the file is shorter than asked
         }
-        match last_errno().0 {
+        match Errno::last().0 {
             libc::EINTR => continue,
             libc::EAGAIN => break,
             // Bytes already went: report them now, the error on the next call.
@@ -194,7 +194,7 @@ pub fn read_now(file: RawFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno
         if n == 0 {
             break; // end of file
         }
-        match last_errno().0 {
+        match Errno::last().0 {
             libc::EINTR => continue,
             libc::EAGAIN | libc::EOPNOTSUPP => break,
             _ if done > 0 => break,
@@ -252,14 +252,6 @@ fn cachestat(file: RawFd, offset: u64, len: u64) -> Option<Cachestat> {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn cachestat(_file: RawFd, _offset: u64, _len: u64) -> Option<Cachestat> {
     None
-}
-
-fn last_errno() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
 }
 
 fn page_size() -> u64 {

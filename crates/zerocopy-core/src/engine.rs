@@ -11,6 +11,11 @@
 //! Other threads talk to it through its [`crate::doorbell`]: they push a command and write an
 //! eventfd only if the engine said it is going to sleep, so a busy engine is never woken by
 //! syscalls. The thread itself is in [`crate::worker`], each socket's state in [`crate::conn`].
+//!
+//! **Or no thread** ([`Engine::start_local`]): the same ring, connections and commands driven
+//! on the owner's thread from its event loop (`worker/local.rs`): commands are applied when
+//! they are called, and the owner calls [`Engine::turn`] when [`Engine::wake_fd`] is readable
+//! and before its loop blocks while [`Engine::pending`]. Same API, same events.
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -21,76 +26,22 @@ use std::thread;
 use io_uring::IoUring;
 
 use crate::buf::Region;
+use crate::command::{Cmd, Shared};
 use crate::doorbell::Doorbell;
 use crate::events::{ConnStats, Event};
 use crate::policy::Policy;
 use crate::queue::Span;
+use crate::worker::local::Local;
 use crate::worker::Worker;
 use crate::{op, probe, Errno};
-
-/// What the engine thread is asked to do.
-pub(crate) enum Cmd<H> {
-    Open {
-        conn: u32,
-        fd: OwnedFd,
-        policy: Policy,
-        stats: Arc<ConnStats>,
-    },
-    Write {
-        conn: u32,
-        id: u64,
-        span: Span,
-        holder: H,
-    },
-    SendFile {
-        conn: u32,
-        id: u64,
-        file: OwnedFd,
-        offset: u64,
-        len: u64,
-    },
-    Abort {
-        conn: u32,
-        id: u64,
-    },
-    End {
-        conn: u32,
-    },
-    Close {
-        conn: u32,
-    },
-    /// Hand the socket back: once every queued byte went out and was released, close the
-    /// engine's dup (never resetting the connection) and report `Closed`.
-    Detach {
-        conn: u32,
-    },
-    /// Close every socket; once none is left, reply and end the engine thread.
-    Shutdown {
-        reply: mpsc::Sender<()>,
-    },
-    /// Register `region` as a fixed buffer; the reply says why not when it cannot be.
-    Register {
-        region: Arc<Region>,
-        reply: mpsc::Sender<Result<(), Errno>>,
-    },
-    /// Drop a registration made by `Register` (the region is kept until no request uses it).
-    Unregister {
-        addr: usize,
-    },
-}
-
-pub(crate) struct Shared<H> {
-    /// Commands for the engine thread, and its wake-up (see [`crate::doorbell`]).
-    pub(crate) doorbell: Doorbell<Cmd<H>>,
-    /// Requests the kernel has not released yet, over all sockets (buffers pinned).
-    pub(crate) unreleased: AtomicU64,
-}
 
 /// Handle to a running engine; the engine thread lives as long as the process.
 pub struct Engine<H: Send + 'static> {
     shared: Arc<Shared<H>>,
     next_conn: AtomicU32,
     zc_flags: u16,
+    /// `None`: the engine thread (commands through the doorbell); `Some`: this thread's loop.
+    local: Option<Local<H>>,
 }
 
 impl<H: Send + 'static> Engine<H> {
@@ -101,32 +52,12 @@ impl<H: Send + 'static> Engine<H> {
     /// with the OS error when it or the engine's own ring, eventfd or thread ran out of
     /// descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`: worth trying again later).
     pub fn start(sink: impl FnMut(Vec<Event<H>>) + Send + 'static) -> io::Result<Self> {
-        let report = probe();
-        if let Some(errno) = report
-            .reason
-            .as_ref()
-            .filter(|r| r.is_transient())
-            .and_then(|r| r.errno)
-        {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
-        if !report.supported {
-            return Err(crate::send_zc::unsupported());
-        }
-        let zc_flags = if report.report_usage {
-            op::SEND_ZC_REPORT_USAGE
-        } else {
-            0
-        };
-        let shared = Arc::new(Shared {
-            doorbell: Doorbell::new()?,
-            unreleased: AtomicU64::new(0),
-        });
+        let (zc_flags, shared) = prepare()?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_shared = shared.clone();
         thread::Builder::new()
             .name("zerocopy-engine".into())
-            .spawn(move || match new_ring() {
+            .spawn(move || match new_ring(true) {
                 Ok(ring) => {
                     let _ = ready_tx.send(Ok(()));
                     Worker::new(ring, thread_shared, zc_flags, sink).run();
@@ -142,7 +73,42 @@ impl<H: Send + 'static> Engine<H> {
             shared,
             next_conn: AtomicU32::new(1),
             zc_flags,
+            local: None,
         })
+    }
+
+    /// Creates the ring on this thread, to be driven from its event loop: no engine thread.
+    /// Events come back from [`Engine::turn`]. Fails as [`Engine::start`] does.
+    pub fn start_local() -> io::Result<Self> {
+        let (zc_flags, shared) = prepare()?;
+        // Without DEFER_TASKRUN: see "Ring" in `worker/local.rs`. ZEROCOPY_SOCKET_RING=defer
+        // brings it back, for measurements only.
+        let defer = std::env::var_os("ZEROCOPY_SOCKET_RING").is_some_and(|v| v == "defer");
+        let local = Local::new(new_ring(defer)?, shared.clone(), zc_flags)?;
+        Ok(Engine {
+            shared,
+            next_conn: AtomicU32::new(1),
+            zc_flags,
+            local: Some(local),
+        })
+    }
+
+    /// For an engine from [`Engine::start_local`]: the descriptor to poll for readability
+    /// (the ring has completions or work to run); `None` for the engine thread.
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.local.as_ref().map(|_| self.shared.doorbell.eventfd())
+    }
+
+    /// For an engine from [`Engine::start_local`]: commands arrived since the last
+    /// [`Engine::turn`], which must run before the owner's thread blocks.
+    pub fn pending(&self) -> bool {
+        self.local.as_ref().is_some_and(Local::pending)
+    }
+
+    /// For an engine from [`Engine::start_local`]: submits what was queued, reaps what
+    /// completed and returns the events. Never blocks; always empty for the engine thread.
+    pub fn turn(&self) -> Vec<Event<H>> {
+        self.local.as_ref().map_or_else(Vec::new, Local::turn)
     }
 
     /// Whether notifications report `ZC_COPIED` on this kernel.
@@ -181,12 +147,16 @@ impl<H: Send + 'static> Engine<H> {
     /// engine drops `holder` only after the kernel released the memory (it comes back in the
     /// `Done` event). `id` must be unique among the socket's pending writes.
     pub unsafe fn write(&self, conn: u32, stats: &ConnStats, id: u64, span: Span, holder: H) {
-        self.shared.doorbell.push(Cmd::Write {
+        let cmd = Cmd::Write {
             conn,
             id,
             span,
             holder,
-        });
+        };
+        if let Some(local) = &self.local {
+            return local.apply(cmd);
+        }
+        self.shared.doorbell.push(cmd);
         // Pushed first, then read: see "Writes that skip the ring" in `crate::doorbell`.
         if !stats.transfer_in_flight.load(Ordering::SeqCst) {
             self.shared.doorbell.ring();
@@ -254,7 +224,10 @@ impl<H: Send + 'static> Engine<H> {
     pub fn shutdown(&self, timeout: std::time::Duration) -> bool {
         let (reply, answer) = mpsc::channel();
         self.send(Cmd::Shutdown { reply });
-        answer.recv_timeout(timeout).is_ok()
+        match &self.local {
+            Some(local) => local.shutdown(timeout),
+            None => answer.recv_timeout(timeout).is_ok(),
+        }
     }
 
     /// Registers `region` with the ring as a fixed buffer, so zero-copy sends from it skip
@@ -284,20 +257,66 @@ impl<H: Send + 'static> Engine<H> {
     }
 
     fn send(&self, cmd: Cmd<H>) {
+        if let Some(local) = &self.local {
+            return local.apply(cmd);
+        }
         self.shared.doorbell.push(cmd);
         self.shared.doorbell.ring();
     }
 }
 
+/// What both drivers start from: the probe's verdict, the zero-copy flags, the shared state.
+fn prepare<H>() -> io::Result<(u16, Arc<Shared<H>>)> {
+    let report = probe();
+    if let Some(errno) = report
+        .reason
+        .as_ref()
+        .filter(|r| r.is_transient())
+        .and_then(|r| r.errno)
+    {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    if !report.supported {
+        return Err(crate::send_zc::unsupported());
+    }
+    let zc_flags = if report.report_usage {
+        op::SEND_ZC_REPORT_USAGE
+    } else {
+        0
+    };
+    let shared = Arc::new(Shared {
+        doorbell: Doorbell::new()?,
+        unreleased: AtomicU64::new(0),
+    });
+    Ok((zc_flags, shared))
+}
+
 /// The engine's ring: 256 entries, smaller when RLIMIT_MEMLOCK is too low for that (kernels
-/// charge ring memory to it for processes without CAP_IPC_LOCK), plainer flags on old kernels.
-fn new_ring() -> io::Result<IoUring> {
+/// charge ring memory to it for processes without CAP_IPC_LOCK), plainer flags on old kernels
+/// (`COOP_TASKRUN` before 6.1, none before 5.19); `SINGLE_ISSUER | COOP_TASKRUN` when not
+/// `defer_taskrun`. Created on the thread that drives it.
+fn new_ring(defer_taskrun: bool) -> io::Result<IoUring> {
     let mut last = None;
     for entries in [256, 64, 16] {
-        let ring = IoUring::builder()
+        let deferred = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(entries)
+            .build(entries);
+        let ring = deferred
+            .and_then(|r| {
+                if defer_taskrun {
+                    Ok(r)
+                } else {
+                    Err(io::Error::other("coop"))
+                }
+            })
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .build(entries)
+            })
+            .or_else(|_| IoUring::builder().setup_coop_taskrun().build(entries))
             .or_else(|_| IoUring::new(entries));
         match ring {
             Ok(r) => return Ok(r),
@@ -308,16 +327,8 @@ fn new_ring() -> io::Result<IoUring> {
     Err(last.expect("tried at least once"))
 }
 
-pub(crate) fn last_errno() -> Errno {
-    Errno(
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
-}
-
 /// `F_DUPFD_CLOEXEC` after checking that `fd` is a stream socket.
-fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
+pub(crate) fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `ty`, which we own.
@@ -331,7 +342,7 @@ fn dup_stream_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
         )
     };
     if r != 0 {
-        return Err(last_errno());
+        return Err(Errno::last());
     }
     if ty != libc::SOCK_STREAM {
         return Err(Errno(libc::EPROTOTYPE));

@@ -17,6 +17,15 @@ pub struct Errno(pub i32);
 pub const ENGINE_FAILED: Errno = Errno(0x1_0002);
 
 impl Errno {
+    /// The calling thread's `errno` after a failed libc call (`EIO` if there is none).
+    pub fn last() -> Self {
+        Errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
+    }
+
     /// Takes a CQE `res` (negative errno) and returns the error it carries.
     pub fn from_res(res: i32) -> Self {
         Errno(res.saturating_neg())

@@ -13,11 +13,7 @@ pub fn dup_cloexec(fd: i32) -> Result<std::os::fd::OwnedFd, Errno> {
     // SAFETY: fcntl returns a new descriptor we own, or -1; it does not touch memory.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
-        return Err(Errno(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EBADF),
-        ));
+        return Err(Errno::last());
     }
     // SAFETY: `dup` is a fresh descriptor nobody else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) })

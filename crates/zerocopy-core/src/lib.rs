@@ -5,6 +5,7 @@
 //! - [`try_send_zc`]: the blocking one-request primitive, for tests and tools.
 //! - [`queue`]: the per-socket send queue (ordering, short sends, splitting, coalescing).
 //! - [`Engine`]: the asynchronous engine: a ring and its completion thread serving many sockets.
+//!   Or, from `Engine::start_local`, the same engine driven on its owner's event loop.
 //! - [`sendfile_now`]: a file range sent inline on the caller's thread, only when that cannot block;
 //!   [`read_now`]: one read the same way.
 //!
@@ -21,6 +22,8 @@ pub mod policy;
 pub mod probe;
 pub mod queue;
 
+#[cfg(uring)]
+mod command;
 #[cfg(uring)]
 mod conn;
 #[cfg(uring)]

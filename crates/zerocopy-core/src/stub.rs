@@ -123,6 +123,26 @@ impl<H: Send + 'static> Engine<H> {
         Err(unsupported())
     }
 
+    /// Always fails with [`io::ErrorKind::Unsupported`], as [`Engine::start`].
+    pub fn start_local() -> io::Result<Self> {
+        Err(unsupported())
+    }
+
+    /// No loop driver here: `None`.
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Never pending.
+    pub fn pending(&self) -> bool {
+        false
+    }
+
+    /// No events, ever.
+    pub fn turn(&self) -> Vec<Event<H>> {
+        Vec::new()
+    }
+
     /// Never true.
     pub fn reports_usage(&self) -> bool {
         false

@@ -11,14 +11,15 @@ use std::sync::{mpsc, Arc};
 use io_uring::{squeue, IoUring};
 
 use crate::buf::{BufTable, Region};
+use crate::command::{Cmd, Shared};
 use crate::conn::{
     conn_of, failed_done, ConnIo, Connection, FileConfig, Request, SendfileLimits, Staged, Staging,
 };
-use crate::engine::{last_errno, Cmd, Shared};
 use crate::events::Event;
 use crate::{op, Errno};
 
 mod failure;
+pub(crate) mod local;
 
 /// `user_data` of the eventfd read and of cancel requests. No request of a connection has
 /// either: a connection's `user_data` carry its id in their upper half, and ids are counted
@@ -59,6 +60,10 @@ pub(crate) struct Worker<H, F> {
     ring: IoUring,
     shared: Arc<Shared<H>>,
     zc_flags: u16,
+    /// Socket sends of at least this many bytes go to io-wq (`IOSQE_ASYNC`) instead of
+    /// running inline in `io_uring_enter`; `u32::MAX`: never. An experiment of the loop
+    /// driver (see `local.rs`).
+    pub(crate) async_from: u32,
     sink: F,
     conns: HashMap<u32, Slot<H>>,
     events: Vec<Event<H>>,
@@ -79,6 +84,7 @@ struct RingIo<'a, H> {
     events: &'a mut Vec<Event<H>>,
     unreleased: &'a AtomicU64,
     zc_flags: u16,
+    async_from: u32,
 }
 
 impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
@@ -94,6 +100,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             ring,
             shared,
             zc_flags,
+            async_from: u32::MAX,
             sink,
             conns: HashMap::new(),
             events: Vec::new(),
@@ -154,88 +161,94 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
             events: &mut self.events,
             unreleased: &self.shared.unreleased,
             zc_flags: self.zc_flags,
+            async_from: self.async_from,
         };
         Some(f(&mut slot.conn, &mut io))
     }
 
     fn apply_commands(&mut self) {
         for cmd in self.shared.doorbell.take() {
-            // Commands for a socket the engine does not know (never opened, or gone) are
-            // answered here: a write gets its memory straight back.
-            let known = match &cmd {
-                Cmd::Write { conn, .. }
-                | Cmd::SendFile { conn, .. }
-                | Cmd::Abort { conn, .. }
-                | Cmd::End { conn }
-                | Cmd::Close { conn }
-                | Cmd::Detach { conn } => self.conns.contains_key(conn),
-                _ => true,
-            };
-            if !known {
-                self.events.extend(unknown_conn(cmd));
-                continue;
+            self.apply(cmd);
+        }
+    }
+
+    /// Applies one command (the loop driver, `crate::local`, calls this directly).
+    pub(crate) fn apply(&mut self, cmd: Cmd<H>) {
+        // Commands for a socket the engine does not know (never opened, or gone) are
+        // answered here: a write gets its memory straight back.
+        let known = match &cmd {
+            Cmd::Write { conn, .. }
+            | Cmd::SendFile { conn, .. }
+            | Cmd::Abort { conn, .. }
+            | Cmd::End { conn }
+            | Cmd::Close { conn }
+            | Cmd::Detach { conn } => self.conns.contains_key(conn),
+            _ => true,
+        };
+        if !known {
+            self.events.extend(unknown_conn(cmd));
+            return;
+        }
+        match cmd {
+            Cmd::Open {
+                conn,
+                fd,
+                policy,
+                stats,
+            } => {
+                let conn_state = Connection::new(conn, policy, FILES, stats);
+                self.conns.insert(
+                    conn,
+                    Slot {
+                        fd: Some(fd),
+                        conn: conn_state,
+                    },
+                );
             }
-            match cmd {
-                Cmd::Open {
-                    conn,
-                    fd,
-                    policy,
-                    stats,
-                } => {
-                    let conn_state = Connection::new(conn, policy, FILES, stats);
-                    self.conns.insert(
-                        conn,
-                        Slot {
-                            fd: Some(fd),
-                            conn: conn_state,
-                        },
-                    );
-                }
-                Cmd::Write {
-                    conn,
-                    id,
-                    span,
-                    holder,
-                } => {
-                    self.with_conn(conn, |c, io| c.write(id, span, holder, io));
-                }
-                Cmd::SendFile {
-                    conn,
-                    id,
-                    file,
-                    offset,
-                    len,
-                } => {
-                    self.with_conn(conn, |c, io| c.send_file(id, file, offset, len, io));
-                }
-                Cmd::Abort { conn, id } => {
-                    self.with_conn(conn, |c, io| c.abort(id, io));
-                }
-                Cmd::End { conn } => {
-                    self.with_conn(conn, |c, _| c.end());
-                }
-                Cmd::Close { conn } => {
-                    self.with_conn(conn, |c, _| c.close());
-                }
-                Cmd::Detach { conn } => {
-                    self.with_conn(conn, |c, _| c.detach());
-                }
-                Cmd::Shutdown { reply } => {
-                    for slot in self.conns.values_mut() {
-                        slot.conn.close();
-                    }
-                    self.shutdown = Some(reply);
-                }
-                Cmd::Register { region, reply } => {
-                    let _ = reply.send(self.fixed.register(&self.ring, region).map(drop));
-                }
-                Cmd::Unregister { addr } => self.fixed.unregister(&self.ring, addr),
+            Cmd::Write {
+                conn,
+                id,
+                span,
+                holder,
+            } => {
+                self.with_conn(conn, |c, io| c.write(id, span, holder, io));
             }
+            Cmd::SendFile {
+                conn,
+                id,
+                file,
+                offset,
+                len,
+            } => {
+                self.with_conn(conn, |c, io| c.send_file(id, file, offset, len, io));
+            }
+            Cmd::Abort { conn, id } => {
+                self.with_conn(conn, |c, io| c.abort(id, io));
+            }
+            Cmd::End { conn } => {
+                self.with_conn(conn, |c, _| c.end());
+            }
+            Cmd::Close { conn } => {
+                self.with_conn(conn, |c, _| c.close());
+            }
+            Cmd::Detach { conn } => {
+                self.with_conn(conn, |c, _| c.detach());
+            }
+            Cmd::Shutdown { reply } => {
+                for slot in self.conns.values_mut() {
+                    slot.conn.close();
+                }
+                self.shutdown = Some(reply);
+            }
+            Cmd::Register { region, reply } => {
+                let _ = reply.send(self.fixed.register(&self.ring, region).map(drop));
+            }
+            Cmd::Unregister { addr } => self.fixed.unregister(&self.ring, addr),
         }
     }
 
     /// Pumps every socket an input arrived for; drops those that are gone.
-    fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         let due: Vec<u32> = self
             .conns
             .iter()
@@ -250,7 +263,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         }
     }
 
-    fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         let cqes: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
@@ -272,7 +285,7 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         }
     }
 
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if !self.events.is_empty() {
             (self.sink)(std::mem::take(&mut self.events));
         }
@@ -397,6 +410,16 @@ impl<H> ConnIo<H> for RingIo<'_, H> {
             },
             Request::PollOut => op::poll_out(fd),
         };
+        let offload = match req {
+            Request::SendZc { len, .. } | Request::Send { len, .. } => len >= self.async_from,
+            Request::SendMsg { .. } => self.async_from < u32::MAX,
+            Request::Read { .. } | Request::PollOut => false,
+        };
+        let sqe = if offload {
+            sqe.flags(squeue::Flags::ASYNC)
+        } else {
+            sqe
+        };
         self.unreleased.fetch_add(1, Ordering::AcqRel);
         push(self.ring, self.broken, &sqe.user_data(ud));
     }
@@ -427,7 +450,7 @@ impl<H> ConnIo<H> for RingIo<'_, H> {
         // SAFETY: sendfile copies between two descriptors we own (dups); `off` is ours.
         let n = unsafe { libc::sendfile(self.socket(), file, &mut off, len) };
         if n < 0 {
-            return Err(last_errno());
+            return Err(Errno::last());
         }
         Ok(n as usize)
     }
@@ -436,7 +459,7 @@ impl<H> ConnIo<H> for RingIo<'_, H> {
         // SAFETY: shutdown on our own dup; it does not touch memory.
         match unsafe { libc::shutdown(self.socket(), libc::SHUT_WR) } {
             0 => Ok(()),
-            _ => Err(last_errno()),
+            _ => Err(Errno::last()),
         }
     }
 

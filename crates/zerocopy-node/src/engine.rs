@@ -65,7 +65,7 @@ pub(crate) fn engine() -> Option<Rc<Engine<Holder>>> {
 /// Flattens a batch of events into `[kind, conn, id, value, flags]` records, and tells
 /// [`owed`] which owed records are delivered with them. Runs on the JS thread, so the holders
 /// dropped here release their references where napi requires.
-fn encode(env: &Env, events: Vec<Event<Holder>>) -> Vec<f64> {
+pub(crate) fn encode(env: &Env, events: Vec<Event<Holder>>) -> Vec<f64> {
     let mut out = Vec::with_capacity(events.len() * STRIDE);
     let mut dones = 0;
     let mut ended = Vec::new();
@@ -133,6 +133,10 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
     if !report.supported {
         return Ok(false);
     }
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("ZEROCOPY_SOCKET_DRIVER").is_some_and(|v| v == "loop") {
+        return start_on_loop(&env, &on_events);
+    }
     let mailbox = Arc::new(Mailbox {
         events: Mutex::new(Vec::new()),
         armed: AtomicBool::new(true),
@@ -147,7 +151,7 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
             Ok(Float64Array::new(encode(&ctx.env, js_box.take())))
         })?;
     // Weak: the loop is held only while the engine owes an event (see `owed`).
-    owed::install(tsfn.handle.clone());
+    owed::install(owed::KeepAlive::Thread(tsfn.handle.clone()));
     let engine_box = mailbox.clone();
     let started = Engine::start(move |events| {
         engine_box
@@ -180,6 +184,26 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
     }
 }
 
+/// The opt-in loop driver: the ring on this thread's own event loop (`event_loop.rs`), no
+/// engine thread, no mailbox; `engineArm` then has nothing to collect.
+#[cfg(target_os = "linux")]
+fn start_on_loop(env: &Env, on_events: &Function<Float64Array, ()>) -> napi::Result<bool> {
+    let engine = match Engine::start_local() {
+        Ok(e) => Rc::new(e),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Ok(false),
+        Err(e) => return error::throw(env, error::io("io_uring_setup", e)),
+    };
+    let fd = engine
+        .wake_fd()
+        .expect("a loop engine has a wake descriptor");
+    ENGINE.with(|slot| *slot.borrow_mut() = Some(engine));
+    if let Err(e) = crate::event_loop::start(env, fd, on_events) {
+        teardown();
+        return Err(e);
+    }
+    Ok(true)
+}
+
 /// Runs when this thread's Node environment goes away (a worker that ends, or process exit):
 /// closes the engine's sockets and ends its thread (see the core's `Engine::shutdown`), so
 /// neither the connections nor the thread and ring outlive this environment; waits a little for
@@ -187,7 +211,7 @@ pub fn engine_start(env: Env, on_events: Function<Float64Array, ()>) -> napi::Re
 /// while napi references can still be released. Whatever the kernel still holds after that (a
 /// peer that does not read) stays with the engine until the connection is reset, never freed
 /// early.
-fn teardown() {
+pub(crate) fn teardown() {
     if let Some(engine) = ENGINE.try_with(|e| e.borrow_mut().take()).ok().flatten() {
         engine.shutdown(std::time::Duration::from_secs(1));
     }

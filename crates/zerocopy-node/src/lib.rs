@@ -7,6 +7,8 @@
 
 mod engine;
 mod error;
+#[cfg(target_os = "linux")]
+mod event_loop;
 mod owed;
 mod pool;
 mod protocol;

@@ -1,6 +1,7 @@
 //! The events this thread's engine still owes JavaScript, and the event-loop reference held
-//! for them: the engine's completion callback (a threadsafe function, weak by default) is
-//! ref'd while anything is owed and unref'd once nothing is. See [`Owed`].
+//! for them: the engine's completion callback (a threadsafe function, weak by default; or,
+//! for the loop driver, its `uv_poll_t`) is ref'd while anything is owed and unref'd once
+//! nothing is. See [`Owed`].
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -44,14 +45,18 @@ thread_local! {
 /// `close` still resets; an unknown connection, or any on a failed engine, is answered with
 /// `Closed` at once. Every record reaches `encode`: the engine rings the doorbell (this callback)
 /// while JS is armed, and JS re-arms from `setImmediate` and collects what arrived (`engineArm`),
-/// both kept running by this very reference. Only the Node environment's teardown drops records
+/// both kept running by this very reference. With the loop driver (`event_loop.rs`) the
+/// reference is its poll handle's: the kernel signals the polled descriptor for every
+/// completion, and the prepare handle turns the engine before the loop blocks while commands
+/// are pending, so every record reaches `encode` from one of those two callbacks. Only the Node environment's teardown drops records
 /// undelivered, when there is no loop left to hold.
 ///
 /// `napi_ref_threadsafe_function` is a flag, not a counter: it is called on the transitions
 /// 0 → 1 and 1 → 0 only, both on the JS thread as napi requires.
 struct Owed {
-    /// The completion callback's handle (the engine's sink owns the function itself).
-    handle: Arc<ThreadsafeFunctionHandle>,
+    /// What holds the loop: the completion callback's handle (the engine's sink owns the
+    /// function itself), or the loop driver's poll handle.
+    handle: KeepAlive,
     /// `Done` records owed.
     dones: u64,
     /// Connections whose `Ended` is owed.
@@ -74,11 +79,19 @@ impl Owed {
         if before == after {
             return;
         }
-        self.handle.with_read_aborted(|aborted| {
+        let handle = match &self.handle {
+            KeepAlive::Loop(_poll) => {
+                #[cfg(target_os = "linux")]
+                crate::event_loop::hold(*_poll, after);
+                return;
+            }
+            KeepAlive::Thread(handle) => handle,
+        };
+        handle.with_read_aborted(|aborted| {
             if aborted {
                 return; // the environment is being torn down
             }
-            let raw = self.handle.get_raw();
+            let raw = handle.get_raw();
             // SAFETY: on the JS thread of the environment that created the function, which is
             // not aborted (released), so `raw` is valid.
             let _ = unsafe {
@@ -92,8 +105,17 @@ impl Owed {
     }
 }
 
-/// Starts counting for this thread's engine, whose completion callback has `handle`.
-pub(crate) fn install(handle: Arc<ThreadsafeFunctionHandle>) {
+/// What keeps the event loop alive while events are owed.
+pub(crate) enum KeepAlive {
+    /// The engine thread's completion callback.
+    Thread(Arc<ThreadsafeFunctionHandle>),
+    /// The loop driver's `uv_poll_t` (see `event_loop.rs`), live until the teardown that
+    /// also uninstalls this.
+    Loop(*mut std::ffi::c_void),
+}
+
+/// Starts counting for this thread's engine, whose loop is held through `handle`.
+pub(crate) fn install(handle: KeepAlive) {
     OWED.with(|o| {
         *o.borrow_mut() = Some(Owed {
             handle,

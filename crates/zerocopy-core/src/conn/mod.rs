@@ -8,9 +8,10 @@
 //!   when each is done;
 //! - at most one running file send, a [`FileJob`] (`sendfile(2)` or staged; `jobs.rs`), at the
 //!   queue's position, and the retired staged jobs whose staging memory the kernel still pins;
-//! - every request it submitted and the kernel has not released, in `reqs` (what it is for)
-//!   and `tracker` (which of its completions arrived); a request's memory (a caller's holder,
-//!   a staging region, a `msghdr`) lives at least until the tracker reports its release;
+//! - every request it submitted and the kernel has not released, one [`InFlight`] record per
+//!   `user_data` in `reqs`: what it is for, which of its completions arrived
+//!   ([`OpState`]), and the `msghdr` it points to; a request's memory (a caller's holder, a
+//!   staging region, a `msghdr`) lives at least until its record says it was released;
 //! - its [`Lifecycle`] (open, handing back, closing) and its [`EndState`].
 //!
 //! **Rules** (each pinned by the property test): bytes leave in the order they were queued,
@@ -29,7 +30,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::classify::Tracker;
+use crate::classify::OpState;
 use crate::events::{ConnStats, Event};
 use crate::policy::Policy;
 use crate::queue::{Done, SendQueue, SentOutcome, Span};
@@ -84,9 +85,11 @@ enum Req {
     FilePoll,
 }
 
-/// A request in flight: what it is for, and the `msghdr` a vectored send points to.
+/// A request in flight, the one record of it (keyed by its `user_data`): what it is for,
+/// which of its completions arrived, and the `msghdr` a vectored send points to.
 struct InFlight {
     what: Req,
+    state: OpState,
     _msg: Option<Box<MsgBuf>>,
 }
 
@@ -108,7 +111,6 @@ pub(crate) struct Connection<H, F> {
     /// The queue's request in flight (to cancel on close).
     queue_ud: Option<u64>,
     reqs: HashMap<u64, InFlight>,
-    tracker: Tracker,
     next_seq: u32,
     lifecycle: Lifecycle,
     end: EndState,
@@ -133,7 +135,6 @@ impl<H, F: AsRawFd> Connection<H, F> {
             retired: Vec::new(),
             queue_ud: None,
             reqs: HashMap::new(),
-            tracker: Tracker::new(),
             next_seq: 0,
             lifecycle: Lifecycle::Open,
             end: EndState::NotAsked,
@@ -261,24 +262,32 @@ impl<H, F: AsRawFd> Connection<H, F> {
                 break ud;
             }
         };
-        self.tracker.submit(ud);
-        self.reqs.insert(ud, InFlight { what, _msg: msg });
+        let record = InFlight {
+            what,
+            state: OpState::SUBMITTED,
+            _msg: msg,
+        };
+        self.reqs.insert(ud, record);
         io.submit(ud, req);
         ud
     }
 
     /// Feeds one CQE of request `ud`. Returns whether the kernel released the request with it.
     pub(crate) fn on_cqe(&mut self, ud: u64, res: i32, flags: u32) -> bool {
-        let step = self.tracker.on_cqe(ud, res, flags);
+        let Some(record) = self.reqs.get_mut(&ud) else {
+            return false; // not a request of ours (or one already released)
+        };
+        let (next, step) = record.state.on_cqe(ud, res, flags);
         if step.stray {
             return false;
+        }
+        let what = record.what;
+        if let Some(next) = next {
+            record.state = next;
         }
         self.dirty = true;
         let sent = step.sent.map(|s| s.result);
         let released = step.released.map(|r| r.copied);
-        let Some(what) = self.reqs.get(&ud).map(|r| r.what) else {
-            return false;
-        };
         match what {
             Req::Queue { token, zero_copy } => {
                 if let Some(result) = sent {

@@ -15,8 +15,8 @@
 use std::sync::atomic::Ordering;
 
 use super::Worker;
+use crate::command::Cmd;
 use crate::conn::failed_done;
-use crate::engine::Cmd;
 use crate::error::ENGINE_FAILED;
 use crate::events::Event;
 use crate::Errno;
@@ -24,6 +24,28 @@ use crate::Errno;
 impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
     /// Fails every socket with [`ENGINE_FAILED`] and answers commands until `Shutdown`.
     pub(super) fn fail(mut self, errno: Errno) {
+        self.fail_all(errno);
+        let mut shutdown = self.shutdown.take();
+        loop {
+            self.flush();
+            if let Some(reply) = shutdown.take() {
+                let _ = reply.send(());
+                // The ring's descriptor and mappings, and `wake_buf` (an eventfd read may still
+                // be armed), stay: closing a descriptor this thread no longer trusts could close
+                // someone else's, and the kernel may still write into the mappings.
+                return std::mem::forget(self);
+            }
+            for cmd in self.shared.doorbell.wait_failed() {
+                if let Some(reply) = self.answer_failed(cmd) {
+                    shutdown = Some(reply);
+                }
+            }
+        }
+    }
+
+    /// Fails every socket with [`ENGINE_FAILED`], leaking what the kernel may still read, and
+    /// makes producers refuse new sockets.
+    pub(crate) fn fail_all(&mut self, errno: Errno) {
         for slot in self.conns.values() {
             slot.conn
                 .stats()
@@ -37,40 +59,31 @@ impl<H: Send + 'static, F: FnMut(Vec<Event<H>>)> Worker<H, F> {
         }
         // The registered regions: the kernel may still use them.
         std::mem::forget(std::mem::take(&mut self.fixed.regions));
-        let mut shutdown = self.shutdown.take();
-        loop {
-            self.flush();
-            if let Some(reply) = shutdown.take() {
-                let _ = reply.send(());
-                // The ring's descriptor and mappings, and `wake_buf` (an eventfd read may still
-                // be armed), stay: closing a descriptor this thread no longer trusts could close
-                // someone else's, and the kernel may still write into the mappings.
-                return std::mem::forget(self);
+    }
+
+    /// Answers a command that arrived after the ring failed, at once; returns the reply of a
+    /// `Shutdown`, for the caller to send once the events before it are delivered.
+    pub(crate) fn answer_failed(&mut self, cmd: Cmd<H>) -> Option<std::sync::mpsc::Sender<()>> {
+        match cmd {
+            Cmd::Write {
+                conn, id, holder, ..
+            } => self
+                .events
+                .push(failed_done(conn, id, ENGINE_FAILED, Some(holder))),
+            Cmd::SendFile { conn, id, .. } => {
+                self.events.push(failed_done(conn, id, ENGINE_FAILED, None))
             }
-            for cmd in self.shared.doorbell.wait_failed() {
-                match cmd {
-                    Cmd::Write {
-                        conn, id, holder, ..
-                    } => self
-                        .events
-                        .push(failed_done(conn, id, ENGINE_FAILED, Some(holder))),
-                    Cmd::SendFile { conn, id, .. } => {
-                        self.events.push(failed_done(conn, id, ENGINE_FAILED, None))
-                    }
-                    Cmd::End { conn } => self.events.push(Event::Ended {
-                        conn,
-                        result: Err(ENGINE_FAILED),
-                    }),
-                    Cmd::Close { conn } | Cmd::Detach { conn } => {
-                        self.events.push(Event::Closed { conn })
-                    }
-                    Cmd::Register { reply, .. } => {
-                        let _ = reply.send(Err(ENGINE_FAILED));
-                    }
-                    Cmd::Shutdown { reply } => shutdown = Some(reply),
-                    Cmd::Open { .. } | Cmd::Abort { .. } | Cmd::Unregister { .. } => {}
-                }
+            Cmd::End { conn } => self.events.push(Event::Ended {
+                conn,
+                result: Err(ENGINE_FAILED),
+            }),
+            Cmd::Close { conn } | Cmd::Detach { conn } => self.events.push(Event::Closed { conn }),
+            Cmd::Register { reply, .. } => {
+                let _ = reply.send(Err(ENGINE_FAILED));
             }
+            Cmd::Shutdown { reply } => return Some(reply),
+            Cmd::Open { .. } | Cmd::Abort { .. } | Cmd::Unregister { .. } => {}
         }
+        None
     }
 }
