@@ -1,0 +1,224 @@
+// Hostile tests of the perf branch (issue 21): the descriptor cache's limits and lifetime, the
+// header block sent with MSG_MORE, the small-body path, and serveStatic's answers without send,
+// each side by side with what serve-static 2.2.1 / send 1.2.1 do. Real loopback sockets, real
+// clients; every wait has a deadline.
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { gunzipSync } from 'node:zlib'
+
+import test from 'ava'
+import compression from 'compression'
+import express from 'express'
+
+import { clearFileCache, configureFileCache, respondWithFile, serveStatic } from '../index'
+import { patternBytes } from './helpers'
+
+function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`HANG: ${what} after ${ms} ms`)), ms)))
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
+}
+
+interface Got {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: Buffer
+}
+
+function request(port: number, path: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders } = {}): Promise<Got> {
+  return deadline(
+    new Promise((resolve, reject) => {
+      http
+        .request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.once('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+          res.once('error', reject)
+        })
+        .once('error', reject)
+        .end()
+    }),
+    10_000,
+    `${opts.method ?? 'GET'} ${path}`,
+  )
+}
+
+async function listen(handler: http.RequestListener): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { server, port: (server.address() as AddressInfo).port }
+}
+
+function close(server: http.Server): Promise<void> {
+  server.closeAllConnections()
+  return deadline(new Promise((resolve) => server.close(() => resolve())), 5_000, 'server.close')
+}
+
+function fdsUnder(dir: string): number {
+  let n = 0
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) n++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n
+}
+
+function scratch(t: { teardown(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'zc-perf-hostile-'))
+  t.teardown(() => {
+    configureFileCache({ maxEntries: 256, freshMs: 1000 })
+    clearFileCache()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
+}
+
+/** Headers that differ between two servers for reasons of their own. */
+const VOLATILE = new Set(['date', 'connection', 'keep-alive', 'x-powered-by'])
+function comparable(got: Got): { status: number; headers: Record<string, unknown>; body: string } {
+  const headers: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(got.headers)) if (!VOLATILE.has(k)) headers[k] = v
+  return { status: got.status, headers, body: got.body.toString('base64') }
+}
+
+test.serial('configureFileCache refuses edge values with ERR_OUT_OF_RANGE and keeps its limits', (t) => {
+  scratch(t)
+  for (const bad of [{ maxEntries: -1 }, { maxEntries: Number.NaN }, { freshMs: -1 }, { freshMs: Number.NaN }, { freshMs: Infinity }, { maxEntries: 1.5 }]) {
+    const err = t.throws(() => configureFileCache(bad), undefined, JSON.stringify(bad))
+    t.is((err as NodeJS.ErrnoException | undefined)?.code, 'ERR_OUT_OF_RANGE', String(Object.keys(bad)))
+  }
+  configureFileCache({ maxEntries: 0 })
+  configureFileCache({ maxEntries: 256, freshMs: 1000 })
+  t.pass()
+})
+
+test.serial('a server closed, listening again and closed again closes the cached descriptors again', async (t) => {
+  const dir = scratch(t)
+  writeFileSync(join(dir, 'a.bin'), patternBytes(100_000))
+  configureFileCache({ freshMs: 60_000 })
+  const server = http.createServer((req, res) => {
+    respondWithFile(res, join(dir, 'a.bin')).catch(() => res.destroy())
+  })
+  for (let round = 0; round < 2; round++) {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const got = await request((server.address() as AddressInfo).port, '/')
+    t.is(got.body.length, 100_000)
+    t.true(fdsUnder(dir) > 0, 'the descriptor is cached while the server runs')
+    await close(server)
+    await new Promise((r) => setTimeout(r, 50))
+    t.is(fdsUnder(dir), 0, `round ${round}: every cached descriptor is closed with the server`)
+  }
+})
+
+test.serial('serveStatic under compression: a gzip body that unzips to the file, as express.static', async (t) => {
+  const dir = scratch(t)
+  const text = Buffer.from('hello compressible world\n'.repeat(8_000)) // 200 KB: not the small-body path
+  writeFileSync(join(dir, 'big.txt'), text)
+  writeFileSync(join(dir, 'small.txt'), text.subarray(0, 4_000))
+  const app = express()
+  app.use(compression())
+  app.use('/zc', serveStatic(dir))
+  app.use('/ss', express.static(dir))
+  const { server, port } = await listen(app)
+  t.teardown(() => close(server))
+  for (const name of ['small.txt', 'big.txt']) {
+    for (let i = 0; i < 2; i++) {
+      const ours = await request(port, `/zc/${name}`, { headers: { 'accept-encoding': 'gzip' } })
+      const theirs = await request(port, `/ss/${name}`, { headers: { 'accept-encoding': 'gzip' } })
+      t.is(ours.headers['content-encoding'], theirs.headers['content-encoding'], `${name} #${i}`)
+      const body = ours.headers['content-encoding'] === 'gzip' ? gunzipSync(ours.body) : ours.body
+      t.true(body.equals(name === 'big.txt' ? text : text.subarray(0, 4_000)), `${name} #${i}: the body is the file`)
+    }
+  }
+})
+
+test.serial('serveStatic answers again as serve-static: GET, repeat, HEAD, query, earlier headers, status, mounts', async (t) => {
+  const dir = scratch(t)
+  writeFileSync(join(dir, 'a.txt'), 'alpha\n')
+  writeFileSync(join(dir, 'b.js'), patternBytes(40_000))
+  writeFileSync(join(dir, 'page.html'), '<p>page</p>\n')
+  writeFileSync(join(dir, '.secret'), 'dot\n')
+  mkdirSync(join(dir, 'sub'))
+  writeFileSync(join(dir, 'sub', 'index.html'), '<p>index</p>\n')
+  const make = (mw: typeof serveStatic | typeof express.static) => {
+    const app = express()
+    app.use((req, res, next) => {
+      if (req.query.cc) res.setHeader('Cache-Control', 'no-store')
+      if (req.query.ct) res.setHeader('Content-Type', 'text/x-custom')
+      if (req.query.status) res.status(Number(req.query.status))
+      if (req.query.etag) res.setHeader('ETag', '"mine"')
+      next()
+    })
+    app.use('/m', (mw as typeof serveStatic)(dir, { extensions: ['html'], maxAge: '1h' }))
+    app.use((mw as typeof serveStatic)(dir, { dotfiles: 'allow', etag: false, lastModified: false, acceptRanges: false }))
+    return app
+  }
+  const a = await listen(make(serveStatic))
+  const b = await listen(make(express.static))
+  t.teardown(() => Promise.all([close(a.server), close(b.server)]))
+  const paths = [
+    '/a.txt', '/a.txt', '/a.txt?x=1', '/a.txt?cc=1', '/a.txt?ct=1', '/a.txt?status=201', '/a.txt?status=404', '/a.txt?etag=1',
+    '/b.js', '/b.js', '/b.js?cc=1', '/m/a.txt', '/m/a.txt', '/m/page', '/m/page', '/m/page?ct=1', '/.secret', '/.secret', '/m/.secret',
+    '/sub/', '/sub/', '/m/sub/', '/m/sub/', '/m/sub', '/sub', '/A.TXT', '/m/b.js', '/m/b.js?status=500',
+  ]
+  for (const method of ['GET', 'HEAD', 'GET']) {
+    for (const path of paths) {
+      const ours = comparable(await request(a.port, path, { method }))
+      const theirs = comparable(await request(b.port, path, { method }))
+      t.deepEqual(ours, theirs, `${method} ${path}`)
+    }
+  }
+})
+
+test.serial('pipelined keep-alive requests over one raw socket get their files in order, byte for byte', async (t) => {
+  const dir = scratch(t)
+  const sizes = [100, 20_000, 300_000, 5, 70_000]
+  sizes.forEach((n, i) => writeFileSync(join(dir, `f${i}`), patternBytes(n + i)))
+  const { server, port } = await listen((req, res) => {
+    respondWithFile(res, join(dir, req.url!.slice(1))).catch(() => res.destroy())
+  })
+  t.teardown(() => close(server))
+  const order = [0, 1, 2, 3, 4, 2, 1, 0, 4, 4, 2]
+  const sock = net.connect(port, '127.0.0.1')
+  const raw: Buffer[] = []
+  sock.on('data', (c: Buffer) => raw.push(c))
+  sock.write(order.map((i) => `GET /f${i} HTTP/1.1\r\nHost: x\r\n\r\n`).join(''))
+  // A slow reader: pause, so the server's socket fills up, then read.
+  sock.pause()
+  await new Promise((r) => setTimeout(r, 200))
+  sock.resume()
+  const expectedLength = order.reduce((n, i) => n + sizes[i] + i, 0)
+  await deadline(
+    new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (Buffer.concat(raw).length >= expectedLength) resolve()
+        else setTimeout(check, 20)
+      }
+      check()
+    }),
+    10_000,
+    'all pipelined responses',
+  )
+  await new Promise((r) => setTimeout(r, 100))
+  sock.destroy()
+  let all = Buffer.concat(raw)
+  for (const i of order) {
+    const end = all.indexOf('\r\n\r\n')
+    t.true(end > 0, `a header block for f${i}`)
+    const head = all.subarray(0, end).toString('latin1')
+    t.regex(head, /^HTTP\/1\.1 200 OK\r\n/)
+    const m = /content-length: (\d+)/i.exec(head)
+    t.is(Number(m?.[1]), sizes[i] + i, head)
+    const body = all.subarray(end + 4, end + 4 + sizes[i] + i)
+    t.true(body.equals(patternBytes(sizes[i] + i)), `f${i}: the body is the file`)
+    all = all.subarray(end + 4 + sizes[i] + i)
+  }
+  t.is(all.length, 0, 'nothing after the last response')
+})
