@@ -29,6 +29,7 @@ import { promisify } from 'node:util'
 
 import { checkFile, OPEN_FLAGS, type PreparedFile, type SendFileOptions } from './file'
 import { binding } from './native'
+import { validateInteger, validateOptions } from './validate'
 
 const open = promisify(openCb)
 
@@ -168,7 +169,11 @@ export function clearFileCache(): void {
 export function closeWithServer(server: Server | null | undefined): void {
   if (!server || watchedServers.has(server)) return
   watchedServers.add(server)
-  server.once('close', clearFileCache)
+  // A server can listen again after it closed: watch it again from its next response.
+  server.once('close', () => {
+    watchedServers.delete(server)
+    clearFileCache()
+  })
 }
 
 /** The cache's counts and limits. */
@@ -179,9 +184,17 @@ export function fileCacheStats(): FileCacheStats {
 /**
  * Sets the cache's limits (`maxEntries` 0 turns it off: every response opens its file). Entries
  * over a new limit are closed.
+ * @throws `ERR_OUT_OF_RANGE` unless each given limit is an integer from 0 to 2^31-1;
+ *   `ERR_INVALID_ARG_TYPE` for a limit that is not a number. Nothing changes then.
  */
 export function configureFileCache(limits: Partial<FileCacheOptions>): void {
-  Object.assign(options, limits)
+  validateOptions(limits, 'limits')
+  // Integers only: a negative or NaN bound would break the eviction loop, and setInterval
+  // clamps a period over 2^31-1 ms (or NaN) to 1 ms.
+  if (limits.maxEntries !== undefined) validateInteger(limits.maxEntries, 'limits.maxEntries', 0, 2 ** 31 - 1)
+  if (limits.freshMs !== undefined) validateInteger(limits.freshMs, 'limits.freshMs', 0, 2 ** 31 - 1)
+  if (limits.maxEntries !== undefined) options.maxEntries = limits.maxEntries
+  if (limits.freshMs !== undefined) options.freshMs = limits.freshMs
   while (entries.size > options.maxEntries) retire(entries.values().next().value!)
   if (sweeper) {
     clearInterval(sweeper)
