@@ -222,3 +222,107 @@ test.serial('pipelined keep-alive requests over one raw socket get their files i
   }
   t.is(all.length, 0, 'nothing after the last response')
 })
+
+/** Sends `requests` on one raw connection and returns what came back once `until` says so. */
+async function rawExchange(port: number, requests: string, until: (all: Buffer) => boolean, what: string): Promise<Buffer> {
+  const sock = net.connect(port, '127.0.0.1')
+  const raw: Buffer[] = []
+  sock.on('data', (c: Buffer) => raw.push(c))
+  sock.on('error', () => {})
+  sock.write(requests)
+  try {
+    await deadline(
+      new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (until(Buffer.concat(raw)) || sock.destroyed) resolve()
+          else setTimeout(check, 10)
+        }
+        check()
+      }),
+      10_000,
+      what,
+    )
+    await new Promise((r) => setTimeout(r, 100))
+  } finally {
+    sock.destroy()
+  }
+  return Buffer.concat(raw)
+}
+
+test.serial('a response corked by the application still completes (no hang)', async (t) => {
+  const dir = scratch(t)
+  const data = patternBytes(200_000)
+  writeFileSync(join(dir, 'c.bin'), data)
+  const { server, port } = await listen((req, res) => {
+    res.cork()
+    respondWithFile(res, join(dir, 'c.bin')).catch(() => res.destroy())
+  })
+  t.teardown(() => close(server))
+  const got = await request(port, '/')
+  t.is(got.status, 200)
+  t.true(got.body.equals(data))
+})
+
+for (const preset of [204, 304]) {
+  test.serial(`status ${preset} set before: the next response on the connection is intact (small and large files)`, async (t) => {
+    const dir = scratch(t)
+    writeFileSync(join(dir, 'small'), patternBytes(1_000))
+    writeFileSync(join(dir, 'large'), patternBytes(100_000))
+    writeFileSync(join(dir, 'next'), 'NEXT-BODY')
+    const { server, port } = await listen((req, res) => {
+      if (req.url !== '/next') res.statusCode = preset
+      respondWithFile(res, join(dir, req.url!.slice(1))).catch(() => res.destroy())
+    })
+    t.teardown(() => close(server))
+    for (const name of ['small', 'large']) {
+      const all = await rawExchange(
+        port,
+        `GET /${name} HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n`,
+        (b) => b.includes('NEXT-BODY'),
+        `${preset} then next (${name})`,
+      )
+      const first = all.indexOf('\r\n\r\n')
+      t.regex(all.subarray(0, first).toString('latin1'), new RegExp(`^HTTP/1\\.1 ${preset} `), name)
+      const rest = all.subarray(first + 4)
+      t.true(rest.subarray(0, 9).toString('latin1') === 'HTTP/1.1 ', `${name}: the next response starts right after the ${preset} head, not after body bytes`)
+    }
+  })
+}
+
+test.serial('a header block larger than the socket buffer, to a client that reads late: head and body whole', async (t) => {
+  const dir = scratch(t)
+  const data = patternBytes(300_000)
+  writeFileSync(join(dir, 'h.bin'), data)
+  const big = 'v'.repeat(4 * 1024 * 1024)
+  const { server, port } = await listen((req, res) => {
+    res.setHeader('X-Big', big)
+    respondWithFile(res, join(dir, 'h.bin')).catch(() => res.destroy())
+  })
+  t.teardown(() => close(server))
+  const sock = net.connect(port, '127.0.0.1')
+  const raw: Buffer[] = []
+  let n = 0
+  sock.on('data', (c: Buffer) => {
+    raw.push(c)
+    n += c.length
+  })
+  sock.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  sock.pause()
+  await new Promise((r) => setTimeout(r, 300))
+  sock.resume()
+  await deadline(
+    new Promise<void>((resolve) => {
+      const check = (): void => (n >= big.length + data.length ? resolve() : void setTimeout(check, 20))
+      check()
+    }),
+    10_000,
+    'a big head and its body',
+  )
+  await new Promise((r) => setTimeout(r, 100))
+  sock.destroy()
+  const all = Buffer.concat(raw)
+  const end = all.indexOf('\r\n\r\n')
+  t.true(all.subarray(0, end).toString('latin1').includes(`x-big: ${big}`.slice(0, 100)) || all.subarray(0, end).toString('latin1').includes(`X-Big: ${big}`.slice(0, 100)))
+  t.is(all.length - end - 4, data.length)
+  t.true(all.subarray(end + 4).equals(data))
+})
