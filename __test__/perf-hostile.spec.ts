@@ -326,3 +326,39 @@ test.serial('a header block larger than the socket buffer, to a client that read
   t.is(all.length - end - 4, data.length)
   t.true(all.subarray(end + 4).equals(data))
 })
+
+test.serial('after freshMs, serveStatic answers as serve-static: a file turned directory, a symlink retargeted, a name shadowing an extension', async (t) => {
+  const dir = scratch(t)
+  configureFileCache({ freshMs: 100 })
+  const { symlinkSync, unlinkSync } = await import('node:fs')
+  writeFileSync(join(dir, 'x'), 'file x\n')
+  writeFileSync(join(dir, 't1'), 'target one\n')
+  writeFileSync(join(dir, 't2'), 'target two, longer\n')
+  symlinkSync(join(dir, 't1'), join(dir, 'link'))
+  writeFileSync(join(dir, 'page.html'), '<p>html</p>\n')
+  const make = (mw: typeof serveStatic) => {
+    const app = express()
+    app.use(mw(dir, { extensions: ['html'] }))
+    return app
+  }
+  const a = await listen(make(serveStatic))
+  const b = await listen(make(express.static as unknown as typeof serveStatic))
+  t.teardown(() => Promise.all([close(a.server), close(b.server)]))
+  const paths = ['/x', '/link', '/page']
+  const same = async (when: string): Promise<void> => {
+    for (const path of paths) {
+      const ours = comparable(await request(a.port, path))
+      const theirs = comparable(await request(b.port, path))
+      t.deepEqual(ours, theirs, `${when} ${path}`)
+    }
+  }
+  await same('before')
+  await same('again (known)')
+  unlinkSync(join(dir, 'x'))
+  mkdirSync(join(dir, 'x'))
+  unlinkSync(join(dir, 'link'))
+  symlinkSync(join(dir, 't2'), join(dir, 'link'))
+  writeFileSync(join(dir, 'page'), 'no extension\n')
+  await new Promise((r) => setTimeout(r, 250))
+  await same('after freshMs')
+})
