@@ -362,3 +362,27 @@ test.serial('after freshMs, serveStatic answers as serve-static: a file turned d
   await new Promise((r) => setTimeout(r, 250))
   await same('after freshMs')
 })
+
+test.serial('res.strictContentLength: a body sent past node:http is not a content-length mismatch', async (t) => {
+  const dir = scratch(t)
+  const data = patternBytes(100_000)
+  writeFileSync(join(dir, 's.bin'), data)
+  const results: string[] = []
+  const { server, port } = await listen((req, res) => {
+    res.strictContentLength = true
+    respondWithFile(res, join(dir, 's.bin')).then(
+      () => results.push('ok'),
+      (e: NodeJS.ErrnoException) => {
+        results.push(String(e.code))
+        res.destroy()
+      },
+    )
+  })
+  t.teardown(() => close(server))
+  for (let i = 0; i < 2; i++) {
+    const got = await request(port, '/')
+    t.true(got.body.equals(data))
+  }
+  await new Promise((r) => setTimeout(r, 50))
+  t.deepEqual(results, ['ok', 'ok'])
+})
