@@ -386,3 +386,35 @@ test.serial('res.strictContentLength: a body sent past node:http is not a conten
   await new Promise((r) => setTimeout(r, 50))
   t.deepEqual(results, ['ok', 'ok'])
 })
+
+test.serial('an HTTP/2 server that closes closes the descriptors its responses cached', async (t) => {
+  const dir = scratch(t)
+  const data = patternBytes(50_000)
+  writeFileSync(join(dir, 'h2.bin'), data)
+  configureFileCache({ freshMs: 60_000 })
+  const http2 = await import('node:http2')
+  const server = http2.createServer((req, res) => {
+    respondWithFile(res, join(dir, 'h2.bin')).catch(() => res.stream.close())
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  client.on('error', () => {})
+  const body = await deadline(
+    new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = []
+      const req = client.request({ ':path': '/' })
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => resolve(Buffer.concat(chunks)))
+      req.on('error', reject)
+      req.end()
+    }),
+    10_000,
+    'h2 GET',
+  )
+  t.true(body.equals(data))
+  t.true(fdsUnder(dir) > 0, 'cached while the server runs')
+  client.close()
+  await deadline(new Promise<void>((resolve) => server.close(() => resolve())), 5_000, 'h2 server.close')
+  await new Promise((r) => setTimeout(r, 50))
+  t.is(fdsUnder(dir), 0, 'closed with the server')
+})
