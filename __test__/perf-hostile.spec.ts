@@ -15,7 +15,7 @@ import compression from 'compression'
 import express from 'express'
 
 import { clearFileCache, configureFileCache, respondWithFile, serveStatic } from '../index'
-import { patternBytes } from './helpers'
+import { patternBytes, rng, SEED } from './helpers'
 
 function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
@@ -417,4 +417,69 @@ test.serial('an HTTP/2 server that closes closes the descriptors its responses c
   await deadline(new Promise<void>((resolve) => server.close(() => resolve())), 5_000, 'h2 server.close')
   await new Promise((r) => setTimeout(r, 50))
   t.is(fdsUnder(dir), 0, 'closed with the server')
+})
+
+/** Splits what came back for `methods` (in order) into responses: status line and headers (lower-cased, volatile ones out) and body. */
+function splitResponses(all: Buffer, methods: string[]): { head: string; body: string }[] {
+  const out: { head: string; body: string }[] = []
+  let rest = all
+  for (const method of methods) {
+    const end = rest.indexOf('\r\n\r\n')
+    if (end < 0) break
+    const lines = rest.subarray(0, end).toString('latin1').split('\r\n')
+    const status = lines[0]
+    const headers = lines
+      .slice(1)
+      .map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()])
+      .filter(([k]) => !VOLATILE.has(k))
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+    const cl = Number(headers.find(([k]) => k === 'content-length')?.[1] ?? 0)
+    const code = Number(status.split(' ')[1])
+    const bodyLength = method === 'HEAD' || code === 304 || code === 204 ? 0 : cl
+    out.push({ head: [status, ...headers.map(([k, v]) => `${k}: ${v}`)].join('\n'), body: rest.subarray(end + 4, end + 4 + bodyLength).toString('base64') })
+    rest = rest.subarray(end + 4 + bodyLength)
+  }
+  return out
+}
+
+test.serial(`seeded pipelined sessions: serveStatic and express.static send the same bytes (seed ${SEED})`, async (t) => {
+  const dir = scratch(t)
+  const sizes = [0, 10, 16_384, 16_385, 70_000, 1_000_000]
+  sizes.forEach((n, i) => writeFileSync(join(dir, `f${i}.bin`), patternBytes(n, i + 3)))
+  writeFileSync(join(dir, 'page.html'), '<p>x</p>\n'.repeat(3000))
+  const make = (mw: typeof serveStatic) => {
+    const app = express()
+    app.set('env', 'production') // error pages without a stack trace (it differs between the two)
+    app.use(mw(dir, { maxAge: 1000 }))
+    return app
+  }
+  const a = await listen(make(serveStatic))
+  const b = await listen(make(express.static as unknown as typeof serveStatic))
+  t.teardown(() => Promise.all([close(a.server), close(b.server)]))
+  const random = rng(SEED)
+  const names = [...sizes.map((_, i) => `/f${i}.bin`), '/page.html', '/missing', '/f1.bin?q=1']
+  // Learn the validators once (the same file, the same ETag on both).
+  const etagOf = new Map<string, string>()
+  for (const name of names) etagOf.set(name, String((await request(a.port, name)).headers.etag ?? ''))
+  for (let session = 0; session < 12; session++) {
+    const methods: string[] = []
+    let requests = ''
+    const count = 2 + Math.floor(random() * 8)
+    for (let i = 0; i < count; i++) {
+      const name = names[Math.floor(random() * names.length)]
+      const method = random() < 0.2 ? 'HEAD' : 'GET'
+      let extra = ''
+      const r = random()
+      if (r < 0.15) extra = `Range: bytes=${Math.floor(random() * 20)}-${Math.floor(random() * 30_000)}\r\n`
+      else if (r < 0.25) extra = `If-None-Match: ${etagOf.get(name)}\r\n`
+      else if (r < 0.3) extra = 'If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT\r\n'
+      methods.push(method)
+      requests += `${method} ${name} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`
+    }
+    const done = (all: Buffer): boolean => splitResponses(all, methods).length === methods.length
+    const ours = splitResponses(await rawExchange(a.port, requests, done, `ours, session ${session}`), methods)
+    const theirs = splitResponses(await rawExchange(b.port, requests, done, `serve-static, session ${session}`), methods)
+    t.is(ours.length, methods.length, `session ${session}: every response`)
+    t.deepEqual(ours, theirs, `session ${session}:\n${requests}`)
+  }
 })
