@@ -483,3 +483,23 @@ test.serial(`seeded pipelined sessions: serveStatic and express.static send the 
     t.deepEqual(ours, theirs, `session ${session}:\n${requests}`)
   }
 })
+
+test.serial('a server whose only file response was pipelined behind a slow one still closes the cache', async (t) => {
+  const dir = scratch(t)
+  writeFileSync(join(dir, 'p.bin'), 'PIPELINED-FILE')
+  configureFileCache({ freshMs: 60_000 })
+  const { server, port } = await listen((req, res) => {
+    if (req.url === '/slow') setTimeout(() => res.end('SLOW'), 100)
+    else respondWithFile(res, join(dir, 'p.bin')).catch(() => res.destroy())
+  })
+  const all = await rawExchange(
+    port,
+    'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /p HTTP/1.1\r\nHost: x\r\n\r\n',
+    (b) => b.includes('PIPELINED-FILE'),
+    'slow then file',
+  )
+  t.true(all.includes('PIPELINED-FILE'))
+  await close(server)
+  await new Promise((r) => setTimeout(r, 50))
+  t.is(fdsUnder(dir), 0, 'closed with the server')
+})
