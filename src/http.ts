@@ -146,7 +146,8 @@ async function respond(
     const decided = decideHead(res, file, headers, path, headOptions, signal)
     if (decided === null) return cancelledResult()
     const { status, offset, length } = decided
-    closeWithServer((res.socket as { server?: net.Server } | null)?.server)
+    // res.socket is null while a pipelined response waits its turn; the request's socket is set.
+    closeWithServer(((res.req?.socket ?? res.socket) as { server?: net.Server } | null | undefined)?.server)
     const buffered = bufferedBody(res, file, offset, length)
     if (buffered !== null) {
       res.end(buffered)
