@@ -103,7 +103,7 @@ test.serial('a server closed, listening again and closed again closes the cached
   const dir = scratch(t)
   writeFileSync(join(dir, 'a.bin'), patternBytes(100_000))
   configureFileCache({ freshMs: 60_000 })
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     respondWithFile(res, join(dir, 'a.bin')).catch(() => res.destroy())
   })
   for (let round = 0; round < 2; round++) {
@@ -164,9 +164,34 @@ test.serial('serveStatic answers again as serve-static: GET, repeat, HEAD, query
   const b = await listen(make(express.static))
   t.teardown(() => Promise.all([close(a.server), close(b.server)]))
   const paths = [
-    '/a.txt', '/a.txt', '/a.txt?x=1', '/a.txt?cc=1', '/a.txt?ct=1', '/a.txt?status=201', '/a.txt?status=404', '/a.txt?etag=1',
-    '/b.js', '/b.js', '/b.js?cc=1', '/m/a.txt', '/m/a.txt', '/m/page', '/m/page', '/m/page?ct=1', '/.secret', '/.secret', '/m/.secret',
-    '/sub/', '/sub/', '/m/sub/', '/m/sub/', '/m/sub', '/sub', '/A.TXT', '/m/b.js', '/m/b.js?status=500',
+    '/a.txt',
+    '/a.txt',
+    '/a.txt?x=1',
+    '/a.txt?cc=1',
+    '/a.txt?ct=1',
+    '/a.txt?status=201',
+    '/a.txt?status=404',
+    '/a.txt?etag=1',
+    '/b.js',
+    '/b.js',
+    '/b.js?cc=1',
+    '/m/a.txt',
+    '/m/a.txt',
+    '/m/page',
+    '/m/page',
+    '/m/page?ct=1',
+    '/.secret',
+    '/.secret',
+    '/m/.secret',
+    '/sub/',
+    '/sub/',
+    '/m/sub/',
+    '/m/sub/',
+    '/m/sub',
+    '/sub',
+    '/A.TXT',
+    '/m/b.js',
+    '/m/b.js?status=500',
   ]
   for (const method of ['GET', 'HEAD', 'GET']) {
     for (const path of paths) {
@@ -253,7 +278,7 @@ test.serial('a response corked by the application still completes (no hang)', as
   const dir = scratch(t)
   const data = patternBytes(200_000)
   writeFileSync(join(dir, 'c.bin'), data)
-  const { server, port } = await listen((req, res) => {
+  const { server, port } = await listen((_req, res) => {
     res.cork()
     respondWithFile(res, join(dir, 'c.bin')).catch(() => res.destroy())
   })
@@ -294,7 +319,7 @@ test.serial('a header block larger than the socket buffer, to a client that read
   const data = patternBytes(300_000)
   writeFileSync(join(dir, 'h.bin'), data)
   const big = 'v'.repeat(4 * 1024 * 1024)
-  const { server, port } = await listen((req, res) => {
+  const { server, port } = await listen((_req, res) => {
     res.setHeader('X-Big', big)
     respondWithFile(res, join(dir, 'h.bin')).catch(() => res.destroy())
   })
@@ -322,7 +347,10 @@ test.serial('a header block larger than the socket buffer, to a client that read
   sock.destroy()
   const all = Buffer.concat(raw)
   const end = all.indexOf('\r\n\r\n')
-  t.true(all.subarray(0, end).toString('latin1').includes(`x-big: ${big}`.slice(0, 100)) || all.subarray(0, end).toString('latin1').includes(`X-Big: ${big}`.slice(0, 100)))
+  t.true(
+    all.subarray(0, end).toString('latin1').includes(`x-big: ${big}`.slice(0, 100)) ||
+      all.subarray(0, end).toString('latin1').includes(`X-Big: ${big}`.slice(0, 100)),
+  )
   t.is(all.length - end - 4, data.length)
   t.true(all.subarray(end + 4).equals(data))
 })
@@ -368,7 +396,7 @@ test.serial('res.strictContentLength: a body sent past node:http is not a conten
   const data = patternBytes(100_000)
   writeFileSync(join(dir, 's.bin'), data)
   const results: string[] = []
-  const { server, port } = await listen((req, res) => {
+  const { server, port } = await listen((_req, res) => {
     res.strictContentLength = true
     respondWithFile(res, join(dir, 's.bin')).then(
       () => results.push('ok'),
@@ -393,7 +421,7 @@ test.serial('an HTTP/2 server that closes closes the descriptors its responses c
   writeFileSync(join(dir, 'h2.bin'), data)
   configureFileCache({ freshMs: 60_000 })
   const http2 = await import('node:http2')
-  const server = http2.createServer((req, res) => {
+  const server = http2.createServer((_req, res) => {
     respondWithFile(res, join(dir, 'h2.bin')).catch(() => res.stream.close())
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
