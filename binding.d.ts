@@ -245,3 +245,9 @@ export declare function sendZcSync(fd: number, data: Uint8Array): number
  * block the open). Throws `EBADF`; `ENOSYS` where descriptors are not POSIX.
  */
 export declare function setBlocking(fd: number): void
+
+/**
+ * Bytes in socket `fd`'s send queue the peer has not acknowledged yet (`SIOCOUTQ`), or -1
+ * when the kernel cannot tell (not a socket, not Linux).
+ */
+export declare function unackedBytes(fd: number): number

@@ -858,3 +858,4 @@ module.exports.RECORD_STRIDE = nativeBinding.RECORD_STRIDE
 module.exports.sendfileNow = nativeBinding.sendfileNow
 module.exports.sendZcSync = nativeBinding.sendZcSync
 module.exports.setBlocking = nativeBinding.setBlocking
+module.exports.unackedBytes = nativeBinding.unackedBytes

@@ -25,38 +25,13 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { Command, InvalidArgumentError } from 'commander'
 
 import { ZeroCopySocket, type ZeroCopyMode } from '../index'
+import { Rng } from './rng'
 import { matches, type Op } from './stress-check'
 
 /** How long any one promise may take before the session counts as hung. */
 const DEADLINE_MS = 30_000
 const FILE_SIZES = [0, 1, 777, 65_539, (1 << 20) + 3, 4 << 20]
 const POOL_BYTES = 9 << 20
-
-/** xorshift32: small, fast and reproducible from a seed. */
-class Rng {
-  #x: number
-  constructor(seed: number) {
-    this.#x = seed >>> 0 || 0x9e3779b9
-  }
-  next(): number {
-    let x = this.#x
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    this.#x = x >>> 0
-    return this.#x
-  }
-  /** An integer in `[0, n)`. */
-  int(n: number): number {
-    return this.next() % n
-  }
-  chance(p: number): boolean {
-    return this.next() / 2 ** 32 < p
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]
-  }
-}
 
 function bytesFrom(seed: number, length: number): Buffer {
   const rng = new Rng(seed)

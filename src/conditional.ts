@@ -179,7 +179,8 @@ export function decideHead(
       return { status: res.statusCode, offset, length: 0 }
     }
   }
-  if (options.range !== undefined) {
+  // A unit other than bytes is ignored, as send and RFC 9110 14.2 do; so is a range of anything but a 200.
+  if (options.range !== undefined && status === 200 && /^ *bytes=/.test(options.range)) {
     let ranges = parseRange(length, options.range, { combine: true })
     if (!rangeIsFresh(req, etag, lastModified)) ranges = -2
     if (ranges === -1) {

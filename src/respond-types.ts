@@ -29,7 +29,8 @@ export interface RespondWithFileOptions {
    * A `Range` request header value (`req.headers.range`), applied to the body window: one
    * satisfiable byte range answers `206 Partial Content` with `Content-Range`; an unsatisfiable
    * one answers `416` with `Content-Range: bytes *\/size` and no body; a malformed header, or
-   * several ranges, answer the whole window with the status already set (as `send` does).
+   * several ranges, answer the whole window with the status already set (as `send` does). A
+   * unit other than `bytes`, or a status other than `200` set on `res`, ignores it (RFC 9110).
    *
    * The request's `If-Range` is always honoured: when it names neither the `ETag` nor the
    * `Last-Modified` the response sends (from `headers`, `res`, `etag`/`lastModified` or
@@ -92,6 +93,6 @@ export interface RespondWithFileResult {
   bytes: number
   /** The body went from the page cache to the socket without passing through JavaScript. */
   zeroCopy: boolean
-  /** Why the body was not sent page-cache-to-socket (TLS, HTTP/2, no io_uring), or `null`. */
+  /** Why the body was not sent page-cache-to-socket (TLS, HTTP/2, no io_uring, a body transform such as compression, no kernel socket), or `null`. */
   fallbackReason: string | null
 }

@@ -112,7 +112,9 @@ function streamThroughEngine(this: SendStreamInternals, known: KnownFiles | null
   if (known !== null) remember(this, known, path, options.start, length)
   respondWithFile(res, path, undefined, { offset: options.start, length }).then(
     () => this.emit('end'),
-    (err: Error) => this.onStatError(err),
+    // Someone else answered the response while it waited for its turn (a timeout middleware):
+    // nothing is left to answer.
+    (err: NodeJS.ErrnoException) => (err.code === 'ERR_HTTP_HEADERS_SENT' ? this.emit('end') : this.onStatError(err)),
   )
 }
 

@@ -1,10 +1,13 @@
 /**
  * A `ZeroCopySocket` taking over its `net.Socket`'s own `write` and `end` while the engine
  * sends on it, so that neither can overtake the engine's bytes: waiting until the socket's own
- * writes are flushed, refusing `write()`, routing `end()`, and handing both back.
+ * writes are flushed, refusing `write()`, routing `end()`, and handing both back. And the same
+ * one level up ({@link ResponseHold}): a `ServerResponse`'s `write`/`end` held while the engine
+ * sends its body, so node:http neither writes into it nor hands the socket on.
  * @module
  */
-import net from 'node:net'
+import type { ServerResponse } from 'node:http'
+import * as net from 'node:net'
 
 import { codedError } from './errors'
 import { socketWrite } from './net-internals'
@@ -97,4 +100,76 @@ export function whenWritable(s: net.Socket, fn: () => void): void {
     // write runs once every earlier write has been flushed (or failed: then `destroyed`).
     socketWrite.call(s, EMPTY, () => whenWritable(s, fn))
   } else fn()
+}
+
+/** A `ServerResponse`'s own `write`/`end` properties, for {@link ResponseHold}. */
+type ResponseMethods = { write?: PropertyDescriptor; end?: PropertyDescriptor }
+
+/**
+ * Holds a `ServerResponse` while its body is sent from a file: on the engine path node:http must
+ * not write to the socket (the takeover's `write` would throw from inside node:http) nor finish
+ * the response (it would hand the socket to the next pipelined response while the engine still
+ * sends); on the streamed path a handler's `res.end()` would cut the body short under its
+ * `Content-Length`. So until {@link finish}, on this instance:
+ * - `res.write(data)` and `res.end(data)` send nothing and throw nothing: the data is refused
+ *   (their callback gets `ERR_ZC_SOCKET_OWNED`) — bytes after the body would corrupt the
+ *   response and every one after it on the connection;
+ * - `res.end()` (a handler or a timeout finishing the response) is deferred: the response ends
+ *   once the whole body went out and the socket is node:http's again, and only then does the
+ *   next pipelined response get the socket.
+ * Wrappers installed before the hold (compression, express-session) are put back as they were.
+ */
+export class ResponseHold {
+  readonly #res: ServerResponse
+  readonly #own: ResponseMethods
+  /** `res.write` and `res.end` as they were (node:http's, or a wrapper such as compression's). */
+  readonly #write: (this: ServerResponse, chunk: Uint8Array) => boolean
+  readonly #end: (this: ServerResponse) => ServerResponse
+  /** Callbacks of deferred `res.end()` calls, run when the response finishes. */
+  readonly #ends: (() => void)[] = []
+  #held = true
+
+  /** Takes over `res.write` and `res.end`. */
+  constructor(res: ServerResponse) {
+    this.#res = res
+    this.#own = { write: Object.getOwnPropertyDescriptor(res, 'write'), end: Object.getOwnPropertyDescriptor(res, 'end') }
+    this.#write = res.write as (this: ServerResponse, chunk: Uint8Array) => boolean
+    this.#end = res.end as (this: ServerResponse) => ServerResponse
+    const refused = (): Error =>
+      codedError('ERR_ZC_SOCKET_OWNED', 'The body of this response is being sent from a file: res.write() and res.end(data) cannot add to it')
+    res.write = ((...args: unknown[]) => {
+      const cb = args.find((a) => typeof a === 'function') as ((err?: Error) => void) | undefined
+      if (cb) process.nextTick(cb, refused())
+      return false
+    }) as ServerResponse['write']
+    res.end = ((...args: unknown[]) => {
+      const cb = args.find((a) => typeof a === 'function') as (() => void) | undefined
+      if (cb) this.#ends.push(cb)
+      return res
+    }) as ServerResponse['end']
+  }
+
+  /** Writes body bytes through the response's own `write` (the held one's caller is the body's sender). */
+  write(chunk: Uint8Array): boolean {
+    return this.#write.call(this.#res, chunk)
+  }
+
+  /** Puts `res.write`/`res.end` back, then ends the response (running deferred callbacks on 'finish'). */
+  finish(): void {
+    this.release()
+    for (const cb of this.#ends) this.#res.once('finish', cb)
+    this.#end.call(this.#res)
+  }
+
+  /** Puts `res.write`/`res.end` back as they were; the response is not ended. */
+  release(): void {
+    if (!this.#held) return
+    this.#held = false
+    const res = this.#res
+    for (const key of ['write', 'end'] as const) {
+      const own = this.#own[key]
+      if (own) Object.defineProperty(res, key, own)
+      else delete (res as Partial<ServerResponse>)[key]
+    }
+  }
 }

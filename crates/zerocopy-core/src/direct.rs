@@ -260,6 +260,20 @@ fn page_size() -> u64 {
     u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
+/// Bytes in `sock`'s send queue that the peer has not acknowledged yet (`SIOCOUTQ`, the same
+/// request as `TIOCOUTQ`): as the peer reads, this shrinks. An idle timer watches it to tell a
+/// slow but steady reader (progress) from a stalled one while the engine waits for room.
+pub fn unacked_bytes(sock: RawFd) -> Result<u64, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one `int` through the pointer, to the live local `n`; a bad
+    // descriptor or a non-socket fails with an errno and writes nothing.
+    let r = unsafe { libc::ioctl(sock, libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// How many pages of `[offset, offset + len)` `cachestat(2)` finds in the page cache; `None`
 /// when the kernel cannot tell. For tests that want to know whether an eviction worked.
 #[doc(hidden)]
@@ -272,6 +286,22 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn unacked_bytes_of_a_socket_and_of_a_file() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(unacked_bytes(client.as_raw_fd()), Ok(0));
+        server.write_all(&[1u8; 1000]).unwrap();
+        // Loopback acknowledges at once; the count is back to 0 within moments, never negative.
+        let n = unacked_bytes(server.as_raw_fd()).unwrap();
+        assert!(n <= 1000, "{n}");
+        assert_eq!(
+            unacked_bytes(tempfile().as_raw_fd()),
+            Err(Errno(libc::ENOTTY))
+        );
+    }
 
     #[test]
     fn a_written_file_counts_as_cached_and_a_pipe_does_not() {

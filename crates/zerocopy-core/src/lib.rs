@@ -48,7 +48,7 @@ pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
 pub use queue::{Done, Span};
 
 #[cfg(uring)]
-pub use direct::{read_now, sendfile_now, sendfile_now_after};
+pub use direct::{read_now, sendfile_now, sendfile_now_after, unacked_bytes};
 #[cfg(uring)]
 pub use engine::Engine;
 #[cfg(uring)]
@@ -57,6 +57,6 @@ pub use send_zc::{send_all_zc, try_send_zc, BlockingRing, Completion, RingStats}
 pub use std::os::fd::RawFd;
 #[cfg(not(uring))]
 pub use stub::{
-    read_now, send_all_zc, sendfile_now, sendfile_now_after, try_send_zc, BlockingRing, Completion,
-    Engine, RawFd, RingStats,
+    read_now, send_all_zc, sendfile_now, sendfile_now_after, try_send_zc, unacked_bytes,
+    BlockingRing, Completion, Engine, RawFd, RingStats,
 };

@@ -112,6 +112,11 @@ pub fn sendfile_now(_sock: RawFd, _file: RawFd, _offset: u64, _len: u64) -> Resu
     Ok(0)
 }
 
+/// Cannot tell here: `ENOSYS`. The Linux version is `direct::unacked_bytes`.
+pub fn unacked_bytes(_sock: RawFd) -> Result<u64, Errno> {
+    Err(Errno(libc::ENOSYS))
+}
+
 /// Stands in for the Linux send engine; cannot be started.
 pub struct Engine<H> {
     _holder: std::marker::PhantomData<fn(H)>,

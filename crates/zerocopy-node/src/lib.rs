@@ -184,6 +184,13 @@ pub fn read_now(env: Env, fd: i32, mut buf: Uint8Array, offset: i64) -> napi::Re
         .or_else(|e| error::throw(&env, error::errno("read", e)))
 }
 
+/// Bytes in socket `fd`'s send queue the peer has not acknowledged yet (`SIOCOUTQ`), or -1
+/// when the kernel cannot tell (not a socket, not Linux).
+#[napi]
+pub fn unacked_bytes(fd: i32) -> i64 {
+    zerocopy_core::unacked_bytes(fd).map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 thread_local! {
   static RING: RefCell<Option<zerocopy_core::BlockingRing>> = const { RefCell::new(None) };
 }
