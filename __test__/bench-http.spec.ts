@@ -93,6 +93,6 @@ test('bench:http options: sizes with units, and clear errors for bad values befo
   t.regex(parse('--reps', '-1').error, /expected a count/)
   t.regex(
     parse('--only', 'nginx,apache').error,
-    /unknown server 'apache' \(known: nginx, respondWithFile, pipe, send, fastify-static, zc-fastify, koa-static, zc-koa, hono-static, zc-hono, serve-static, serveStatic\)/,
+    /unknown server 'apache' \(known: nginx, bun, deno, node-memory, respondWithFile, pipe, send, fastify-static, zc-fastify, koa-static, zc-koa, hono-static, zc-hono, serve-static, serveStatic\)/,
   )
 })
