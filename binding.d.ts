@@ -198,6 +198,14 @@ export interface ProbeReason {
   message: string
 }
 
+/**
+ * Reads into `buf` from file `fd` at `offset` right now, on this thread, only what the page
+ * cache already holds (`preadv2(RWF_NOWAIT)`: never waits for the disk); returns the bytes
+ * read, fewer than `buf.length` when the rest is not cached or the file ends (0 off Linux).
+ * Throws the first read's error (`EBADF`, `EISDIR`, `ESPIPE`, ...) when nothing was read.
+ */
+export declare function readNow(fd: number, buf: Uint8Array, offset: number): number
+
 /** Record kind: the engine let go of the socket (closed or detached); nothing of it is pinned. */
 export declare const RECORD_CLOSED: number
 
@@ -217,11 +225,13 @@ export declare const RECORD_STRIDE: number
  * Sends up to `length` bytes of file `file_fd` from `offset` on the non-blocking socket
  * `sock_fd` right now, on this thread, only if the whole range is in the page cache (never
  * waits for the disk or the peer: a socket in blocking mode gets 0); returns the bytes sent,
- * 0 when nothing could go inline.
- * Sends at most 1 MiB per call. Throws the first `sendfile` error (`EBADF`, `EPIPE`, ...) when
- * nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
+ * 0 when nothing could go inline. With `head`, those bytes go first, in one segment with the
+ * body's first bytes (`MSG_MORE`), and count in the result (below `head.length`: only part of
+ * the head went).
+ * Sends at most 1 MiB of body per call. Throws the first write's error (`EBADF`, `EPIPE`, ...)
+ * when nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
  */
-export declare function sendfileNow(sockFd: number, fileFd: number, offset: number, length: number): number
+export declare function sendfileNow(sockFd: number, fileFd: number, offset: number, length: number, head?: Uint8Array | undefined | null): number
 
 /**
  * Sends all of `data` on socket `fd` with blocking `IORING_OP_SEND_ZC` calls, waiting for

@@ -849,6 +849,7 @@ module.exports.FLAG_ABORTED = nativeBinding.FLAG_ABORTED
 module.exports.FLAG_COPIED = nativeBinding.FLAG_COPIED
 module.exports.FLAG_ZERO_COPY = nativeBinding.FLAG_ZERO_COPY
 module.exports.probe = nativeBinding.probe
+module.exports.readNow = nativeBinding.readNow
 module.exports.RECORD_CLOSED = nativeBinding.RECORD_CLOSED
 module.exports.RECORD_DONE = nativeBinding.RECORD_DONE
 module.exports.RECORD_ENDED = nativeBinding.RECORD_ENDED

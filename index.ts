@@ -6,6 +6,8 @@
  * - {@link probe}: what this process can do, and why not (src/probe.ts).
  * - {@link respondWithFile}: file responses for node:http (src/http.ts) and node:http2 (src/http2.ts).
  * - {@link serveStatic}: a drop-in for `express.static` (src/static.ts; also `zerocopy-socket/static`).
+ * - {@link fileCacheStats}, {@link configureFileCache}, {@link clearFileCache}: the descriptors
+ *   kept for HTTP file responses (src/file-cache.ts).
  * - {@link FileBody}: the file body of the framework modules (`zerocopy-socket/fastify`, `/koa`, `/hono`; src/frameworks/).
  * - {@link BufferPool}: Buffers registered with the ring (src/pool.ts).
  * - {@link sendZcSync}: a blocking one-shot send for tests and diagnostics.
@@ -20,6 +22,8 @@ export type { ProbeOps, ProbeReason, ProbeReasonCode, ProbeReport } from './src/
 export { ZeroCopySocket } from './src/socket'
 export { respondWithFile } from './src/http'
 export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from './src/http'
+export { clearFileCache, configureFileCache, fileCacheStats } from './src/file-cache'
+export type { FileCacheOptions, FileCacheStats } from './src/file-cache'
 export { serveStatic } from './src/static'
 export type { ServeStaticOptions, StaticMiddleware } from './src/static'
 export { FileBody } from './src/frameworks/file-body'

@@ -33,8 +33,10 @@ test('bench:http smoke run: every server serves every file byte-exact, and wrk c
   t.deepEqual(result.options.sizes, [4096, 65536])
   const nginxMissing = result.skipped.find((s) => s.startsWith('nginx is not installed'))
   const wrkMissing = result.skipped.find((s) => s.startsWith('wrk is not installed'))
-  const expected = HTTP_SERVERS.map((s) => s.name).filter((s) => !(s === 'nginx' && nginxMissing))
+  const runtimeMissing = (name: string): string | undefined => result.skipped.find((s) => s.startsWith(`${name} cannot run here`))
+  const expected = HTTP_SERVERS.map((s) => s.name).filter((s) => !(s === 'nginx' && nginxMissing) && !runtimeMissing(s))
   if (nginxMissing) skipped(t, nginxMissing)
+  for (const name of ['bun', 'deno']) if (runtimeMissing(name)) skipped(t, runtimeMissing(name)!)
   t.deepEqual(
     result.checks.map((c) => c.server),
     expected,
@@ -91,6 +93,6 @@ test('bench:http options: sizes with units, and clear errors for bad values befo
   t.regex(parse('--reps', '-1').error, /expected a count/)
   t.regex(
     parse('--only', 'nginx,apache').error,
-    /unknown server 'apache' \(known: nginx, respondWithFile, pipe, send, fastify-static, zc-fastify, koa-static, zc-koa, hono-static, zc-hono, serve-static, serveStatic\)/,
+    /unknown server 'apache' \(known: nginx, bun, deno, node-memory, respondWithFile, pipe, send, fastify-static, zc-fastify, koa-static, zc-koa, hono-static, zc-hono, serve-static, serveStatic\)/,
   )
 })

@@ -106,7 +106,11 @@ zcSerial('keep-alive: 60 responses of every size on one connection, byte-exact, 
   // The last promise settles just after its response (the file is closed after the body).
   for (const until = Date.now() + 5000; results.length < 60 && Date.now() < until;) await new Promise((r) => setTimeout(r, 5))
   t.is(results.length, 60)
-  t.true(results.every((r) => r.fallbackReason === null && r.zeroCopy))
+  // Bodies up to 16 KiB go with the headers through node:http (src/http.ts, bufferedBody); the rest zero-copy.
+  for (const r of results) {
+    if (r.bytes > 0 && r.bytes <= 16 * 1024) t.true(!r.zeroCopy && /^small body/.test(r.fallbackReason ?? ''), JSON.stringify(r))
+    else t.true(r.zeroCopy && r.fallbackReason === null, JSON.stringify(r))
+  }
 })
 
 zcSerial('pipelining: 12 requests written at once are answered in order, byte-exact', async (t) => {

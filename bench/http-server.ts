@@ -1,13 +1,13 @@
 /**
  * One Node.js file server of the HTTP benchmark (bench/http.ts), in its own process:
  * `node bench/http-server.js <server> <root>` serves `GET /<name>` from the files in `root` on
- * 127.0.0.1 (a free port) and prints `{"port":N}` on stdout once it listens. nginx, the
- * non-Node server of the benchmark, is started by bench/http.ts itself.
+ * 127.0.0.1 (a free port) and prints `{"port":N}` on stdout once it listens. nginx is started
+ * by bench/http.ts itself, and Bun and Deno run their own scripts (bench/anchors/).
  *
  * The list of servers imports nothing heavy, so the harness can check `--only` against it; each
  * server loads its framework only when it is the one started.
  */
-import { createReadStream } from 'node:fs'
+import { createReadStream, readdirSync, readFileSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -17,11 +17,19 @@ import { basename, join } from 'node:path'
 export interface HttpServer {
   name: string
   describe: string
+  /** Run by this runtime instead of Node (its script in bench/anchors/). */
+  runtime?: 'bun' | 'deno'
 }
 
 /** Every server, in table order; `nginx` is the reference. */
 export const HTTP_SERVERS: HttpServer[] = [
   { name: 'nginx', describe: "Debian's nginx, one worker, `sendfile on; tcp_nopush on; access_log off;`, keep-alive" },
+  { name: 'bun', describe: 'Bun, `Bun.serve` + `new Response(Bun.file(path))`', runtime: 'bun' },
+  { name: 'deno', describe: 'Deno, `Deno.serve` + `Deno.open(path)` streamed, `Content-Length` from its stat', runtime: 'deno' },
+  {
+    name: 'node-memory',
+    describe: 'node:http + `res.end(buffer)` of the file read into memory at start: the ceiling of any node:http response',
+  },
   { name: 'respondWithFile', describe: 'node:http + `respondWithFile(res, path)` (this package)' },
   { name: 'pipe', describe: 'node:http + `fs.createReadStream(path).pipe(res)`, `Content-Length` from `fs.stat`' },
   { name: 'send', describe: '`send(req, path).pipe(res)` (the engine of `express.static` / `serve-static`)' },
@@ -61,6 +69,18 @@ async function start(name: string, root: string): Promise<number> {
       return listen(
         http.createServer((req, res) => {
           respondWithFile(res, fileOf(root, req.url)).catch(() => notFound(res))
+        }),
+      )
+    }
+    case 'node-memory': {
+      const bodies = new Map<string, Buffer>()
+      for (const name of readdirSync(root)) bodies.set(join(root, name), readFileSync(join(root, name)))
+      return listen(
+        http.createServer((req, res) => {
+          const body = bodies.get(fileOf(root, req.url))
+          if (body === undefined) return notFound(res)
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
+          res.end(body)
         }),
       )
     }
@@ -127,7 +147,7 @@ async function start(name: string, root: string): Promise<number> {
     }
     default:
       throw new Error(
-        `unknown server '${name}' (known: ${HTTP_SERVERS.filter((s) => s.name !== 'nginx')
+        `unknown server '${name}' (known: ${HTTP_SERVERS.filter((s) => s.name !== 'nginx' && !s.runtime)
           .map((s) => s.name)
           .join(', ')})`,
       )

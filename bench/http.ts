@@ -28,6 +28,7 @@ import { httpBenchCommand, type HttpBenchFlags } from './http-options'
 import { HTTP_SERVERS } from './http-server'
 import { chunkLabel, httpMarkdown, httpSvg, httpTable, median } from './report'
 import { ROOT } from './root'
+import { ensureRuntime, type Runtime } from './runtimes'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -108,7 +109,18 @@ export interface HttpCheck {
 
 /** Everything an HTTP benchmark produced. */
 export interface HttpBenchResult {
-  machine: { kernel: string; cpus: string; cores: number; node: string; nginx: string; wrk: string; date: string; loadavg: { start: number; end: number } }
+  machine: {
+    kernel: string
+    cpus: string
+    cores: number
+    node: string
+    nginx: string
+    wrk: string
+    /** Versions of the other runtimes measured (`bun 1.4.5`, ...). */
+    runtimes?: string[]
+    date: string
+    loadavg: { start: number; end: number }
+  }
   options: { sizes: number[]; duration: number; reps: number; warmup: number; connections: number; seed: number }
   checks: HttpCheck[]
   /** Servers or tools that could not run here, and why (loud in the docs and on stderr). */
@@ -277,8 +289,26 @@ async function startNginx(work: string): Promise<Running> {
   return { port, cpuPid: workers[0], stop: () => stopChild(child) }
 }
 
+/** The binaries of the runtimes this run uses, found (or installed) once per run. */
+const runtimeBins = new Map<Runtime, string>()
+
+async function startRuntime(runtime: Runtime, work: string): Promise<Running> {
+  const bin = runtimeBins.get(runtime)
+  if (bin === undefined) throw new Error(`${runtime} is not available`)
+  const files = join(work, 'files')
+  const script = join(ROOT, 'bench', 'anchors', `${runtime}-server.js`)
+  const args = runtime === 'bun' ? [script, files] : ['run', '--quiet', '--allow-net=127.0.0.1', `--allow-read=${files}`, script, files]
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DENO_NO_UPDATE_CHECK: '1' } })
+  return afterListening(runtime, child)
+}
+
 async function startNode(server: string, work: string): Promise<Running> {
   const child = spawn(process.execPath, [join(__dirname, 'http-server.js'), server, join(work, 'files')], { stdio: ['ignore', 'pipe', 'pipe'] })
+  return afterListening(server, child)
+}
+
+/** Waits for a server child's `{"port":N}` line. */
+async function afterListening(server: string, child: ChildProcess): Promise<Running> {
   let err = ''
   child.stderr!.on('data', (c: Buffer) => (err += c))
   const lines = createInterface({ input: child.stdout! })
@@ -291,6 +321,8 @@ async function startNode(server: string, work: string): Promise<Running> {
 }
 
 function startServer(server: string, work: string): Promise<Running> {
+  const runtime = HTTP_SERVERS.find((s) => s.name === server)?.runtime
+  if (runtime) return startRuntime(runtime, work)
   return server === 'nginx' ? startNginx(work) : startNode(server, work)
 }
 
@@ -465,6 +497,18 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
     loud("nginx is not installed (apt-get install nginx; needs root and Debian's archive): the nginx reference is SKIPPED")
     servers = servers.filter((s) => s !== 'nginx')
   }
+  const runtimes: string[] = []
+  for (const { name, runtime } of HTTP_SERVERS) {
+    if (!runtime || !servers.includes(name)) continue
+    try {
+      const { bin, version } = ensureRuntime(runtime)
+      runtimeBins.set(runtime, bin)
+      runtimes.push(version)
+    } catch (e) {
+      loud(`${runtime} cannot run here (${(e as Error).message}): the ${runtime} anchor is SKIPPED`)
+      servers = servers.filter((s) => s !== name)
+    }
+  }
   // nginx's worker runs as nobody when we are root: it must be able to reach the files.
   chmodSync(work, 0o755)
   const filesDir = join(work, 'files')
@@ -517,6 +561,7 @@ async function measure(opts: HttpBenchOptions, work: string): Promise<HttpBenchR
       node: process.version,
       nginx: versionOf('nginx') ?? 'nginx not installed',
       wrk: versionOf('wrk') ?? 'wrk not installed',
+      runtimes,
       date: new Date().toISOString(),
       loadavg: { start: loadStart, end: os.loadavg()[0] },
     },

@@ -30,19 +30,40 @@ import { validateInteger } from './validate'
  * @param fileFd - A regular file's descriptor, open for reading.
  * @param offset - Where in the file to start, in bytes.
  * @param length - How many bytes at most.
- * @returns The bytes sent, from 0 to `length`.
+ * @param head - Bytes to send first (an HTTP header block), in one segment with the body's
+ *   first bytes (`MSG_MORE`); sent only if body bytes go too. They count in the result: a
+ *   result below `head.length` means only that much of the head went (the socket filled up).
+ * @returns The bytes sent, from 0 to `length` (plus `head.length`).
  * @throws A Node-style errno error (`code`, `errno`, `syscall: 'sendfile'`) when the first
  * `sendfile` fails with nothing sent: `EBADF`, `EPIPE`, `ECONNRESET`, ...;
  * `ERR_INVALID_ARG_TYPE`/`ERR_OUT_OF_RANGE` for bad arguments.
  */
-export function sendfileNow(sockFd: number, fileFd: number, offset: number, length: number): number {
+export function sendfileNow(sockFd: number, fileFd: number, offset: number, length: number, head?: Uint8Array): number {
   validateInteger(sockFd, 'sockFd', 0, 2 ** 31 - 1)
   validateInteger(fileFd, 'fileFd', 0, 2 ** 31 - 1)
   validateInteger(offset, 'offset')
   validateInteger(length, 'length')
   try {
-    return binding.sendfileNow(sockFd, fileFd, offset, length)
+    return binding.sendfileNow(sockFd, fileFd, offset, length, head)
   } catch (e) {
     throw normalizeBindingError(e)
   }
+}
+
+/**
+ * Reads `length` bytes of the file `fd` at `offset` into a new buffer now, on this thread,
+ * only from the page cache (`preadv2(RWF_NOWAIT)`: never waits for the disk).
+ * @returns The bytes, or `null` when they are not all cached, the file is shorter, or this
+ *   platform cannot read without waiting (then read them another way).
+ * @throws A Node-style errno error (`syscall: 'read'`) when the read fails (`EBADF`, ...).
+ */
+export function readNow(fd: number, offset: number, length: number): Buffer | null {
+  const buf = Buffer.allocUnsafe(length)
+  let n: number
+  try {
+    n = binding.readNow(fd, buf, offset)
+  } catch (e) {
+    throw normalizeBindingError(e)
+  }
+  return n === length ? buf : null
 }

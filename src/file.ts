@@ -102,7 +102,7 @@ export function releaseTaken(taken: TakenFile): void {
  * replaced by a FIFO before the open. `O_NOCTTY`: a terminal given as the file does not become
  * the process's controlling terminal.
  */
-const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0) | (fsConstants.O_NOCTTY ?? 0)
+export const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0) | (fsConstants.O_NOCTTY ?? 0)
 
 /**
  * Opens (for a path) and checks the taken file, and resolves the byte range. Rejects with
@@ -131,6 +131,22 @@ export async function prepareFile(taken: TakenFile, options: SendFileOptions | u
     if (dup !== undefined) binding.closeFd(dup)
     dup = undefined
   }
+  return checkFile(fd, path, options, close, opened !== undefined)
+}
+
+/**
+ * Checks an open descriptor (`fstat`: a regular file, the range inside it) and makes it a
+ * {@link PreparedFile} whose `close()` is `close`; on failure calls `close` and throws as
+ * {@link prepareFile} rejects. `unblock`: clear the `O_NONBLOCK` a path was opened with, once it
+ * is known to be a regular file (see {@link OPEN_FLAGS}).
+ */
+export async function checkFile(
+  fd: number,
+  path: string | undefined,
+  options: SendFileOptions | undefined,
+  close: () => Promise<void>,
+  unblock = false,
+): Promise<PreparedFile> {
   try {
     let stats: Stats
     try {
@@ -140,7 +156,7 @@ export async function prepareFile(taken: TakenFile, options: SendFileOptions | u
     }
     if (stats.isDirectory()) throw withPath(errnoError('EISDIR', 'sendFile'), path)
     if (!stats.isFile()) throw invalidArgValue('file', 'must be a regular file', path ?? fd)
-    if (opened !== undefined) binding.setBlocking(opened)
+    if (unblock) binding.setBlocking(fd)
     const offset = options?.offset ?? 0
     if (offset > stats.size) throw outOfRange('options.offset', `<= ${stats.size} (the file size)`, offset)
     const length = options?.length ?? stats.size - offset

@@ -7,15 +7,17 @@
 import * as http from 'node:http'
 import type { OutgoingHttpHeaders } from 'node:http'
 import { Http2ServerResponse } from 'node:http2'
+import { fstatSync } from 'node:fs'
 import type * as net from 'node:net'
 
 import { bodyPath } from './body-path'
 import { cancelledResult, decideHead, headersSentError, validateHeadOptions, type HeadOptions } from './conditional'
-import { sendfileNow } from './direct'
+import { readNow, sendfileNow } from './direct'
 import { abortError, codedError, invalidArgType } from './errors'
+import { closeWithServer, prepareServedFile } from './file-cache'
 import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
 import { respondHttp2 } from './http2'
-import { countDrainAsActivity, refreshIdleTimer, socketFd } from './net-internals'
+import { countDrainAsActivity, markHeaderBlockSent, pendingHeaderBlock, refreshIdleTimer, socketFd, socketWrite } from './net-internals'
 import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 import { ZeroCopySocket } from './socket'
 import { StagedHead } from './staged-head'
@@ -28,6 +30,30 @@ export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from 
 const answering = new WeakSet<http.ServerResponse>()
 
 /** node:http's rule (and RFC 9110's): these statuses never carry a body. */
+/**
+ * Bodies up to this many bytes go through node:http itself: read from the page cache without
+ * waiting for the disk and written with the headers in one `writev` (Bun and lighttpd do the
+ * same for small files): one segment to the peer, and every wrapper of `res` sees the body.
+ */
+const BUFFERED_BODY_MAX = 16 * 1024
+
+/** The result's `fallbackReason` for such a body. */
+const SMALL_BODY = `small body (up to ${BUFFERED_BODY_MAX / 1024} KiB): read from the page cache and written with the headers in one write`
+
+/**
+ * The body, read now from the page cache, when it is small and the file is as `file.stats`
+ * said after the read (same size, mtime and ctime: not written meanwhile, so the body matches
+ * the headers made from those stats); otherwise `null`.
+ */
+function bufferedBody(file: PreparedFile): Buffer | null {
+  if (file.length === 0 || file.length > BUFFERED_BODY_MAX) return null
+  const body = readNow(file.fd, file.offset, file.length)
+  if (body === null) return null
+  const now = fstatSync(file.fd)
+  const { stats } = file
+  return now.size === stats.size && now.mtimeMs === stats.mtimeMs && now.ctimeMs === stats.ctimeMs ? body : null
+}
+
 function forbidsBody(status: number): boolean {
   return status === 204 || status === 304 || (status >= 100 && status <= 199)
 }
@@ -159,7 +185,7 @@ export function respondWithFile(
     } catch (e) {
       return Promise.reject(e)
     }
-    return respondHttp2(res, prepareFile(taken, sendOptions), { ...headers }, path, headOptions, sendOptions)
+    return respondHttp2(res, prepare(taken, path, sendOptions), { ...headers }, path, headOptions, sendOptions)
   }
   if (answering.has(res)) return Promise.reject(headersSentError())
   let taken
@@ -169,8 +195,13 @@ export function respondWithFile(
     return Promise.reject(e)
   }
   answering.add(res)
-  const answered = respond(res, prepareFile(taken, sendOptions), { ...headers }, path, headOptions, sendOptions)
+  const answered = respond(res, prepare(taken, path, sendOptions), { ...headers }, path, headOptions, sendOptions)
   return answered.finally(() => answering.delete(res))
+}
+
+/** A path through the descriptor cache (src/file-cache.ts); a descriptor or handle as taken. */
+function prepare(taken: ReturnType<typeof takeFile>, path: string | undefined, options: Parameters<typeof prepareFile>[1]): Promise<PreparedFile> {
+  return path !== undefined ? prepareServedFile(path, options) : prepareFile(taken, options)
 }
 
 async function respond(
@@ -225,12 +256,22 @@ async function answer(
   // in the socket for good; res.end() uncorks fully too.
   uncork(socket)
   const hold = new ResponseHold(res)
+  closeWithServer((socket as { server?: net.Server }).server)
   try {
     const path = bodyPath(res, socket, length)
     const fallbackReason = path.kind === 'engine' ? null : path.reason
     if (bodiless || length === 0) {
       hold.finish()
       return { status, bytes: 0, zeroCopy: path.kind !== 'stream' && fallbackReason === null, fallbackReason }
+    }
+    // A small body goes through res whatever the path: one write with the header block, seen
+    // by every wrapper of res.write, counted by node:http.
+    const small = bufferedBody(body)
+    if (small !== null) {
+      hold.write(small)
+      hold.finish()
+      options.onProgress?.(length, length)
+      return { status, bytes: length, zeroCopy: false, fallbackReason: fallbackReason ?? SMALL_BODY }
     }
     if (path.kind === 'stream') {
       await streamBody(res, hold, body, 0, options)
@@ -239,8 +280,7 @@ async function answer(
     }
     // Body bytes go to the socket from here; node:http counts none of them.
     res.strictContentLength = false
-    res.flushHeaders()
-    const inline = sendNow(socket, body, options)
+    const inline = sendNow(res, socket, body, options)
     if (inline < length && path.kind === 'inline-then-stream') {
       // No engine here (io_uring blocked, another platform): the rest through the response.
       await streamBody(res, hold, body, inline, options)
@@ -302,23 +342,39 @@ async function streamBody(
 
 /**
  * Sends what it can of the body right now on this thread, when nothing is queued ahead of it:
- * one non-blocking `sendfile(2)` of cached pages (see src/direct.ts); `0` when it cannot.
- * A failure destroys the socket (the response is broken) and throws the socket's error.
+ * the stored header block and one non-blocking `sendfile(2)` of cached pages in one segment
+ * (see src/direct.ts); `0` body bytes when it cannot (the header block then goes through the
+ * socket, before anything the engine sends). A failure destroys the socket (the response is
+ * broken) and throws the socket's error.
  */
-function sendNow(socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'onProgress'>): number {
+function sendNow(res: http.ServerResponse, socket: net.Socket, file: PreparedFile, options: Pick<RespondWithFileOptions, 'onProgress'>): number {
   const fd = socketFd(socket)
-  if (socket.writableLength > 0 || socket.connecting || fd < 0) return 0
+  const block = pendingHeaderBlock(res)
+  if (socket.writableLength > 0 || socket.writableCorked > 0 || socket.connecting || fd < 0 || block === null) {
+    res.flushHeaders()
+    return 0
+  }
+  const head = Buffer.from(block, 'latin1')
   let sent: number
   try {
-    sent = sendfileNow(fd, file.fd, file.offset, file.length)
+    sent = sendfileNow(fd, file.fd, file.offset, file.length, head)
   } catch (e) {
     socket.destroy(e as Error)
     throw e
   }
-  if (sent > 0) {
-    refreshIdleTimer(socket)
-    options.onProgress?.(sent, file.length)
+  if (sent === 0) {
+    res.flushHeaders()
+    return 0
   }
+  markHeaderBlockSent(res)
+  refreshIdleTimer(socket)
+  if (sent < head.length) {
+    // The socket filled up within the head: the rest of it through the socket, then the body.
+    socketWrite.call(socket, head.subarray(sent), () => {})
+    return 0
+  }
+  sent -= head.length
+  if (sent > 0) options.onProgress?.(sent, file.length)
   return sent
 }
 

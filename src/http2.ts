@@ -17,11 +17,13 @@
  */
 import { constants, type Http2ServerResponse } from 'node:http2'
 import type { OutgoingHttpHeaders } from 'node:http'
+import type { Server } from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
 import { cancelledResult, decideHead, type HeadOptions } from './conditional'
 import { abortError, codedError } from './errors'
+import { closeWithServer } from './file-cache'
 import { readChunks, type PreparedFile } from './file'
 import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
 
@@ -50,6 +52,8 @@ export async function respondHttp2(
     })
     if (decided === null) return cancelledResult()
     const { status, offset, length } = decided
+    // The session's socket (a proxy of it) names the server the cache closes with.
+    closeWithServer((res.stream.session?.socket as { server?: Server } | undefined)?.server)
     const fallbackReason = HTTP2_REASON
     if (res.req?.method === 'HEAD' || length === 0) {
       res.end()

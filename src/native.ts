@@ -119,6 +119,7 @@ const standIn = {
   setBlocking: () => {},
   // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
   sendfileNow: () => 0,
+  readNow: () => 0,
   unackedBytes: () => -1,
 } satisfies Omit<NativeBinding, ProtocolConstant>
 

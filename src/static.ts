@@ -15,15 +15,19 @@
  */
 import type * as http from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
-import { resolve } from 'node:path'
+import { fstatSync } from 'node:fs'
+import { extname, resolve, sep } from 'node:path'
 import { format } from 'node:url'
 
 import encodeUrl from 'encodeurl'
+import etag from 'etag'
 import escapeHtml from 'escape-html'
+import mime from 'mime-types'
 import parseUrl from 'parseurl'
 import send from 'send'
 import vary from 'vary'
 
+import { cachedFile, releaseFile } from './file-cache'
 import { respondWithFile } from './http'
 import { findVariant } from './precompressed'
 
@@ -76,8 +80,19 @@ export type StaticMiddleware = (
 interface SendStreamInternals extends NodeJS.EventEmitter {
   res: http.ServerResponse
   req: http.IncomingMessage
+  /** The URL path it was made for. */
+  path: string
+  _acceptRanges: boolean
+  _cacheControl: boolean
+  _maxage: number
+  _immutable: boolean
+  _lastModified: boolean
+  _etag: boolean
+  /** The file's stats `send` answered with (set by {@link guardedSend}). */
+  zcStat?: import('node:fs').Stats
   stream(path: string, options: { start: number; end: number }): void
   send(path: string, stat: import('node:fs').Stats): void
+  sendFile(path: string): void
   type(path: string): void
   onStatError(err: Error): void
   error(status: number, err?: unknown): void
@@ -89,10 +104,12 @@ interface SendStreamInternals extends NodeJS.EventEmitter {
  * The body, once `send` has set every header: page-cache-to-socket through `respondWithFile`.
  * An error before anything was sent (the file vanished or shrank since `send`'s stat) goes
  * to `send`'s own handling, as a failed read would; after, the connection is already gone.
+ * A whole-file answer to a plain request is remembered for the {@link knownFileResponse} path.
  */
-function streamThroughEngine(this: SendStreamInternals, path: string, options: { start: number }): void {
+function streamThroughEngine(this: SendStreamInternals, known: KnownFiles | null, path: string, options: { start: number }): void {
   const res = this.res
   const length = Number(res.getHeader('content-length'))
+  if (known !== null) remember(this, known, path, options.start, length)
   respondWithFile(res, path, undefined, { offset: options.start, length }).then(
     () => this.emit('end'),
     // Someone else answered the response while it waited for its turn (a timeout middleware):
@@ -101,18 +118,119 @@ function streamThroughEngine(this: SendStreamInternals, path: string, options: {
   )
 }
 
+/** What `send` answered for a URL path with a whole file, to answer it again without `send`. */
+interface KnownFile {
+  file: string
+  dev: number
+  ino: number
+  size: number
+  mtimeMs: number
+  ctimeMs: number
+  /** The headers `send` sets when they are not set already, in its order. */
+  headers: [string, string][]
+}
+
+/** A middleware's known files by the URL path it gave `send`, oldest first. */
+type KnownFiles = Map<string, KnownFile>
+
+/** Most URL paths a middleware remembers. */
+const KNOWN_FILES_MAX = 4096
+
+/** No `Range` and no precondition: `send` answers 200 with the whole file, or HEAD's head. */
+function plainRequest(req: http.IncomingMessage): boolean {
+  const h = req.headers
+  return (
+    h.range === undefined &&
+    h['if-match'] === undefined &&
+    h['if-none-match'] === undefined &&
+    h['if-modified-since'] === undefined &&
+    h['if-unmodified-since'] === undefined
+  )
+}
+
+/**
+ * Records how `send` answered a plain request for a whole file: the file, its identity, and the
+ * default headers `send` computed from its options (`setHeader()` and `type()` in send 1.2).
+ */
+function remember(stream: SendStreamInternals, known: KnownFiles, file: string, start: number, length: number): void {
+  const stat = stream.zcStat
+  if (!stat || start !== 0 || length !== stat.size || stream.res.statusCode !== 200 || !plainRequest(stream.req)) return
+  const headers: [string, string][] = []
+  if (stream._acceptRanges) headers.push(['Accept-Ranges', 'bytes'])
+  if (stream._cacheControl) headers.push(['Cache-Control', `public, max-age=${Math.floor(stream._maxage / 1000)}${stream._immutable ? ', immutable' : ''}`])
+  if (stream._lastModified) headers.push(['Last-Modified', stat.mtime.toUTCString()])
+  if (stream._etag) headers.push(['ETag', etag(stat)])
+  headers.push(['Content-Type', mime.contentType(extname(file)) || 'application/octet-stream'])
+  const { dev, ino, size, mtimeMs, ctimeMs } = stat
+  known.delete(stream.path)
+  known.set(stream.path, { file, dev, ino, size, mtimeMs, ctimeMs, headers })
+  if (known.size > KNOWN_FILES_MAX) known.delete(known.keys().next().value!)
+}
+
+/**
+ * Answers a plain GET or HEAD for a URL path `send` answered before with a whole file, without
+ * `send`, when the file's cached descriptor still names that very file, unchanged (same device,
+ * inode, size, mtime and ctime): the same headers `send` would set, from what it computed then.
+ * Every decision `send` made from the URL path (decoding, dotfiles, index, extensions, root)
+ * depends only on the path, the options and the file system, which the identity check covers
+ * within the descriptor cache's freshness rule (src/file-cache.ts). Returns `false` when it does
+ * not apply; if `respondWithFile` then fails before sending anything, `fallback` runs `send`.
+ */
+function knownFileResponse(known: KnownFile | undefined, req: http.IncomingMessage, res: http.ServerResponse, fallback: () => void): boolean {
+  if (known === undefined || res.statusCode !== 200 || res.headersSent || !plainRequest(req)) return false
+  const cached = cachedFile(known.file)
+  if (cached === undefined) return false
+  let st: import('node:fs').Stats | undefined
+  try {
+    st = fstatSync(cached.fd)
+  } catch {
+    // not expected of a descriptor the cache holds: send decides
+  }
+  releaseFile(cached)
+  if (!st || st.dev !== known.dev || st.ino !== known.ino || st.size !== known.size || st.mtimeMs !== known.mtimeMs || st.ctimeMs !== known.ctimeMs)
+    return false
+  const headers: http.OutgoingHttpHeaders = {}
+  for (const [name, value] of known.headers) if (!res.getHeader(name)) headers[name] = value
+  respondWithFile(res, known.file, headers, { offset: 0, length: known.size }).catch(() => {
+    // Nothing was sent (res untouched): send answers, errors and all. Otherwise the
+    // connection is gone already.
+    if (!res.headersSent && !res.writableEnded) fallback()
+  })
+  return true
+}
+
 /**
  * `send`'s step that sets the headers and starts the body, guarded: `send` runs it in an fs
  * callback, so an exception from inside it (a `setHeaders` that throws) would end the process,
  * as it does with serve-static. Here it becomes a 500 for the middleware's error handling.
  */
 function guardedSend(this: SendStreamInternals, step: SendStreamInternals['send'], path: string, stat: import('node:fs').Stats): void {
+  this.zcStat = stat
   try {
     step.call(this, path, stat)
   } catch (err) {
     if (this.res.headersSent) this.res.destroy(err as Error)
     else this.error(500, err)
   }
+}
+
+/**
+ * `send`'s stat of the file, answered from the descriptor cache when it holds the path (an
+ * `fstat`, no thread-pool round trip); otherwise `send`'s own `fs.stat`, extensions and all.
+ */
+function cachedSendFile(this: SendStreamInternals, step: SendStreamInternals['sendFile'], path: string): void {
+  const file = path.endsWith(sep) ? undefined : cachedFile(path)
+  if (file === undefined) return step.call(this, path)
+  let stat: import('node:fs').Stats | undefined
+  try {
+    stat = fstatSync(file.fd)
+  } catch {
+    // not expected of a descriptor the cache holds; send's own stat decides
+  }
+  releaseFile(file)
+  if (!stat?.isFile()) return step.call(this, path)
+  this.emit('file', path, stat)
+  this.send(path, stat)
 }
 
 /**
@@ -201,6 +319,7 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
   opts.maxage = opts.maxage || opts.maxAge || 0
   opts.root = resolve(root)
   const onDirectory = redirect ? redirectDirectory : notFoundDirectory
+  const known: KnownFiles = new Map()
 
   // send and parseurl read only what http2's compatibility objects also have (url, headers, method, setHeader, ...).
   return function serveStatic(req: http.IncomingMessage, res: http.ServerResponse, next: (err?: unknown) => void) {
@@ -217,17 +336,23 @@ export function serveStatic(root: string, options?: ServeStaticOptions): StaticM
     let path = parseUrl(req)?.pathname ?? '/'
     // Make sure the redirect happens at the mount point.
     if (path === '/' && !originalUrl?.pathname?.endsWith('/')) path = ''
-    const stream = send(req, path, opts) as unknown as SendStreamInternals
-    stream.stream = streamThroughEngine
-    stream.send = (precompressed ? precompressedSend : guardedSend).bind(stream, stream.send)
-    stream.on('directory', onDirectory)
-    if (setHeaders) stream.on('headers', setHeaders)
-    // Once a file is found, errors are always forwarded.
-    if (fallthrough) stream.on('file', () => (forwardError = true))
-    stream.on('error', (err: { statusCode?: number }) => {
-      if (forwardError || !((err.statusCode ?? 500) < 500)) next(err)
-      else next()
-    })
-    stream.pipe(res)
+    const answer = (): void => {
+      const stream = send(req, path, opts) as unknown as SendStreamInternals
+      stream.stream = streamThroughEngine.bind(stream, setHeaders || precompressed ? null : known)
+      stream.send = (precompressed ? precompressedSend : guardedSend).bind(stream, stream.send)
+      stream.sendFile = cachedSendFile.bind(stream, stream.sendFile)
+      stream.on('directory', onDirectory)
+      if (setHeaders) stream.on('headers', setHeaders)
+      // Once a file is found, errors are always forwarded.
+      if (fallthrough) stream.on('file', () => (forwardError = true))
+      stream.on('error', (err: { statusCode?: number }) => {
+        if (forwardError || !((err.statusCode ?? 500) < 500)) next(err)
+        else next()
+      })
+      stream.pipe(res)
+    }
+    // setHeaders may change anything, or throw (send's error path), and a precompressed variant
+    // is chosen per request: only send answers then.
+    if (setHeaders || precompressed || !knownFileResponse(known.get(path), req, res, answer)) answer()
   } as StaticMiddleware
 }

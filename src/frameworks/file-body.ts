@@ -180,11 +180,16 @@ export class FileBody extends Readable {
     res.end = ((...args: Parameters<typeof end>) => {
       res.end = end
       if (this.readableEnded || this.destroyed) return end.apply(res, args)
+      // A body handed to end() (a small file written with its headers in one write) goes now;
+      // only the end waits, and it carries no data (the framework may have ended `res` by then).
+      const chunk: unknown = args[0]
+      const callback = args.find((a): a is () => void => typeof a === 'function')
+      if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') res.write(chunk as Uint8Array)
       let ended = false
       const endRes = () => {
         if (ended) return
         ended = true
-        end.apply(res, args)
+        ;(end as (this: http.ServerResponse, cb?: () => void) => unknown).call(res, callback)
       }
       this.once('end', endRes).once('close', endRes)
       this.#endQuietly()

@@ -1,4 +1,5 @@
-//! Sending a file range inline, now, without ever blocking: [`sendfile_now`].
+//! Sending a file range inline, now, without ever blocking: [`sendfile_now`]; and reading one
+//! the same way: [`read_now`].
 //!
 //! The engine sends files on its own thread, which costs a cross-thread round trip per send
 //! (about 100 µs here). For a small HTTP body that already sits in the page cache and a socket
@@ -83,6 +84,25 @@ struct Cachestat {
 /// `sock` must not be written to concurrently by anyone else (the engine included), or bytes
 /// interleave; that is the caller's ordering to keep.
 pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u64, Errno> {
+    sendfile_now_after(sock, &[], file, offset, len)
+}
+
+/// [`sendfile_now`] with `head` (an HTTP header block) sent first on `sock` with `MSG_MORE`, so
+/// the kernel puts it in one segment with the body's first bytes: one segment and one wake-up
+/// of the peer where two writes make two. Returns the bytes of `head` and body sent together.
+///
+/// The head goes only when the body would go inline (the range is cached, the socket
+/// non-blocking): `Ok(0)` means nothing at all was sent. A result below `head.len()` means the
+/// socket filled up within the head (the caller sends the rest of it, then the body); above,
+/// the head went whole and `n - head.len()` body bytes after it, as [`sendfile_now`] counts.
+/// `Err` only when the first write failed with nothing sent. The send uses `MSG_NOSIGNAL`.
+pub fn sendfile_now_after(
+    sock: RawFd,
+    head: &[u8],
+    file: RawFd,
+    offset: u64,
+    len: u64,
+) -> Result<u64, Errno> {
     let Some(len) = cached_len(file, offset, len.min(MAX_PER_CALL)) else {
         return Ok(0);
     };
@@ -94,6 +114,30 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
     if flags & libc::O_NONBLOCK == 0 {
         return Ok(0); // a blocking socket could wait for the peer: not inline
     }
+    let mut head_sent = 0;
+    while head_sent < head.len() {
+        // SAFETY: `send` reads the unsent tail of `head`, borrowed for the call; a bad
+        // descriptor fails with an errno.
+        let n = unsafe {
+            libc::send(
+                sock,
+                head[head_sent..].as_ptr().cast(),
+                head.len() - head_sent,
+                libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            head_sent += n as usize;
+            continue;
+        }
+        match Errno::last().0 {
+            libc::EINTR => continue,
+            _ if head_sent > 0 => return Ok(head_sent as u64),
+            libc::EAGAIN => return Ok(0),
+            e => return Err(Errno(e)),
+        }
+    }
+    let head_sent = head_sent as u64;
     let end = offset + len;
     let mut next = offset;
     while next < end {
@@ -115,11 +159,49 @@ pub fn sendfile_now(sock: RawFd, file: RawFd, offset: u64, len: u64) -> Result<u
             libc::EINTR => continue,
             libc::EAGAIN => break,
             // Bytes already went: report them now, the error on the next call.
-            _ if next > offset => break,
+            _ if next > offset || head_sent > 0 => break,
             e => return Err(Errno(e)),
         }
     }
-    Ok(next - offset)
+    Ok(head_sent + next - offset)
+}
+
+/// Reads into `buf` from `file` at `offset`, now, on the calling thread, only what the page
+/// cache already holds: `preadv2(RWF_NOWAIT)` (Linux 4.14), which fails with `EAGAIN` instead of
+/// waiting for the disk. Returns the bytes read, from 0 to `buf.len()`; fewer than asked when
+/// the rest is not cached, the file ends early, or the file system cannot read without
+/// waiting (`EOPNOTSUPP`): the caller then reads the rest another way (off this thread).
+///
+/// `Err(e)` for other failures with nothing read (`EBADF`, `EISDIR`, `ESPIPE` for a pipe, `EINVAL`);
+/// `EINTR` is retried.
+pub fn read_now(file: RawFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let Ok(off) = libc::off_t::try_from(offset + done as u64) else {
+            break;
+        };
+        let iov = libc::iovec {
+            iov_base: buf[done..].as_mut_ptr().cast(),
+            iov_len: buf.len() - done,
+        };
+        // SAFETY: one iovec over the unread tail of `buf`, which is borrowed mutably for the
+        // call; the kernel writes at most `iov_len` bytes there and touches nothing else.
+        let n = unsafe { libc::preadv2(file, &iov, 1, off, libc::RWF_NOWAIT) };
+        if n > 0 {
+            done += n as usize;
+            continue;
+        }
+        if n == 0 {
+            break; // end of file
+        }
+        match Errno::last().0 {
+            libc::EINTR => continue,
+            libc::EAGAIN | libc::EOPNOTSUPP => break,
+            _ if done > 0 => break,
+            e => return Err(Errno(e)),
+        }
+    }
+    Ok(done)
 }
 
 /// How many bytes from `offset` (at most `len`) to send: the range clamped to the file's size,
@@ -239,6 +321,25 @@ mod tests {
             // SAFETY: closes the two descriptors pipe just made, which nobody else owns.
             unsafe { libc::close(fd) };
         }
+    }
+
+    #[test]
+    fn read_now_reads_a_cached_file_whole_and_stops_at_its_end() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut f = tempfile();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let mut buf = vec![0u8; 12_000];
+        let n = read_now(f.as_raw_fd(), &mut buf, 0).unwrap();
+        assert_eq!(
+            n,
+            data.len(),
+            "a just-written file is cached and read whole, then its end"
+        );
+        assert_eq!(&buf[..n], &data[..]);
+        assert_eq!(read_now(f.as_raw_fd(), &mut buf[..10], 9_995).unwrap(), 5);
+        assert_eq!(read_now(-1, &mut buf, 0), Err(Errno(libc::EBADF)));
     }
 
     fn tempfile() -> std::fs::File {

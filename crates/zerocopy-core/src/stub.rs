@@ -89,6 +89,23 @@ pub fn send_all_zc(
     try_send_zc(ring, fd, buf, user_data)
 }
 
+/// Reads nothing: without Linux's `RWF_NOWAIT` a read could wait for the disk, so the caller
+/// reads another way. The Linux version is `direct::read_now`.
+pub fn read_now(_file: RawFd, _buf: &mut [u8], _offset: u64) -> Result<usize, Errno> {
+    Ok(0)
+}
+
+/// Never sends anything inline: `Ok(0)`. The Linux version is `direct::sendfile_now_after`.
+pub fn sendfile_now_after(
+    _sock: RawFd,
+    _head: &[u8],
+    _file: RawFd,
+    _offset: u64,
+    _len: u64,
+) -> Result<u64, Errno> {
+    Ok(0)
+}
+
 /// Never sends anything inline: `Ok(0)`, so the caller takes its usual (fallback) path. The
 /// Linux version is `direct::sendfile_now`.
 pub fn sendfile_now(_sock: RawFd, _file: RawFd, _offset: u64, _len: u64) -> Result<u64, Errno> {

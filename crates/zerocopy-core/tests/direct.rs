@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use zerocopy_core::direct::{cached_pages, MAX_PER_CALL};
-use zerocopy_core::{sendfile_now, Errno};
+use zerocopy_core::{sendfile_now, sendfile_now_after, Errno};
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     (0..len as u64)
@@ -92,6 +92,38 @@ fn send_all(sock: &TcpStream, t: &Temp, offset: u64, len: u64) -> u64 {
         sent += n;
     }
     sent
+}
+
+#[test]
+fn a_head_goes_first_then_the_body_and_both_count() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    let data = pattern(5000, 9);
+    let Some((t, tx, reader)) = setup("head", &data) else {
+        return;
+    };
+    let n = sendfile_now_after(tx.as_raw_fd(), &head, t.file.as_raw_fd(), 0, 5000).unwrap();
+    assert_eq!(n, (head.len() + 5000) as u64, "head and body in one call");
+    drop(tx);
+    let got = reader.join().unwrap();
+    assert_eq!(&got[..head.len()], &head[..]);
+    assert!(
+        got[head.len()..] == data[..],
+        "the body after the head differs"
+    );
+
+    // Nothing cached to send (past the end): not even the head goes.
+    let Some((t, tx, reader)) = setup("head-none", &data) else {
+        return;
+    };
+    assert_eq!(
+        sendfile_now_after(tx.as_raw_fd(), &head, t.file.as_raw_fd(), 5000, 10),
+        Ok(0)
+    );
+    drop(tx);
+    assert!(
+        reader.join().unwrap().is_empty(),
+        "nothing may go when the body cannot"
+    );
 }
 
 #[test]

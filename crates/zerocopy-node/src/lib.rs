@@ -135,9 +135,11 @@ pub fn set_blocking(env: Env, fd: i32) -> napi::Result<()> {
 /// Sends up to `length` bytes of file `file_fd` from `offset` on the non-blocking socket
 /// `sock_fd` right now, on this thread, only if the whole range is in the page cache (never
 /// waits for the disk or the peer: a socket in blocking mode gets 0); returns the bytes sent,
-/// 0 when nothing could go inline.
-/// Sends at most 1 MiB per call. Throws the first `sendfile` error (`EBADF`, `EPIPE`, ...) when
-/// nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
+/// 0 when nothing could go inline. With `head`, those bytes go first, in one segment with the
+/// body's first bytes (`MSG_MORE`), and count in the result (below `head.length`: only part of
+/// the head went).
+/// Sends at most 1 MiB of body per call. Throws the first write's error (`EBADF`, `EPIPE`, ...)
+/// when nothing was sent; `ERR_INVALID_ARG_VALUE` for a negative offset or length.
 #[napi]
 pub fn sendfile_now(
     env: Env,
@@ -145,6 +147,7 @@ pub fn sendfile_now(
     file_fd: i32,
     offset: i64,
     length: i64,
+    head: Option<Uint8Array>,
 ) -> napi::Result<i64> {
     let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
         return error::throw(
@@ -155,9 +158,30 @@ pub fn sendfile_now(
             ),
         );
     };
-    zerocopy_core::sendfile_now(sock_fd, file_fd, offset, length)
+    let head: &[u8] = head.as_deref().unwrap_or(&[]);
+    zerocopy_core::sendfile_now_after(sock_fd, head, file_fd, offset, length)
         .map(|n| n as i64)
         .or_else(|e| error::throw(&env, error::errno("sendfile", e)))
+}
+
+/// Reads into `buf` from file `fd` at `offset` right now, on this thread, only what the page
+/// cache already holds (`preadv2(RWF_NOWAIT)`: never waits for the disk); returns the bytes
+/// read, fewer than `buf.length` when the rest is not cached or the file ends (0 off Linux).
+/// Throws the first read's error (`EBADF`, `EISDIR`, `ESPIPE`, ...) when nothing was read.
+#[napi]
+pub fn read_now(env: Env, fd: i32, mut buf: Uint8Array, offset: i64) -> napi::Result<i64> {
+    let Ok(offset) = u64::try_from(offset) else {
+        return error::throw(
+            &env,
+            error::coded("ERR_INVALID_ARG_VALUE", "readNow: offset must be >= 0"),
+        );
+    };
+    // SAFETY: the call is synchronous on the JS thread, which owns `buf`: no JS runs while the
+    // kernel writes into it, and nothing else holds the slice past this call.
+    let slice = unsafe { buf.as_mut() };
+    zerocopy_core::read_now(fd, slice, offset)
+        .map(|n| n as i64)
+        .or_else(|e| error::throw(&env, error::errno("read", e)))
 }
 
 /// Bytes in socket `fd`'s send queue the peer has not acknowledged yet (`SIOCOUTQ`), or -1

@@ -1,0 +1,305 @@
+import { mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, truncateSync, appendFileSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+
+import test from 'ava'
+
+import { clearFileCache, configureFileCache, fileCacheStats, respondWithFile, serveStatic } from '../index'
+import { patternBytes, rng, SEED } from './helpers'
+
+// One cache per thread: these tests change its limits, so they run one at a time.
+
+interface Got {
+  status: number
+  length: number | null
+  body: Buffer
+}
+
+/** `promise`, or a rejection naming `what` after `ms`: no test waits forever. */
+function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`HANG: ${what} after ${ms} ms`)), ms)))
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
+}
+
+function get(port: number, path: string, agent: http.Agent): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.once('end', () => {
+          const cl = res.headers['content-length']
+          resolve({ status: res.statusCode ?? 0, length: cl === undefined ? null : Number(cl), body: Buffer.concat(chunks) })
+        })
+        res.once('error', reject)
+      })
+      .once('error', reject)
+  })
+}
+
+async function listen(handler: http.RequestListener): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { server, port: (server.address() as AddressInfo).port }
+}
+
+function close(server: http.Server): Promise<void> {
+  server.closeAllConnections()
+  return new Promise((resolve) => server.close(() => resolve()))
+}
+
+/** Descriptors of this process open on files under `dir`. */
+function fdsUnder(dir: string): number {
+  let n = 0
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) n++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n
+}
+
+function scratch(t: { teardown(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'zc-file-cache-'))
+  t.teardown(() => {
+    configureFileCache({ maxEntries: 256, freshMs: 1000 })
+    clearFileCache()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
+}
+
+const serveFrom =
+  (dir: string): http.RequestListener =>
+  (req, res) => {
+    respondWithFile(res, join(dir, req.url!.slice(1))).catch(() => {
+      if (!res.headersSent) res.writeHead(404).end()
+      else res.destroy()
+    })
+  }
+
+test.serial('a file served again within freshMs is not opened again, and the descriptor is closed with the server', async (t) => {
+  const dir = scratch(t)
+  const sizes = [4096, 64 * 1024, 1 << 20]
+  for (const size of sizes) writeFileSync(join(dir, `f${size}`), patternBytes(size, size))
+  configureFileCache({ freshMs: 60_000 })
+  const { server, port } = await listen(serveFrom(dir))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  const before = fileCacheStats()
+  for (let i = 0; i < 30; i++) {
+    const size = sizes[i % sizes.length]
+    const got = await deadline(get(port, `/f${size}`, agent), 10_000, `GET ${i}`)
+    t.is(got.status, 200)
+    t.true(got.body.equals(patternBytes(size, size)), `response ${i} (${size} bytes) byte-exact`)
+  }
+  const after = fileCacheStats()
+  t.is(after.misses - before.misses, sizes.length, 'each file opened once')
+  t.is(after.hits - before.hits, 30 - sizes.length, 'every other response used the cached descriptor')
+  t.is(fdsUnder(dir), sizes.length, 'one descriptor per file')
+  agent.destroy()
+  await close(server)
+  t.is(fdsUnder(dir), 0, 'server.close() closed the cached descriptors')
+})
+
+test.serial('the cache is bounded: least recently used descriptors are closed first', async (t) => {
+  const dir = scratch(t)
+  for (let i = 0; i < 20; i++) writeFileSync(join(dir, `f${i}`), patternBytes(1000 + i, i))
+  configureFileCache({ maxEntries: 5, freshMs: 60_000 })
+  const { server, port } = await listen(serveFrom(dir))
+  t.teardown(() => close(server))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  for (let i = 0; i < 20; i++) {
+    const got = await deadline(get(port, `/f${i}`, agent), 10_000, `GET f${i}`)
+    t.true(got.body.equals(patternBytes(1000 + i, i)))
+    t.true(fdsUnder(dir) <= 5, `at most 5 descriptors open after ${i + 1} files`)
+  }
+  t.is(fileCacheStats().open, 5)
+  configureFileCache({ maxEntries: 0 })
+  t.is(fdsUnder(dir), 0, 'maxEntries 0 closes every idle descriptor')
+  const got = await deadline(get(port, '/f3', agent), 10_000, 'GET with the cache off')
+  t.true(got.body.equals(patternBytes(1003, 3)))
+  t.is(fdsUnder(dir), 0, 'with the cache off nothing stays open')
+})
+
+/**
+ * Versions of one path, each all one byte value and of its own length: a body is "whole" when
+ * its length is the header's and one version's, and every byte is that version's.
+ */
+function versionOf(got: Got, versions: Buffer[]): number {
+  if (got.length !== got.body.length) return -1
+  return versions.findIndex((v) => v.equals(got.body))
+}
+
+test.serial(`a file replaced (renamed over) under load is served whole-old or whole-new, and the new one within freshMs (seed ${SEED})`, async (t) => {
+  const dir = scratch(t)
+  const random = rng(SEED)
+  // Around the buffered limit and the inline/engine sizes.
+  const versions = [3000, 16 * 1024, 70_000, 300_000, 2 << 20].map((n, i) => Buffer.alloc(n, 0x41 + i))
+  const path = join(dir, 'file')
+  writeFileSync(path, versions[0])
+  configureFileCache({ freshMs: 20 })
+  const { server, port } = await listen(serveFrom(dir))
+  t.teardown(() => close(server))
+  let writing = true
+  let replaced = 0
+  const writer = (async () => {
+    while (writing) {
+      const tmp = join(dir, `tmp${replaced}`)
+      writeFileSync(tmp, versions[Math.floor(random() * versions.length)])
+      renameSync(tmp, path)
+      replaced++
+      await new Promise((r) => setTimeout(r, 1 + Math.floor(random() * 5)))
+    }
+  })()
+  const seen = new Set<number>()
+  const clients = Array.from({ length: 6 }, async (_, c) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    try {
+      for (let i = 0; i < 40; i++) {
+        const got = await deadline(get(port, '/file', agent), 20_000, `client ${c} GET ${i}`)
+        const v = versionOf(got, versions)
+        t.true(v >= 0, `client ${c} response ${i}: ${got.body.length} bytes for Content-Length ${got.length}, whole of one version`)
+        seen.add(v)
+      }
+    } finally {
+      agent.destroy()
+    }
+  })
+  await deadline(Promise.all(clients), 60_000, 'clients')
+  writing = false
+  await writer
+  t.true(replaced > 10, `the file was replaced ${replaced} times meanwhile`)
+  t.true(seen.size > 1, `more than one version was served (${[...seen].join(', ')})`)
+  // Within the freshness rule: the current version, once freshMs has passed.
+  writeFileSync(join(dir, 'last'), versions[4])
+  renameSync(join(dir, 'last'), path)
+  await new Promise((r) => setTimeout(r, 40))
+  const agent = new http.Agent({ keepAlive: true })
+  t.teardown(() => agent.destroy())
+  t.is(versionOf(await deadline(get(port, '/file', agent), 20_000, 'GET after the rule'), versions), 4)
+})
+
+/**
+ * Grows or shrinks one file in place while 6 clients fetch it, and checks every response with
+ * `check`; a response cut short (the file shrank under the body) is an error at the client.
+ */
+async function underInPlaceChanges(
+  t: import('ava').ExecutionContext,
+  seed: number,
+  truncate: boolean,
+  check: (got: Got, content: Buffer, what: string) => void,
+): Promise<void> {
+  const dir = scratch(t)
+  const random = rng(seed)
+  const content = patternBytes(4 << 20, 7)
+  const path = join(dir, 'file')
+  writeFileSync(path, content.subarray(0, 1000))
+  configureFileCache({ freshMs: 60_000 })
+  const { server, port } = await listen(serveFrom(dir))
+  t.teardown(() => close(server))
+  let writing = true
+  let size = 1000
+  let changes = 0
+  const writer = (async () => {
+    while (writing) {
+      if (truncate && random() < 0.3) {
+        size = Math.floor(random() * size)
+        truncateSync(path, size)
+      } else {
+        if (size === content.length) size = 0
+        const next = Math.min(content.length, size + 1 + Math.floor(random() * 100_000))
+        if (size === 0) truncateSync(path, 0)
+        appendFileSync(path, content.subarray(size, next))
+        size = next
+      }
+      changes++
+      await new Promise((r) => setTimeout(r, Math.floor(random() * 3)))
+    }
+  })()
+  let complete = 0
+  let cut = 0
+  const clients = Array.from({ length: 6 }, async (_, c) => {
+    for (let i = 0; i < 40; i++) {
+      const agent = new http.Agent({ keepAlive: false })
+      try {
+        const got = await deadline(get(port, '/file', agent), 20_000, `client ${c} GET ${i}`)
+        t.is(got.status, 200)
+        complete++
+        t.is(got.body.length, got.length ?? -1, `client ${c} response ${i}: the body is as long as its Content-Length`)
+        check(got, content, `client ${c} response ${i} (${got.body.length} bytes)`)
+      } catch (e) {
+        if ((e as Error).message.startsWith('HANG')) throw e
+        cut++ // the client saw an error, not a response
+      } finally {
+        agent.destroy()
+      }
+    }
+  })
+  await deadline(Promise.all(clients), 90_000, 'clients')
+  writing = false
+  await writer
+  t.log(`${changes} changes, ${complete} complete responses, ${cut} cut short`)
+  t.true(changes > 10)
+  t.true(complete > 0)
+}
+
+test.serial(`a file appended to under load: every response is the file at one moment, never mixed (seed ${SEED})`, async (t) => {
+  await underInPlaceChanges(t, SEED + 1, false, (got, content, what) => {
+    t.true(got.body.equals(content.subarray(0, got.body.length)), `${what}: the file's first bytes`)
+  })
+})
+
+test.serial(`a file truncated in place under load: bytes are the file's, or zeros where it was cut (as nginx; README) (seed ${SEED})`, async (t) => {
+  await underInPlaceChanges(t, SEED + 2, true, (got, content, what) => {
+    let foreign = 0
+    for (let i = 0; i < got.body.length; i++) if (got.body[i] !== content[i] && got.body[i] !== 0) foreign++
+    t.is(foreign, 0, `${what}: no byte that was never at its place in the file`)
+  })
+})
+
+test.serial('serveStatic answers a cached file without a stat on the thread pool, header for header as before', async (t) => {
+  const dir = scratch(t)
+  writeFileSync(join(dir, 'a.txt'), 'hello world\n')
+  configureFileCache({ freshMs: 60_000 })
+  const middleware = serveStatic(dir)
+  const { server, port } = await listen((req, res) => middleware(req, res, () => res.writeHead(404).end()))
+  t.teardown(() => close(server))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const first = await deadline(get(port, '/a.txt', agent), 10_000, 'first GET')
+  const hits = fileCacheStats().hits
+  const second = await deadline(get(port, '/a.txt', agent), 10_000, 'second GET')
+  t.is(first.body.toString(), 'hello world\n')
+  t.deepEqual(second, first)
+  t.true(fileCacheStats().hits >= hits + 2, "send's stat and the body's open both came from the cache")
+})
+
+test.serial('a worker thread that served files leaves no descriptor behind when it ends', async (t) => {
+  const dir = scratch(t)
+  writeFileSync(join(dir, 'w'), patternBytes(5000, 3))
+  const worker = new Worker(
+    `
+    const http = require('node:http')
+    const { respondWithFile } = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))})
+    const { parentPort, workerData } = require('node:worker_threads')
+    const server = http.createServer((req, res) => respondWithFile(res, workerData.path))
+    server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port))
+    `,
+    { eval: true, workerData: { path: join(dir, 'w') } },
+  )
+  const port = await deadline(new Promise<number>((r) => worker.once('message', r)), 10_000, 'worker listening')
+  const agent = new http.Agent({ keepAlive: true })
+  const got = await deadline(get(port, '/', agent), 10_000, 'GET from the worker')
+  agent.destroy()
+  t.true(got.body.equals(patternBytes(5000, 3)))
+  t.is(fdsUnder(dir), 1, "the worker's cache holds the file")
+  await deadline(worker.terminate(), 10_000, 'worker terminate')
+  t.is(fdsUnder(dir), 0, 'closed when the worker ended')
+})
