@@ -162,7 +162,7 @@ for (const via of ['respond', 'static']) {
     // one write with the headers through res.
     if (via === 'respond')
       t.deepEqual(
-        results.map((r) => r.zeroCopy || /^small body/.test(r.fallbackReason ?? '')),
+        results.map((r) => r.zeroCopy || (r.fallbackReason ?? '').startsWith('small body')),
         [true, true],
       )
   })
