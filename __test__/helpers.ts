@@ -1,11 +1,14 @@
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { probe } from '../index'
+import { clearFileCache, configureFileCache, probe } from '../index'
 
 const report = probe()
 
@@ -66,7 +69,6 @@ export function hashReceived(socket: net.Socket): Promise<{ bytes: number; sha25
   })
 }
 
-/** SHA-256 of the concatenation of `parts`. */
 /** Rejects with a clear message if `p` has not settled within `ms`: a hang fails the test. */
 export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout
@@ -78,6 +80,7 @@ export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T>
   ])
 }
 
+/** SHA-256 of the concatenation of `parts`. */
 export function sha256(...parts: Uint8Array[]): string {
   const h = createHash('sha256')
   for (const p of parts) h.update(p)
@@ -192,4 +195,31 @@ export function runChild(script: string, env: Record<string, string> = {}): Prom
       resolve({ code, json, stderr })
     }),
   )
+}
+
+/** Descriptors of this process open on files under `dir` (Linux: `/proc/self/fd`). */
+export function fdsUnder(dir: string): number {
+  let n = 0
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) n++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n
+}
+
+/**
+ * A fresh directory under the system's temporary directory for a descriptor-cache test; at the
+ * test's end the cache gets its default limits back, closes its descriptors, and the directory goes.
+ */
+export function cacheScratch(t: { teardown(fn: () => void): void }, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => {
+    configureFileCache({ maxEntries: 256, freshMs: 1000 })
+    clearFileCache()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
 }

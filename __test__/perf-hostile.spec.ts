@@ -2,11 +2,10 @@
 // header block sent with MSG_MORE, the small-body path, and serveStatic's answers without send,
 // each side by side with what serve-static 2.2.1 / send 1.2.1 do. Real loopback sockets, real
 // clients; every wait has a deadline.
-import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 
@@ -14,14 +13,8 @@ import test from 'ava'
 import compression from 'compression'
 import express from 'express'
 
-import { clearFileCache, configureFileCache, respondWithFile, serveStatic } from '../index'
-import { patternBytes, rng, SEED } from './helpers'
-
-function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`HANG: ${what} after ${ms} ms`)), ms)))
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
-}
+import { configureFileCache, respondWithFile, serveStatic } from '../index'
+import { cacheScratch, deadline, fdsUnder, patternBytes, rng, SEED } from './helpers'
 
 interface Got {
   status: number
@@ -58,27 +51,7 @@ function close(server: http.Server): Promise<void> {
   return deadline(new Promise((resolve) => server.close(() => resolve())), 5_000, 'server.close')
 }
 
-function fdsUnder(dir: string): number {
-  let n = 0
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) n++
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return n
-}
-
-function scratch(t: { teardown(fn: () => void): void }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'zc-perf-hostile-'))
-  t.teardown(() => {
-    configureFileCache({ maxEntries: 256, freshMs: 1000 })
-    clearFileCache()
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return dir
-}
+const scratch = (t: { teardown(fn: () => void): void }): string => cacheScratch(t, 'zc-perf-hostile-')
 
 /** Headers that differ between two servers for reasons of their own. */
 const VOLATILE = new Set(['date', 'connection', 'keep-alive', 'x-powered-by'])
