@@ -151,6 +151,7 @@ export class ZeroCopySocket {
     destroyed: () => this.#destroyed,
     destroy: () => this.destroy(),
     touch: () => refreshIdleTimer(this.socket), // the engine's progress counts as activity for setTimeout
+    fd: () => socketFd(this.socket),
   }
   /** Our listeners on {@link socket}, removed when it is handed back. */
   #listeners: [event: string, fn: (...args: never[]) => void][] = []
@@ -307,23 +308,59 @@ export class ZeroCopySocket {
       return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
     this.#batcher.flush()
+    let sentNow = 0
+    if (signal === undefined && this.#mayInline(t)) {
+      try {
+        sentNow = t.sendNow(data)
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      if (sentNow === bytes) return Promise.resolve({ bytes, zeroCopy: false, copied: false })
+    }
+    // The rest goes to the transport, after the bytes sent inline.
+    const rest = sentNow === 0 ? data : data.subarray(sentNow)
     pin(data) // held from here until the kernel released it
     const id = this.#pending.nextId()
     return new Promise<WriteResult>((resolve, reject) => {
       const untrack = trackWrite(data)
+      const done = sentNow === 0 ? resolve : (r: WriteResult) => resolve({ ...r, bytes })
       const p: Pending = {
-        resolve: untrack ? (r) => (untrack(), resolve(r)) : resolve,
+        resolve: untrack ? (r) => (untrack(), done(r)) : done,
         reject: untrack ? (e) => (untrack(), reject(e)) : reject,
-        bytes,
+        bytes: rest.byteLength,
         aborted: false,
         signal,
         syscall: 'sendZc',
       }
       this.#add(id, p)
-      this.#pending.inFlightBytes += bytes
-      if (this.#held.holding) this.#held.push({ kind: 'write', id, data })
-      else this.#transport!.write(id, data)
+      this.#pending.inFlightBytes += rest.byteLength
+      if (this.#held.holding) this.#held.push({ kind: 'write', id, data: rest })
+      else this.#transport!.write(id, rest)
     })
+  }
+
+  /**
+   * Whether the next bytes may be sent inline on this thread now (`transport.sendNow`), as
+   * libuv's `uv_try_write` does for net.Socket. The transport must allow it (a copy send
+   * anyway: never in `'always'`), and nothing of this socket may be queued or in flight with
+   * it, or the inline bytes could overtake queued ones. That is sufficient because:
+   * - every operation handed to the transport (write, batch, file send, the remainder of an
+   *   inline send) has a pending entry from before it is issued until the transport reports it
+   *   settled, and the engine reports a write or file send settled only once all its bytes
+   *   went to the kernel or were withdrawn (abort): no pending entry, no bytes left to send;
+   * - operations not handed over yet are held (behind a file being opened, or before the
+   *   socket is adopted): `held.holding`; small writes waiting in the batcher are flushed
+   *   before any other write, and the batch itself is sent through here;
+   * - after `end()` or `release()` no write is accepted, so nothing goes after the FIN or
+   *   around a detach; after a failure (`error`) or `destroy()` nothing goes at all, and the
+   *   descriptor is read from the live handle each time (`-1` once the socket closed it), so a
+   *   reused descriptor number is never written to;
+   * - everything runs on this thread: a socket and its engine belong to one thread (a worker
+   *   has its own), and the engine sends on a duplicate of the same socket, so the kernel
+   *   orders the inline bytes after everything the engine sent before.
+   */
+  #mayInline(t: Transport | null): t is Transport {
+    return t !== null && this.#pending.size === 0 && !this.#held.holding && this.#error === null && !this.#destroyed && t.sendsInline()
   }
 
   /**
@@ -513,11 +550,28 @@ export class ZeroCopySocket {
     return null
   }
 
-  /** Sends a flushed batch of small writes as one engine write. */
+  /**
+   * Sends a flushed batch of small writes: inline as far as it fits when it may (see
+   * {@link #mayInline}), the rest as one engine write.
+   */
   #sendBatch(data: Uint8Array, settled: { resolve(r: WriteResult): void; reject(e: unknown): void }): void {
+    const t = this.#transport
+    let rest = data
+    if (this.#mayInline(t)) {
+      let sentNow: number
+      try {
+        sentNow = t.sendNow(data)
+      } catch (e) {
+        this.#pending.inFlightBytes -= data.byteLength
+        return settled.reject(e)
+      }
+      this.#pending.inFlightBytes -= sentNow
+      if (sentNow === data.byteLength) return settled.resolve({ bytes: sentNow, zeroCopy: false, copied: false })
+      rest = data.subarray(sentNow)
+    }
     const id = this.#pending.nextId()
-    this.#pending.add(id, { ...settled, bytes: data.byteLength, aborted: false, syscall: 'sendZc', batch: true })
-    this.#transport!.write(id, data)
+    this.#pending.add(id, { ...settled, bytes: rest.byteLength, aborted: false, syscall: 'sendZc', batch: true })
+    this.#transport!.write(id, rest)
   }
 
   /** The fallback transport, for `reason`. */
