@@ -430,8 +430,7 @@ mod tests {
         // remove_file race another's open.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("zc-direct-unit-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("zc-direct-unit-{}-{n}", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
