@@ -7,8 +7,6 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-import test from 'ava'
-
 import { ZeroCopySocket, type WriteResult, type ZeroCopyMode } from '../index'
 import { binding } from '../src/native'
 import { deadline, fixture, hashReceived, loopbackPair, patternBytes, rng, runNode, SEED, sha256, zcSerial } from './helpers'
