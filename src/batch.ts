@@ -80,6 +80,11 @@ export class WriteBatcher {
     return new Promise<WriteResult>((resolve, reject) => batch.members.push({ resolve, reject, bytes }))
   }
 
+  /** No batch is open: nothing copied waits to be sent. */
+  get empty(): boolean {
+    return this.#batch === null
+  }
+
   /** Hands the current batch to `send` as one write; its members settle with it. */
   flush(): void {
     const batch = this.#batch

@@ -86,6 +86,12 @@ export interface SendFileResult {
   bytes: number
 }
 
+/**
+ * Writes from this size on go out inline on their own when they may (see `#mayInline`) rather
+ * than being copied into a batch first: one send(2) either way, without the extra copy. Smaller
+ * writes are still batched, one send(2) for many of them.
+ */
+const INLINE_ALONE = 16 * 1024
 /** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
 const owned = new WeakSet<net.Socket>()
 
@@ -302,8 +308,9 @@ export class ZeroCopySocket {
       return this.#pending.idle().then(() => ({ bytes: 0, zeroCopy: false, copied: false }))
     }
     const t = this.#transport
-    const batchBelow = t?.batches ? this.#batchLimit.below(() => t.copiesAnyway) : 0
-    if (bytes < batchBelow && signal === undefined && !this.#held.holding) {
+    const batchBelow = t?.batches ? this.#batchLimit.below(t) : 0
+    const alone = bytes >= INLINE_ALONE && this.#batcher.empty && this.#mayInline(t)
+    if (bytes < batchBelow && signal === undefined && !this.#held.holding && !alone) {
       this.#pending.inFlightBytes += bytes
       return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
