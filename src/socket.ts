@@ -141,6 +141,15 @@ export class ZeroCopySocket {
   /** Small writes copied and waiting to go to the engine together (src/batch.ts). */
   #batcher = new WriteBatcher((data, settled) => this.#sendBatch(data, settled))
   #batchLimit: BatchLimit
+  /**
+   * Copy writes (and batches) waiting in JS, in order, while the transport still has an
+   * operation of this socket: they go inline once it has none ({@link #sendWaiting}), or to the
+   * transport, in order, before any operation that cannot wait ({@link #waitingToTransport}).
+   * Each has its pending entry (counted in `pending.waiting`). `total`: the write's whole size.
+   */
+  #waiting: { id: number; data: Uint8Array; total: number }[] = []
+  /** A {@link #sendWaiting} is scheduled. */
+  #waitingScheduled = false
   #ending: Promise<void> | null = null
   #destroyed = false
   /** The peer's FIN ended the socket (no half-open): later writes fail with `EPIPE`, as node:net's. */
@@ -169,6 +178,16 @@ export class ZeroCopySocket {
     this.socket = socket
     owned.add(socket)
     this.#takeover = new Takeover(socket)
+    // Waiting copy writes go inline once the transport settled everything issued before them.
+    // A microtask, so that settle() is never re-entered from inside its own callback.
+    this.#pending.onIssuedIdle = () => {
+      if (this.#waitingScheduled) return
+      this.#waitingScheduled = true
+      queueMicrotask(() => {
+        this.#waitingScheduled = false
+        this.#sendWaiting()
+      })
+    }
     const policy = sendPolicy(options)
     this.#batchLimit = new BatchLimit(policy)
     const unusable = engineUnusable(socket)
@@ -315,16 +334,19 @@ export class ZeroCopySocket {
       return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
     this.#batcher.flush()
+    const inline = signal === undefined && this.#copiesInline(t)
+    // Something of the socket is pending: wait in JS for it (libuv's write queue), to go inline after it.
+    const wait = inline && this.#pending.size > 0
     let sentNow = 0
-    if (signal === undefined && this.#mayInline(t)) {
+    if (inline && !wait) {
       try {
         sentNow = t.sendNow(data)
       } catch (e) {
         return Promise.reject(e)
       }
       if (sentNow === bytes) return Promise.resolve({ bytes, zeroCopy: false, copied: false })
-    }
-    // The rest goes to the transport, after the bytes sent inline.
+    } else if (!inline) this.#waitingToTransport()
+    // The rest goes to the transport (or waits), after the bytes sent inline.
     const rest = sentNow === 0 ? data : data.subarray(sentNow)
     pin(data) // held from here until the kernel released it
     const id = this.#pending.nextId()
@@ -341,9 +363,68 @@ export class ZeroCopySocket {
       }
       this.#add(id, p)
       this.#pending.inFlightBytes += rest.byteLength
-      if (this.#held.holding) this.#held.push({ kind: 'write', id, data: rest })
+      if (wait) this.#wait(id, rest)
+      else if (this.#held.holding) this.#held.push({ kind: 'write', id, data: rest })
       else this.#transport!.write(id, rest)
     })
+  }
+
+  /** Queues pending entry `id` (already added) in {@link #waiting}. */
+  #wait(id: number, data: Uint8Array): void {
+    this.#waiting.push({ id, data, total: data.byteLength })
+    this.#pending.waiting++
+  }
+
+  /**
+   * The last issued operation settled and copy writes wait: sends them inline in order while
+   * nothing else is pending, until one does not fit; the rest of that one goes to the transport
+   * (which waits for room), the others wait for it. If they may no longer go inline (the route
+   * changed, an error), they all go to the transport, in order.
+   */
+  #sendWaiting(): void {
+    const t = this.#transport
+    while (this.#waiting.length > 0 && this.#pending.size === this.#waiting.length) {
+      if (!this.#copiesInline(t)) return this.#waitingToTransport()
+      const w = this.#waiting[0]
+      let sentNow: number
+      try {
+        sentNow = t.sendNow(w.data)
+      } catch (e) {
+        // The socket is being destroyed (sendNow queued it), which rejects the others.
+        this.#waiting.shift()
+        this.#pending.waiting--
+        return this.#pending.settle(w.id, (p) => p.reject(e))
+      }
+      this.#waiting.shift()
+      this.#pending.waiting--
+      if (sentNow === w.data.byteLength) {
+        this.#pending.settle(w.id, (p) => p.resolve({ bytes: w.total, zeroCopy: false, copied: false }))
+        continue
+      }
+      const p = this.#pending.get(w.id)!
+      if (sentNow > 0) {
+        p.bytes -= sentNow
+        this.#pending.inFlightBytes -= sentNow
+        const resolve = p.resolve
+        p.resolve = (r) => resolve({ ...r, bytes: w.total })
+      }
+      return t.write(w.id, w.data.subarray(sentNow))
+    }
+  }
+
+  /** Hands every waiting copy write to the transport, in order: before anything that cannot wait in JS. */
+  #waitingToTransport(): void {
+    const waiting = this.#waiting
+    if (waiting.length === 0) return
+    this.#waiting = []
+    this.#pending.waiting -= waiting.length
+    for (const w of waiting) this.#transport!.write(w.id, w.data)
+  }
+
+  /** Flushes the batch, then the waiting writes: what must precede an operation that does not batch or wait. */
+  #flushCopies(): void {
+    this.#batcher.flush()
+    this.#waitingToTransport()
   }
 
   /**
@@ -367,7 +448,15 @@ export class ZeroCopySocket {
    *   orders the inline bytes after everything the engine sent before.
    */
   #mayInline(t: Transport | null): t is Transport {
-    return t !== null && this.#pending.size === 0 && !this.#held.holding && this.#error === null && !this.#destroyed && t.sendsInline()
+    return this.#pending.size === 0 && this.#copiesInline(t)
+  }
+
+  /**
+   * Writes of this socket are copy sends that may go inline when nothing is pending, and wait
+   * in JS ({@link #waiting}) otherwise: the transport allows it, nothing is held, no error.
+   */
+  #copiesInline(t: Transport | null): t is Transport {
+    return t !== null && !this.#held.holding && this.#error === null && !this.#destroyed && t.sendsInline()
   }
 
   /**
@@ -401,7 +490,7 @@ export class ZeroCopySocket {
       return Promise.reject(e)
     }
     this.#writes++
-    this.#batcher.flush()
+    this.#flushCopies()
     const id = this.#pending.nextId()
     const prepared = prepareFile(taken, options)
     prepared.catch(() => {}) // settled through the held queue
@@ -482,7 +571,7 @@ export class ZeroCopySocket {
   release(): Promise<net.Socket> {
     if (this.#releasing) return this.#releasing
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
-    this.#batcher.flush()
+    this.#flushCopies()
     this.#releasing = this.#release()
     this.#releasing.catch(() => {})
     return this.#releasing
@@ -516,7 +605,7 @@ export class ZeroCopySocket {
     if (this.#ending) return this.#ending
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
     if (this.#releasing) return Promise.reject(releasedError())
-    this.#batcher.flush()
+    this.#flushCopies()
     this.#ending = this.#end()
     // end() may be called for its side effect only (socket.end() routes here): never leave an
     // unhandled rejection behind; callers that await it still see the error.
@@ -543,6 +632,10 @@ export class ZeroCopySocket {
     if (error && this.#error === null) this.#error = error
     const err = this.#error ?? destroyedError()
     this.#pending.inFlightBytes -= this.#batcher.discard(err)
+    const waiting = this.#waiting
+    this.#waiting = []
+    this.#pending.waiting -= waiting.length
+    for (const w of waiting) this.#pending.settle(w.id, (p) => p.reject(err))
     this.#held.discard(err)
     this.#transport?.destroy(err)
     if (!this.socket.destroyed) this.socket.destroy(error)
@@ -564,7 +657,9 @@ export class ZeroCopySocket {
   #sendBatch(data: Uint8Array, settled: { resolve(r: WriteResult): void; reject(e: unknown): void }): void {
     const t = this.#transport
     let rest = data
-    if (this.#mayInline(t)) {
+    const inline = this.#copiesInline(t)
+    const wait = inline && this.#pending.size > 0
+    if (inline && !wait) {
       let sentNow: number
       try {
         sentNow = t.sendNow(data)
@@ -575,10 +670,11 @@ export class ZeroCopySocket {
       this.#pending.inFlightBytes -= sentNow
       if (sentNow === data.byteLength) return settled.resolve({ bytes: sentNow, zeroCopy: false, copied: false })
       rest = data.subarray(sentNow)
-    }
+    } else if (!inline) this.#waitingToTransport()
     const id = this.#pending.nextId()
     this.#pending.add(id, { ...settled, bytes: rest.byteLength, aborted: false, syscall: 'sendZc', batch: true })
-    this.#transport!.write(id, rest)
+    if (wait) this.#wait(id, rest)
+    else this.#transport!.write(id, rest)
   }
 
   /** The fallback transport, for `reason`. */
