@@ -190,3 +190,22 @@ zcSerial('worker threads: each sends inline on its own thread, byte for byte', a
     t.true(c.inline > 0, 'the worker sent inline')
   }
 })
+
+zcSerial('writes waiting in JS behind the engine: destroy() rejects each of them, nothing hangs', async (t) => {
+  const { client, server, close } = await loopbackPair()
+  t.teardown(close)
+  server.pause()
+  const zs = ZeroCopySocket.from(client, { zeroCopy: 'never' })
+  const first = zs.write(patternBytes(16 << 20, 1)) // fills the socket: its rest goes to the engine
+  const waiting = Array.from({ length: 5 }, (_, i) => zs.write(patternBytes(100_000, 2 + i)))
+  const small = zs.write(Buffer.alloc(100, 3)) // batched, then waits too
+  await sleep(20)
+  t.true(zs.stats.inFlightBytes > 5 * 100_000)
+  zs.destroy()
+  const settled = await deadline(Promise.allSettled([first, ...waiting, small]), 10_000, 'settle after destroy')
+  for (const s of settled) {
+    t.is(s.status, 'rejected')
+    if (s.status === 'rejected') t.is((s.reason as { code?: string }).code, 'ERR_STREAM_DESTROYED')
+  }
+  t.is(zs.stats.inFlightBytes, 0)
+})

@@ -111,14 +111,14 @@ export class EngineTransport implements Transport {
 
   /**
    * `'never'`, or `'auto'` once the engine found that the kernel copies zero-copy sends on this
-   * route (read again every 64 writes: a native call each time would cost more than it tells).
+   * route (read again every 8 writes: a native call each time would cost more than it tells).
    * Never `'always'`. In `'auto'` the engine's occasional zero-copy probe of the route needs
    * engine sends; while writes go inline the route stays "copying", which is right on loopback,
    * the route that reports copies.
    */
   sendsInline(): boolean {
     if (this.#mode !== 'auto') return this.#mode === 'never'
-    if ((this.#sinceCheck++ & 63) === 0) this.#copying = this.#native.copiesAnyway
+    if ((this.#sinceCheck++ & 7) === 0) this.#copying = this.#native.copiesAnyway
     return this.#copying
   }
 

@@ -28,14 +28,17 @@ import { validateAbortSignal, validateInteger, validateOptions, validateSendable
 
 export type { ConnectOptions, WriteOptions, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './options'
 
-/** How one write went out. */
+/**
+ * How one write went out. Read-only: the result of an early-acknowledged small write is one
+ * frozen object shared by writes of the same size (it saves an allocation per write).
+ */
 export interface WriteResult {
   /** Bytes written (the whole buffer). */
-  bytes: number
+  readonly bytes: number
   /** At least part of it went out as `IORING_OP_SEND_ZC`. */
-  zeroCopy: boolean
+  readonly zeroCopy: boolean
   /** The kernel reported it copied the data anyway (`IORING_NOTIF_USAGE_ZC_COPIED`; always on loopback). */
-  copied: boolean
+  readonly copied: boolean
 }
 
 /**
