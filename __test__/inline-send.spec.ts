@@ -209,3 +209,15 @@ zcSerial('writes waiting in JS behind the engine: destroy() rejects each of them
   }
   t.is(zs.stats.inFlightBytes, 0)
 })
+
+for (const driver of ['thread', 'loop']) {
+  zcSerial(`a 200 ms synchronous block of the JS thread during a 1 GiB transfer loses no byte and no completion (${driver} driver)`, async (t) => {
+    const { code, json, stderr } = await runNode(fixture('blocked-transfer.cjs'), ['1024', 'auto'], { ZEROCOPY_SOCKET_DRIVER: driver }, 150_000)
+    t.is(code, 0, stderr)
+    const r = json as { sent: { bytes: number; sha256: string }; received: { bytes: number; sha256: string }; inFlightBytes: number; bytesSent: number }
+    t.is(r.sent.bytes, 1 << 30)
+    t.deepEqual(r.received, r.sent, 'every byte, in order')
+    t.is(r.bytesSent, 1 << 30)
+    t.is(r.inFlightBytes, 0, 'every write settled')
+  })
+}
