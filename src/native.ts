@@ -120,6 +120,7 @@ const standIn = {
   // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
   sendfileNow: () => 0,
   readNow: () => 0,
+  fileIdentity: () => 38, // ENOSYS
   unackedBytes: () => -1,
 } satisfies Omit<NativeBinding, ProtocolConstant>
 
