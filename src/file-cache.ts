@@ -24,9 +24,13 @@
  * An entry may also keep the whole contents of a file of at most {@link BODY_MAX} bytes, read
  * from the page cache without waiting for the disk (`preadv2(RWF_NOWAIT)`), with the identity
  * the file had both before and after that read (device, inode, size, mtime and ctime, to the
- * nanosecond): a read that raced a writer is not kept. So kept bytes are always one whole
- * version of the file, and the headers sent with them (length, `ETag`, `Last-Modified`) are
- * made from that same version.
+ * nanosecond): a read that raced a write that began meanwhile is not kept. A write already
+ * under way when the read began cannot be seen that way (the kernel stamps the times when a
+ * write begins), so only a file unchanged for {@link SETTLED_MS} (its ctime) is kept: a
+ * file being written is read for each response, as any server reads it. So kept bytes are one
+ * whole version of the file, and the headers sent with them (length, `ETag`, `Last-Modified`)
+ * are made from that same version. (Writers through a shared `mmap` change pages without
+ * stamping the times; no server can see those.)
  * - Kept bytes are checked against a fresh `fstat` of the descriptor when a response wants them
  *   and the last check is {@link FileCacheOptions.checkMs} (default 10 ms) old or more; a change
  *   in place drops them (the next response reads the file again). So a file **changed in place**
@@ -70,6 +74,12 @@ export interface FileCacheOptions {
 
 /** Largest file whose contents an entry keeps. */
 export const BODY_MAX = 64 * 1024
+
+/**
+ * How long a file must have been unchanged (its ctime, against the wall clock) before its
+ * contents are kept: far longer than one `write(2)` of {@link BODY_MAX} bytes takes.
+ */
+export const SETTLED_MS = 1000
 
 /** A small file's whole contents, with the identity the file had while they were read. */
 interface Body {
@@ -358,9 +368,11 @@ export function cachedBody(path: string): CachedBody | undefined {
 
 /**
  * The whole file `fd`, whose identity is in {@link current}: read from the page cache, and
- * `null` unless it is all there and the file kept that identity through the read.
+ * `null` unless the file has been unchanged for {@link SETTLED_MS}, its bytes are all cached,
+ * and it kept that identity through the read.
  */
 function readBody(fd: number, t: number): Body | null {
+  if (Date.now() - (current[5] * 1000 + current[6] / 1e6) < SETTLED_MS) return null
   const id = current.slice()
   const stats = fstatSync(fd)
   // A buffer of its own: a slice of readNow's shared slab would keep the whole slab alive.
