@@ -60,7 +60,7 @@ export function answerFromCache(
   closeWithServer((socket as { server?: net.Server }).server)
   res.writeHead(status)
   if (decided.length === 0 || forbidsBody(status) || (headOptions.req ?? res.req)?.method === 'HEAD') {
-    const way = bodyPath(res, socket, 0)
+    const way = bodyPath(res, socket, decided.length)
     const fallbackReason = way.kind === 'engine' ? null : way.reason
     res.end()
     return { status, bytes: 0, zeroCopy: way.kind !== 'stream' && fallbackReason === null, fallbackReason }
