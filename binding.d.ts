@@ -158,6 +158,13 @@ export declare const ERRNO_ENGINE_FAILED: number
 /** The errno-like value (outside errno range) of a file that ended before its range did. */
 export declare const ERRNO_FILE_SHRANK: number
 
+/**
+ * `fstat(2)` of `fd` into `out` (8 numbers: device, inode, size, mtime seconds and
+ * nanoseconds, ctime seconds and nanoseconds, 1 for a regular file else 0), without making a
+ * `Stats` object. Returns 0, or the errno (`EBADF`, `ENOSYS` off Linux) with `out` untouched.
+ */
+export declare function fileIdentity(fd: number, out: Float64Array): number
+
 /** Done flag: the caller aborted the write. */
 export declare const FLAG_ABORTED: number
 

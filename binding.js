@@ -845,6 +845,7 @@ module.exports.engineStart = nativeBinding.engineStart
 module.exports.engineUnreleased = nativeBinding.engineUnreleased
 module.exports.ERRNO_ENGINE_FAILED = nativeBinding.ERRNO_ENGINE_FAILED
 module.exports.ERRNO_FILE_SHRANK = nativeBinding.ERRNO_FILE_SHRANK
+module.exports.fileIdentity = nativeBinding.fileIdentity
 module.exports.FLAG_ABORTED = nativeBinding.FLAG_ABORTED
 module.exports.FLAG_COPIED = nativeBinding.FLAG_COPIED
 module.exports.FLAG_ZERO_COPY = nativeBinding.FLAG_ZERO_COPY

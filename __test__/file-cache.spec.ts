@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { configureFileCache, fileCacheStats, respondWithFile, serveStatic } from '../index'
+import { SETTLED_MS } from '../src/file-cache'
 import { cacheScratch, deadline, fdsUnder, patternBytes, rng, SEED } from './helpers'
 
 // One cache per thread: these tests change its limits, so they run one at a time.
@@ -274,4 +275,169 @@ test.serial('a worker thread that served files leaves no descriptor behind when 
   t.is(fdsUnder(dir), 1, "the worker's cache holds the file")
   await deadline(worker.terminate(), 10_000, 'worker terminate')
   t.is(fdsUnder(dir), 0, 'closed when the worker ended')
+})
+
+// Kept bytes of small files (src/file-cache.ts, "Small bodies"; src/cached-answer.ts).
+
+const DEFAULT_LIMITS = { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 * 1024 * 1024, checkMs: 10 }
+
+/**
+ * Serves `dir` with respondWithFile (a query string is ignored), counting the results'
+ * fallbackReasons, and recording each URL's in `byUrl`.
+ */
+function countingServer(dir: string, reasons: Map<string, number>, byUrl?: Map<string, string>): http.RequestListener {
+  return (req, res) => {
+    respondWithFile(res, join(dir, req.url!.slice(1).split('?')[0])).then(
+      (r) => {
+        reasons.set(String(r.fallbackReason), (reasons.get(String(r.fallbackReason)) ?? 0) + 1)
+        byUrl?.set(req.url!, String(r.fallbackReason))
+      },
+      () => (res.headersSent ? res.destroy() : res.writeHead(404).end()),
+    )
+  }
+}
+
+/** Waits until files written now count as settled (kept bytes are only of files unchanged that long). */
+const settled = (): Promise<void> => new Promise((r) => setTimeout(r, SETTLED_MS + 50))
+
+const fromMemory = (reasons: Map<string, number>): number =>
+  [...reasons].filter(([r]) => r.includes('kept with its cached descriptor')).reduce((n, [, c]) => n + c, 0)
+
+test.serial(`a small file rewritten in place by another thread: never kept while written, so kept bytes never mix versions (seed ${SEED})`, async (t) => {
+  t.teardown(() => configureFileCache(DEFAULT_LIMITS))
+  const dir = scratch(t)
+  const SIZE = 40_000
+  const path = join(dir, 'small')
+  writeFileSync(path, Buffer.alloc(SIZE, 0x40))
+  configureFileCache({ freshMs: 60_000, checkMs: 0 })
+  const reasons = new Map<string, number>()
+  const byUrl = new Map<string, string>()
+  const { server, port } = await listen(countingServer(dir, reasons, byUrl))
+  t.teardown(() => close(server))
+  // The writer: one pwrite of the whole file per version, as fast as it can, in a worker thread,
+  // so that reads of the server's thread race it.
+  const writer = new Worker(
+    `
+    const { openSync, writeSync, closeSync } = require('node:fs')
+    const { parentPort, workerData } = require('node:worker_threads')
+    const fd = openSync(workerData.path, 'r+')
+    const versions = Array.from({ length: 16 }, (_, i) => Buffer.alloc(workerData.size, 0x41 + i))
+    let stop = false
+    parentPort.on('message', () => (stop = true))
+    let n = 0
+    const loop = () => {
+      for (let i = 0; i < 200 && !stop; i++) writeSync(fd, versions[n++ % 16], 0, workerData.size, 0)
+      if (stop) { closeSync(fd); parentPort.postMessage(n) } else setImmediate(loop)
+    }
+    loop()
+    `,
+    { eval: true, workerData: { path, size: SIZE } },
+  )
+  const random = rng(SEED)
+  const mixed: string[] = []
+  const clients = Array.from({ length: 6 }, async (_, c) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    try {
+      for (let i = 0; i < 80; i++) {
+        if (random() < 0.2) await new Promise((r) => setTimeout(r, 1))
+        const url = `/small?c=${c}&i=${i}`
+        const got = await deadline(get(port, url, agent), 20_000, `client ${c} GET ${i}`)
+        t.is(got.length, SIZE)
+        t.is(got.body.length, SIZE)
+        const first = got.body[0]
+        const at = got.body.findIndex((b) => b !== first)
+        if (at !== -1) mixed.push(`${url}: byte ${at} is ${got.body[at]}, byte 0 is ${first}`)
+      }
+    } finally {
+      agent.destroy()
+    }
+  })
+  await deadline(Promise.all(clients), 60_000, 'clients')
+  writer.postMessage('stop')
+  const writes = await deadline(new Promise<number>((r) => writer.once('message', r)), 10_000, 'writer stop')
+  await writer.terminate()
+  t.log(`${writes} rewrites; results: ${JSON.stringify([...reasons])}`)
+  // A file being written is read for each response, as any server reads it: those bodies may mix
+  // versions (the writer's pwrite is not atomic for readers). Kept bytes never do.
+  const kept = mixed.filter((m) => byUrl.get(m.split(':')[0])!.includes('kept with its cached descriptor'))
+  t.log(`${mixed.length} mixed bodies read while written (as any server reads them)`)
+  t.deepEqual(kept, [], 'no body from kept bytes mixes two versions')
+  t.true(writes > 100, `the file was rewritten ${writes} times`)
+  // Settled, the file is kept again.
+  await new Promise((r) => setTimeout(r, SETTLED_MS + 100))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  for (const i of [1, 2]) {
+    const got = await deadline(get(port, `/small?settled=${i}`, agent), 10_000, `settled GET ${i}`)
+    t.is(
+      got.body.findIndex((b) => b !== got.body[0]),
+      -1,
+    )
+  }
+  t.regex(byUrl.get('/small?settled=2')!, /kept with its cached descriptor/)
+})
+
+test.serial('kept bytes: an in-place change is seen within checkMs (at once with checkMs 0), never before the change', async (t) => {
+  t.teardown(() => configureFileCache(DEFAULT_LIMITS))
+  const dir = scratch(t)
+  const path = join(dir, 'f')
+  writeFileSync(path, Buffer.alloc(3000, 0x61))
+  await settled()
+  configureFileCache({ freshMs: 60_000, checkMs: 0 })
+  const reasons = new Map<string, number>()
+  const { server, port } = await listen(countingServer(dir, reasons))
+  t.teardown(() => close(server))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const fetchByte = async (what: string): Promise<number> => {
+    const got = await deadline(get(port, '/f', agent), 10_000, what)
+    t.is(got.body.length, 3000)
+    return got.body[0]
+  }
+  t.is(await fetchByte('first'), 0x61)
+  t.is(await fetchByte('second'), 0x61)
+  t.is(fromMemory(reasons), 1, 'the second came from kept bytes')
+  for (let v = 0x62; v < 0x6a; v++) {
+    writeFileSync(path, Buffer.alloc(3000, v)) // in place: same inode
+    t.is(await fetchByte(`after change ${v}`), v, 'checkMs 0: seen at once')
+  }
+  t.is(fromMemory(reasons), 1, 'a file just written is read for each response, not kept')
+  await settled()
+  configureFileCache({ checkMs: 200 })
+  t.is(await fetchByte('check'), 0x69)
+  t.is(await fetchByte('kept'), 0x69)
+  writeFileSync(path, Buffer.alloc(3000, 0x7a))
+  const early = await fetchByte('within checkMs')
+  t.true(early === 0x69 || early === 0x7a, 'whole-old or whole-new')
+  await new Promise((r) => setTimeout(r, 250))
+  t.is(await fetchByte('after checkMs'), 0x7a, 'seen once checkMs passed')
+  t.true(fromMemory(reasons) >= 1)
+})
+
+test.serial('kept bytes are bounded by maxBodyBytes and counted in fileCacheStats', async (t) => {
+  t.teardown(() => configureFileCache(DEFAULT_LIMITS))
+  const dir = scratch(t)
+  const files = Array.from({ length: 8 }, (_, i) => patternBytes(40_000 + i, i + 1))
+  files.forEach((f, i) => writeFileSync(join(dir, `f${i}`), f))
+  await settled()
+  configureFileCache({ freshMs: 60_000, maxBodyBytes: 100_000 })
+  const reasons = new Map<string, number>()
+  const { server, port } = await listen(countingServer(dir, reasons))
+  t.teardown(() => close(server))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  for (let round = 0; round < 3; round++)
+    for (let i = 0; i < files.length; i++) {
+      const got = await deadline(get(port, `/f${i}`, agent), 10_000, `GET f${i}`)
+      t.true(got.body.equals(files[i]), `f${i} round ${round}`)
+      t.true(fileCacheStats().bodyBytes <= 100_000, `kept ${fileCacheStats().bodyBytes} bytes`)
+    }
+  t.true(fileCacheStats().bodyBytes > 0)
+  t.true(fromMemory(reasons) > 0)
+  configureFileCache({ maxBodyBytes: 0 })
+  t.is(fileCacheStats().bodyBytes, 0, 'a lower limit drops kept bytes at once')
+  const before = fromMemory(reasons)
+  const got = await deadline(get(port, '/f3', agent), 10_000, 'GET with nothing kept')
+  t.true(got.body.equals(files[3]))
+  t.is(fromMemory(reasons), before, 'maxBodyBytes 0: nothing answered from memory')
 })

@@ -106,3 +106,8 @@ export function bodyPath(res: http.ServerResponse, socket: unknown, length: numb
   if (!engineAvailable()) return { kind: 'inline-then-stream', reason: engineFailure() ?? probeReason() }
   return { kind: 'engine' }
 }
+
+/** node:http's rule (and RFC 9110's): these statuses never carry a body. */
+export function forbidsBody(status: number): boolean {
+  return status === 204 || status === 304 || (status >= 100 && status <= 199)
+}

@@ -53,12 +53,13 @@ export function sendfileNow(sockFd: number, fileFd: number, offset: number, leng
 /**
  * Reads `length` bytes of the file `fd` at `offset` into a new buffer now, on this thread,
  * only from the page cache (`preadv2(RWF_NOWAIT)`: never waits for the disk).
+ * @param own - A buffer of its own (to be kept long), not one cut from a shared slab.
  * @returns The bytes, or `null` when they are not all cached, the file is shorter, or this
  *   platform cannot read without waiting (then read them another way).
  * @throws A Node-style errno error (`syscall: 'read'`) when the read fails (`EBADF`, ...).
  */
-export function readNow(fd: number, offset: number, length: number): Buffer | null {
-  const buf = slice(length)
+export function readNow(fd: number, offset: number, length: number, own = false): Buffer | null {
+  const buf = own ? Buffer.allocUnsafeSlow(length) : slice(length)
   let n: number
   try {
     n = binding.readNow(fd, buf, offset)

@@ -8,10 +8,10 @@
  *   was opened; the first request after that opens the path again. So a file **replaced** (a new
  *   file renamed over the path) or **deleted** is seen at most that long after the change; until
  *   then the old file is served, whole.
- * - Every response still takes a fresh `fstat` of the descriptor (a few hundred nanoseconds, never
- *   waits for the disk), so a file **changed in place** (truncated, appended to, rewritten) is seen
- *   at once: sizes, `ETag` and `Last-Modified` come from that `fstat`, and a body read is checked
- *   against it (src/http.ts).
+ * - Every response that reads the file (not answered from kept bytes, below) takes a fresh `fstat`
+ *   of the descriptor (never waits for the disk), so for it a file **changed in place**
+ *   (truncated, appended to, rewritten) is seen at once: sizes, `ETag` and `Last-Modified` come
+ *   from that `fstat`, and a body read is checked against it (src/http.ts).
  *
  * # Bounds and lifetime
  * At most {@link FileCacheOptions.maxEntries} descriptors (least recently used first out). A
@@ -19,14 +19,35 @@
  * entries are closed by an unreferenced timer (it never keeps the process alive); every entry is
  * closed when a server whose responses used the cache closes. A worker thread's cache is its own,
  * and Node closes the descriptors a worker opened when it ends (__test__/file-cache.spec.ts).
- * No file contents are cached.
+ *
+ * # Small bodies
+ * An entry may also keep the whole contents of a file of at most {@link BODY_MAX} bytes, read
+ * from the page cache without waiting for the disk (`preadv2(RWF_NOWAIT)`), with the identity
+ * the file had both before and after that read (device, inode, size, mtime and ctime, to the
+ * nanosecond): a read that raced a write that began meanwhile is not kept. A write already
+ * under way when the read began cannot be seen that way (the kernel stamps the times when a
+ * write begins), so only a file unchanged for {@link SETTLED_MS} (its ctime) is kept: a
+ * file being written is read for each response, as any server reads it. So kept bytes are one
+ * whole version of the file, and the headers sent with them (length, `ETag`, `Last-Modified`)
+ * are made from that same version. (Writers through a shared `mmap` change pages without
+ * stamping the times; no server can see those.)
+ * - Kept bytes are checked against a fresh `fstat` of the descriptor when a response wants them
+ *   and the last check is {@link FileCacheOptions.checkMs} (default 10 ms) old or more; a change
+ *   in place drops them (the next response reads the file again). So a file **changed in place**
+ *   is served whole-old for at most `checkMs` after the change, then whole-new; never mixed.
+ *   `checkMs: 0` checks on every response. (That check is an `fstat` system call, the largest
+ *   cost of a 4 KiB answer after the socket write itself: bench/http-analysis.md.)
+ * - Bytes live no longer than their descriptor ({@link FileCacheOptions.freshMs}).
+ * - All kept bytes together stay under {@link FileCacheOptions.maxBodyBytes} (least recently
+ *   used bodies are dropped first), besides the entries bound.
  * @module
  */
-import { closeSync, fstatSync, open as openCb } from 'node:fs'
+import { closeSync, fstatSync, open as openCb, type Stats } from 'node:fs'
 import type { Server } from 'node:net'
 import { resolve } from 'node:path'
 import { promisify } from 'node:util'
 
+import { readNow } from './direct'
 import { checkFile, OPEN_FLAGS, type PreparedFile, type SendFileOptions } from './file'
 import { binding } from './native'
 import { validateInteger, validateOptions } from './validate'
@@ -39,6 +60,36 @@ export interface FileCacheOptions {
   maxEntries: number
   /** Milliseconds a descriptor is reused after its `open`. **Default:** `1000`. */
   freshMs: number
+  /**
+   * Most bytes of small files' contents kept with their descriptors (`0`: none).
+   * **Default:** `16777216` (16 MiB).
+   */
+  maxBodyBytes: number
+  /**
+   * Milliseconds kept bytes are served without looking at the file again (then an `fstat`
+   * tells whether they are still the file's). **Default:** `10`.
+   */
+  checkMs: number
+}
+
+/** Largest file whose contents an entry keeps. */
+export const BODY_MAX = 64 * 1024
+
+/**
+ * How long a file must have been unchanged (its ctime, against the wall clock) before its
+ * contents are kept: far longer than one `write(2)` of {@link BODY_MAX} bytes takes.
+ */
+export const SETTLED_MS = 1000
+
+/** A small file's whole contents, with the identity the file had while they were read. */
+interface Body {
+  data: Buffer
+  /** The file's `fstat` when it was read, for the headers made from it. */
+  stats: Stats
+  /** Its identity then ({@link identityOf}). */
+  id: Float64Array
+  /** When the file was last seen to still have that identity (`performance.now()`). */
+  checkedAt: number
 }
 
 /** One cached descriptor. */
@@ -53,6 +104,8 @@ interface Entry extends CachedFile {
   users: number
   /** Out of the map: closed once `users` is 0. */
   retired: boolean
+  /** The file's contents, for a small file that was served through {@link cachedBody}. */
+  body: Body | null
 }
 
 /** What {@link fileCacheStats} reports. */
@@ -62,18 +115,31 @@ export interface FileCacheStats {
   /** Lookups answered from the cache, and lookups that had to open the path. */
   hits: number
   misses: number
+  /** Bytes of small files' contents kept now, and answers given from them. */
+  bodyBytes: number
+  bodyHits: number
   maxEntries: number
   freshMs: number
+  maxBodyBytes: number
+  checkMs: number
 }
 
-const options: FileCacheOptions = { maxEntries: 256, freshMs: 1000 }
+const options: FileCacheOptions = { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 * 1024 * 1024, checkMs: 10 }
 /** Fresh entries by absolute path, least recently used first (a hit moves its entry to the end). */
 const entries = new Map<string, Entry>()
 let openCount = 0
 let hits = 0
 let misses = 0
+let bodyBytes = 0
+let bodyHits = 0
 let sweeper: NodeJS.Timeout | undefined
 const watchedServers = new WeakSet<Server>()
+
+/** The absolute path an entry is kept under; `resolve()` only when `path` may not be one already. */
+function keyOf(path: string): string {
+  const plain = path.charCodeAt(0) === 47 /* / */ && !path.includes('/.') && !path.includes('//') && path.charCodeAt(path.length - 1) !== 47
+  return plain ? path : resolve(path)
+}
 
 function closeEntry(e: Entry): void {
   openCount--
@@ -84,9 +150,16 @@ function closeEntry(e: Entry): void {
   }
 }
 
+function dropBody(e: Entry): void {
+  if (e.body === null) return
+  bodyBytes -= e.body.data.length
+  e.body = null
+}
+
 function retire(e: Entry): void {
   if (e.retired) return
   e.retired = true
+  dropBody(e)
   if (entries.get(e.path) === e) entries.delete(e.path)
   if (e.users === 0) closeEntry(e)
 }
@@ -105,7 +178,7 @@ function sweep(): void {
  * `undefined` when the cache has none: then {@link openFile}.
  */
 export function cachedFile(path: string): CachedFile | undefined {
-  const key = resolve(path)
+  const key = keyOf(path)
   const e = entries.get(key)
   if (e === undefined || performance.now() - e.openedAt >= options.freshMs) {
     if (e) retire(e)
@@ -124,7 +197,7 @@ export function cachedFile(path: string): CachedFile | undefined {
  * Rejects with the open's error (`ENOENT`, ...); nothing is cached then.
  */
 export async function openFile(path: string): Promise<CachedFile> {
-  const key = resolve(path)
+  const key = keyOf(path)
   const fd = await open(key, OPEN_FLAGS)
   // Opened without blocking (a FIFO's open would wait for a writer); a regular file gets its
   // blocking mode back at once, as prepareFile does, so the engine's reads wait for the disk.
@@ -136,7 +209,7 @@ export async function openFile(path: string): Promise<CachedFile> {
     throw e
   }
   openCount++
-  const e: Entry = { fd, path: key, openedAt: performance.now(), users: 1, retired: false }
+  const e: Entry = { fd, path: key, openedAt: performance.now(), users: 1, retired: false, body: null }
   const old = entries.get(key)
   if (old) retire(old)
   entries.set(key, e)
@@ -178,7 +251,7 @@ export function closeWithServer(server: Server | null | undefined): void {
 
 /** The cache's counts and limits. */
 export function fileCacheStats(): FileCacheStats {
-  return { open: openCount, hits, misses, ...options }
+  return { open: openCount, hits, misses, bodyBytes, bodyHits, ...options }
 }
 
 /**
@@ -193,9 +266,14 @@ export function configureFileCache(limits: Partial<FileCacheOptions>): void {
   // clamps a period over 2^31-1 ms (or NaN) to 1 ms.
   if (limits.maxEntries !== undefined) validateInteger(limits.maxEntries, 'limits.maxEntries', 0, 2 ** 31 - 1)
   if (limits.freshMs !== undefined) validateInteger(limits.freshMs, 'limits.freshMs', 0, 2 ** 31 - 1)
+  if (limits.maxBodyBytes !== undefined) validateInteger(limits.maxBodyBytes, 'limits.maxBodyBytes', 0, Number.MAX_SAFE_INTEGER)
+  if (limits.checkMs !== undefined) validateInteger(limits.checkMs, 'limits.checkMs', 0, 2 ** 31 - 1)
   if (limits.maxEntries !== undefined) options.maxEntries = limits.maxEntries
   if (limits.freshMs !== undefined) options.freshMs = limits.freshMs
+  if (limits.maxBodyBytes !== undefined) options.maxBodyBytes = limits.maxBodyBytes
+  if (limits.checkMs !== undefined) options.checkMs = limits.checkMs
   while (entries.size > options.maxEntries) retire(entries.values().next().value!)
+  trimBodies()
   if (sweeper) {
     clearInterval(sweeper)
     sweeper = entries.size > 0 ? setInterval(sweep, options.freshMs).unref() : undefined
@@ -220,4 +298,85 @@ export async function prepareServedFile(path: string, options: SendFileOptions |
     forgetFile(file)
     throw e
   }
+}
+
+/** Drops the least recently used bodies until the kept ones fit {@link FileCacheOptions.maxBodyBytes}. */
+function trimBodies(): void {
+  if (bodyBytes <= options.maxBodyBytes) return
+  for (const e of entries.values()) {
+    dropBody(e)
+    if (bodyBytes <= options.maxBodyBytes) return
+  }
+}
+
+/** Where {@link identityOf} writes: device, inode, size, mtime (s, ns), ctime (s, ns), regular. */
+const current = new Float64Array(8)
+
+/** `fstat` of `fd` into {@link current} without a `Stats` object; `false` when it fails (or no binding). */
+function identityOf(fd: number): boolean {
+  return binding.fileIdentity(fd, current) === 0
+}
+
+function unchanged(id: Float64Array): boolean {
+  for (let i = 0; i < 8; i++) if (id[i] !== current[i]) return false
+  return true
+}
+
+/** A small regular file served from memory: its fresh `fstat` and its whole contents. */
+export interface CachedBody {
+  readonly stats: Stats
+  readonly data: Buffer
+}
+
+/**
+ * The whole contents of `path` from the cache, synchronously, when the cache holds a fresh
+ * descriptor of it and the file is regular and at most {@link BODY_MAX} bytes: the kept bytes
+ * while a fresh `fstat` shows the file unchanged since they were read, else read now from the
+ * page cache (and kept). `undefined` when the cache cannot answer without waiting: no fresh
+ * descriptor, not a regular file, too large, pages not cached, or a writer raced the read.
+ * The result is valid until the caller next yields to the event loop (nothing is held).
+ */
+export function cachedBody(path: string): CachedBody | undefined {
+  if (options.maxBodyBytes === 0) return undefined
+  const e = entries.get(keyOf(path))
+  const t = performance.now()
+  if (e === undefined || t - e.openedAt >= options.freshMs) return undefined
+  entries.delete(e.path)
+  entries.set(e.path, e)
+  let body = e.body
+  if (body === null || t - body.checkedAt >= options.checkMs) {
+    if (!identityOf(e.fd) || current[7] !== 1 || current[2] > BODY_MAX) {
+      dropBody(e)
+      return undefined
+    }
+    if (body !== null && unchanged(body.id)) body.checkedAt = t
+    else {
+      dropBody(e)
+      body = readBody(e.fd, t)
+      if (body === null) return undefined
+      if (body.data.length <= options.maxBodyBytes) {
+        e.body = body
+        bodyBytes += body.data.length
+        trimBodies()
+      }
+    }
+  }
+  hits++
+  bodyHits++
+  return body
+}
+
+/**
+ * The whole file `fd`, whose identity is in {@link current}: read from the page cache, and
+ * `null` unless the file has been unchanged for {@link SETTLED_MS}, its bytes are all cached,
+ * and it kept that identity through the read.
+ */
+function readBody(fd: number, t: number): Body | null {
+  if (Date.now() - (current[5] * 1000 + current[6] / 1e6) < SETTLED_MS) return null
+  const id = current.slice()
+  const stats = fstatSync(fd)
+  // A buffer of its own: a slice of readNow's shared slab would keep the whole slab alive.
+  const data = id[2] === 0 ? Buffer.alloc(0) : readNow(fd, 0, id[2], true)
+  if (data === null || stats.size !== id[2] || !identityOf(fd) || !unchanged(id)) return null
+  return { data, stats, id, checkedAt: t }
 }

@@ -10,12 +10,13 @@ import { Http2ServerResponse } from 'node:http2'
 import { fstatSync } from 'node:fs'
 import type * as net from 'node:net'
 
-import { bodyPath } from './body-path'
+import { bodyPath, forbidsBody } from './body-path'
+import { answerFromCache } from './cached-answer'
 import { cancelledResult, decideHead, headersSentError, validateHeadOptions, type HeadOptions } from './conditional'
 import { readNow, sendfileNow } from './direct'
 import { abortError, codedError, invalidArgType } from './errors'
 import { closeWithServer, prepareServedFile } from './file-cache'
-import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile } from './file'
+import { prepareFile, readChunks, takeFile, validateSendFile, type FileSource, type PreparedFile, type SendFileOptions } from './file'
 import { respondHttp2 } from './http2'
 import { countDrainAsActivity, markHeaderBlockSent, pendingHeaderBlock, refreshIdleTimer, socketFd, socketWrite } from './net-internals'
 import type { RespondWithFileOptions, RespondWithFileResult } from './respond-types'
@@ -29,7 +30,6 @@ export type { RequestHead, RespondWithFileOptions, RespondWithFileResult } from 
 /** Responses a `respondWithFile` call is answering: a second call on one of them rejects. */
 const answering = new WeakSet<http.ServerResponse>()
 
-/** node:http's rule (and RFC 9110's): these statuses never carry a body. */
 /**
  * Bodies up to this many bytes go through node:http itself: read from the page cache without
  * waiting for the disk and written with the headers in one `writev` (Bun and lighttpd do the
@@ -52,10 +52,6 @@ function bufferedBody(file: PreparedFile): Buffer | null {
   const now = fstatSync(file.fd)
   const { stats } = file
   return now.size === stats.size && now.mtimeMs === stats.mtimeMs && now.ctimeMs === stats.ctimeMs ? body : null
-}
-
-function forbidsBody(status: number): boolean {
-  return status === 204 || status === 304 || (status >= 100 && status <= 199)
 }
 
 /**
@@ -172,11 +168,16 @@ export function respondWithFile(
   const h2 = res instanceof Http2ServerResponse
   if (!h2 && !(res instanceof http.ServerResponse)) throw invalidArgType('res', 'an instance of http.ServerResponse or http2.Http2ServerResponse', res)
   validateOptions(headers, 'headers')
-  const { range, req, conditional, etag, lastModified, contentType, attachment, statCheck, ...sendOptions } = options ?? {}
-  const headOptions: HeadOptions = { range, req, conditional, etag, lastModified, contentType, attachment, statCheck }
+  let headOptions: HeadOptions = NO_OPTIONS
+  let sendOptions: SendFileOptions | undefined
+  if (options !== undefined) {
+    const { range, req, conditional, etag, lastModified, contentType, attachment, statCheck, ...rest } = options
+    headOptions = { range, req, conditional, etag, lastModified, contentType, attachment, statCheck }
+    sendOptions = rest
+  }
   validateSendFile(file, sendOptions)
   const path = typeof file === 'string' ? file : undefined
-  validateHeadOptions(headOptions, path)
+  if (headOptions !== NO_OPTIONS) validateHeadOptions(headOptions, path)
   if (res.headersSent) return Promise.reject(headersSentError())
   if (h2) {
     let taken
@@ -185,9 +186,17 @@ export function respondWithFile(
     } catch (e) {
       return Promise.reject(e)
     }
-    return respondHttp2(res, prepare(taken, path, sendOptions), { ...headers }, path, headOptions, sendOptions)
+    return respondHttp2(res, prepare(taken, path, sendOptions), { ...headers }, path, headOptions, sendOptions ?? {})
   }
   if (answering.has(res)) return Promise.reject(headersSentError())
+  if (path !== undefined && sendOptions?.signal === undefined && sendOptions?.onProgress === undefined) {
+    try {
+      const answered = answerFromCache(res, path, headers, headOptions, sendOptions)
+      if (answered !== undefined) return Promise.resolve(answered)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
   let taken
   try {
     taken = takeFile(file)
@@ -195,9 +204,12 @@ export function respondWithFile(
     return Promise.reject(e)
   }
   answering.add(res)
-  const answered = respond(res, prepare(taken, path, sendOptions), { ...headers }, path, headOptions, sendOptions)
+  const answered = respond(res, prepare(taken, path, sendOptions), { ...headers }, path, headOptions, sendOptions ?? {})
   return answered.finally(() => answering.delete(res))
 }
+
+/** The head options of a call without options. */
+const NO_OPTIONS: HeadOptions = Object.freeze({})
 
 /** A path through the descriptor cache (src/file-cache.ts); a descriptor or handle as taken. */
 function prepare(taken: ReturnType<typeof takeFile>, path: string | undefined, options: Parameters<typeof prepareFile>[1]): Promise<PreparedFile> {

@@ -122,6 +122,7 @@ const standIn = {
   readNow: () => 0,
   // No engine without the addon, so nothing asks; were it asked, nothing would be sent.
   sendNow: () => 0,
+  fileIdentity: () => 38, // ENOSYS
   unackedBytes: () => -1,
 } satisfies Omit<NativeBinding, ProtocolConstant>
 

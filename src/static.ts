@@ -27,7 +27,8 @@ import parseUrl from 'parseurl'
 import send from 'send'
 import vary from 'vary'
 
-import { cachedFile, releaseFile } from './file-cache'
+import { answerFromCache } from './cached-answer'
+import { cachedBody, cachedFile, releaseFile } from './file-cache'
 import { respondWithFile } from './http'
 import { findVariant } from './precompressed'
 
@@ -178,6 +179,12 @@ function remember(stream: SendStreamInternals, known: KnownFiles, file: string, 
  */
 function knownFileResponse(known: KnownFile | undefined, req: http.IncomingMessage, res: http.ServerResponse, fallback: () => void): boolean {
   if (known === undefined || res.statusCode !== 200 || res.headersSent || !plainRequest(req)) return false
+  // A small file: answered from memory now (src/cached-answer.ts) while it is the one send saw.
+  const body = res.socket ? cachedBody(known.file) : undefined
+  if (body !== undefined) {
+    if (!isKnown(body.stats, known)) return false
+    if (answerFromCache(res, known.file, knownHeaders(known, res), NO_OPTIONS, undefined, true) !== undefined) return true
+  }
   const cached = cachedFile(known.file)
   if (cached === undefined) return false
   let st: import('node:fs').Stats | undefined
@@ -187,16 +194,28 @@ function knownFileResponse(known: KnownFile | undefined, req: http.IncomingMessa
     // not expected of a descriptor the cache holds: send decides
   }
   releaseFile(cached)
-  if (!st || st.dev !== known.dev || st.ino !== known.ino || st.size !== known.size || st.mtimeMs !== known.mtimeMs || st.ctimeMs !== known.ctimeMs)
-    return false
-  const headers: http.OutgoingHttpHeaders = {}
-  for (const [name, value] of known.headers) if (!res.getHeader(name)) headers[name] = value
-  respondWithFile(res, known.file, headers, { offset: 0, length: known.size }).catch(() => {
+  if (!st || !isKnown(st, known)) return false
+  respondWithFile(res, known.file, knownHeaders(known, res), { offset: 0, length: known.size }).catch(() => {
     // Nothing was sent (res untouched): send answers, errors and all. Otherwise the
     // connection is gone already.
     if (!res.headersSent && !res.writableEnded) fallback()
   })
   return true
+}
+
+/** The head options of a known file's answer: none (send decided the headers). */
+const NO_OPTIONS = Object.freeze({})
+
+/** Whether `st` is the file `send` answered. */
+function isKnown(st: import('node:fs').Stats, known: KnownFile): boolean {
+  return st.dev === known.dev && st.ino === known.ino && st.size === known.size && st.mtimeMs === known.mtimeMs && st.ctimeMs === known.ctimeMs
+}
+
+/** The known file's headers that `res` does not have yet (send sets only those). */
+function knownHeaders(known: KnownFile, res: http.ServerResponse): http.OutgoingHttpHeaders {
+  const headers: http.OutgoingHttpHeaders = {}
+  for (const [name, value] of known.headers) if (!res.getHeader(name)) headers[name] = value
+  return headers
 }
 
 /**

@@ -1,6 +1,7 @@
 //! Taking a caller's descriptor: a close-on-exec duplicate that stays valid (and names the
-//! same open file) whatever the caller does with its own number afterwards; and clearing
-//! `O_NONBLOCK` on a file opened with it.
+//! same open file) whatever the caller does with its own number afterwards; clearing
+//! `O_NONBLOCK` on a file opened with it; and telling whether a file changed
+//! ([`file_identity`]).
 
 use crate::error::Errno;
 
@@ -82,11 +83,51 @@ pub fn dup_raw(_fd: i32) -> Result<i32, Errno> {
     Err(Errno(libc::ENOSYS))
 }
 
+/// What [`file_identity`] reports of a file: what changes when its contents may have changed
+/// (a write moves `mtime` and `ctime`; a file renamed over the path has another `ino`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    /// A regular file (`S_ISREG`).
+    pub regular: bool,
+}
+
+/// `fstat(2)` of `file`, reduced to its [`FileIdentity`]; never waits for the disk (the inode of
+/// an open descriptor is in memory).
+#[cfg(unix)]
+// The field types differ between platforms (macOS: i32 st_dev, i64 st_ino): the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
+pub fn file_identity(file: i32) -> Result<FileIdentity, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into `st` and nothing else.
+    if unsafe { libc::fstat(file, st.as_mut_ptr()) } != 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fstat succeeded, so it filled `st` whole.
+    let st = unsafe { st.assume_init() };
+    Ok(FileIdentity {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+        ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+    })
+}
+
+/// `ENOSYS` where descriptors are not POSIX (Windows).
+#[cfg(not(unix))]
+pub fn file_identity(_file: i32) -> Result<FileIdentity, Errno> {
+    Err(Errno(libc::ENOSYS))
+}
+
 #[cfg(all(test, unix))]
 mod tests {
-    use super::*;
-    use std::os::fd::AsRawFd;
-
     #[test]
     fn a_duplicate_outlives_the_original_number() {
         let f = std::fs::File::open("/proc/self/status").unwrap();
@@ -119,4 +160,30 @@ mod tests {
     fn a_closed_descriptor_is_ebadf() {
         assert_eq!(dup_raw(-1).unwrap_err().code(), "EBADF");
     }
+
+    #[test]
+    fn file_identity_moves_with_a_write() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("zc-identity-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all(b"one").unwrap();
+        let a = file_identity(f.as_raw_fd()).unwrap();
+        assert!(a.regular);
+        assert_eq!(a.size, 3);
+        assert_eq!(
+            file_identity(f.as_raw_fd()).unwrap(),
+            a,
+            "unchanged file, same identity"
+        );
+        f.write_all(b"!").unwrap();
+        let b = file_identity(f.as_raw_fd()).unwrap();
+        assert_eq!(b.size, 4);
+        assert_ne!(b, a);
+        assert_eq!(file_identity(-1), Err(Errno(libc::EBADF)));
+    }
+
+    use super::*;
+    use std::os::fd::AsRawFd;
 }

@@ -43,6 +43,7 @@ mod worker;
 
 pub use error::Errno;
 pub use events::{ConnStats, Event};
+pub use fd::{file_identity, FileIdentity};
 pub use policy::{Mode, Policy};
 pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
 pub use queue::{Done, Span};

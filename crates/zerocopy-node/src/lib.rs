@@ -16,7 +16,7 @@ mod socket;
 
 use std::cell::RefCell;
 
-use napi::bindgen_prelude::Uint8Array;
+use napi::bindgen_prelude::{Float64Array, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
 
@@ -182,6 +182,34 @@ pub fn read_now(env: Env, fd: i32, mut buf: Uint8Array, offset: i64) -> napi::Re
     zerocopy_core::read_now(fd, slice, offset)
         .map(|n| n as i64)
         .or_else(|e| error::throw(&env, error::errno("read", e)))
+}
+
+/// `fstat(2)` of `fd` into `out` (8 numbers: device, inode, size, mtime seconds and
+/// nanoseconds, ctime seconds and nanoseconds, 1 for a regular file else 0), without making a
+/// `Stats` object. Returns 0, or the errno (`EBADF`, `ENOSYS` off Linux) with `out` untouched.
+#[napi]
+pub fn file_identity(fd: i32, mut out: Float64Array) -> i32 {
+    let id = match zerocopy_core::file_identity(fd) {
+        Ok(id) => id,
+        Err(e) => return e.0,
+    };
+    // SAFETY: the call is synchronous on the JS thread, which owns `out`: nothing else reads or
+    // writes it during the call.
+    let out = unsafe { out.as_mut() };
+    if out.len() < 8 {
+        return 22; // EINVAL
+    }
+    out[..8].copy_from_slice(&[
+        id.dev as f64,
+        id.ino as f64,
+        id.size as f64,
+        id.mtime.0 as f64,
+        id.mtime.1 as f64,
+        id.ctime.0 as f64,
+        id.ctime.1 as f64,
+        f64::from(u8::from(id.regular)),
+    ]);
+    0
 }
 
 /// Bytes in socket `fd`'s send queue the peer has not acknowledged yet (`SIOCOUTQ`), or -1
