@@ -114,7 +114,7 @@ test.serial('answers from kept bytes are the general path answers: status, heade
   configureFileCache({ freshMs: 60_000 })
   const results: (RespondWithFileResult | string)[] = []
   let current: Call = { label: '' }
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     current.before?.(res)
     const path = join(dir, current.file ?? 'notes.txt')
     respondWithFile(res, path, current.headers, current.options).then(

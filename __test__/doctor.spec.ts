@@ -28,6 +28,7 @@ const KEYS = [
   'arch',
   'binding',
   'exitCode',
+  'fileCache',
   'http',
   'ioUring',
   'kernel',
@@ -73,6 +74,7 @@ test('doctor --json: stable keys, versions, the HTTP body path, and the exit sta
   t.deepEqual(d.binding.loadErrors, [])
   t.is(d.binding.package, `@zerocopy-socket/binding-${d.triple}`)
   t.deepEqual(Object.keys(d.http).sort(), ['body', 'cachestat', 'inlineSendfile'])
+  t.deepEqual(d.fileCache, { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 << 20, checkMs: 10, bodyMax: 64 * 1024, keepsBodies: true })
   t.is(typeof d.ops.sendZc, 'boolean')
   t.is(d.selfTest.bytes, 4 << 20)
   if (supported) {
@@ -88,6 +90,10 @@ test('doctor in words: sendFile is sendfile(2), versions on top, the exit status
   t.is(r.code, supported ? 0 : 2, r.stderr)
   t.regex(r.stdout, new RegExp(`^zerocopy-socket: +${PKG.version.replace(/\./g, '\\.')} \\(Node\\.js ${process.version}\\)$`, 'm'))
   t.regex(r.stdout, /^HTTP file bodies: /m)
+  t.regex(
+    r.stdout,
+    /^HTTP file cache: +up to 256 descriptors, each reused for 1000 ms; bytes of files up to 64\.0 KiB kept \(16\.0 MiB in all\), checked every 10 ms$/m,
+  )
   t.regex(r.stdout, /^Exit status \d \(0 zero-copy, 2 fallback, 3 no native binding\)\.$/m)
   if (supported) t.regex(r.stdout, /sendFile\(\) moves file bytes page-cache-to-socket with sendfile\(2\)/)
   t.notRegex(r.stdout, /sendFile\(\)[^.]*SEND_ZC/)
@@ -126,6 +132,7 @@ test('doctor without a binding: exit 3, the message once, ops unknown, the loade
   t.is(d.ioUring.allowed, null)
   t.is(d.reportUsage, null)
   t.false(d.http.inlineSendfile)
+  t.false(d.fileCache.keepsBodies)
   t.true(
     d.binding.loadErrors.some((l: string) => l.includes(NO_ADDON)),
     d.binding.loadErrors.join('\n'),

@@ -294,6 +294,28 @@ function decoded(r: WireResponse): WireResponse {
   return r
 }
 
+/**
+ * One request through `compression()` for a compressible window (file 4, 64 KiB + 3, whole):
+ * the run checks the compressed path every time, not only when its random plans reach it.
+ */
+async function compressedCheck(port: number, counters: Counters): Promise<void> {
+  const expected = fileBytes(4)
+  const r = await new Promise<{ coding: string | undefined; body: Buffer }>((resolve, reject) => {
+    const req = http.get({ port, host: '127.0.0.1', path: '/4?a=compress&d=0', headers: { 'accept-encoding': 'gzip' }, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ coding: res.headers['content-encoding'], body: Buffer.concat(chunks) }))
+      res.on('error', reject)
+    })
+    req.setTimeout(DEADLINE_MS, () => req.destroy(new Error(`compressed check: no answer in ${DEADLINE_MS} ms`)))
+    req.on('error', reject)
+  }).catch((e: Error) => ({ coding: undefined, body: Buffer.from(e.message) }))
+  if (r.coding !== 'gzip') return void counters.failures.push(`compressed check: Content-Encoding ${r.coding}, ${r.body.length} bytes`)
+  if (!zlib.gunzipSync(r.body).equals(expected)) return void counters.failures.push('compressed check: the decoded body is not the file')
+  counters.compressed++
+  counters.bytesChecked += expected.length
+}
+
 /** One client connection: `batches` batches of requests; checks every complete response. */
 async function connection(port: number, seed: number, batches: number, counters: Counters): Promise<void> {
   const rng = new Rng(seed)
@@ -449,6 +471,7 @@ export async function runHttpStress(opts: { responses: number; seed: number; con
   const port = (server.address() as net.AddressInfo).port
   // Warm up (the engine's ring and threads start at first use), then take the baseline.
   await connection(port, 1, 1, { ...counters, outcomes: {}, failures: [] })
+  await compressedCheck(port, counters)
   await new Promise((r) => setTimeout(r, 200))
   const baseline = openDescriptors().all
   const seeds = new Rng(opts.seed)
@@ -466,6 +489,8 @@ export async function runHttpStress(opts: { responses: number; seed: number; con
     }
   }
   await Promise.all(Array.from({ length: opts.concurrency }, worker))
+  // Again, now that the files are older than the cache's settle time (kept bytes, if any).
+  await compressedCheck(port, counters)
   server.closeAllConnections()
   const deadline = Date.now() + DEADLINE_MS
   while (pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))

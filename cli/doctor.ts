@@ -11,8 +11,9 @@ import { join } from 'node:path'
 
 import { BufferPool, ZeroCopySocket, probe, type ProbeOps, type ProbeReport } from '../index'
 import { ROOT } from '../bench/root'
-import { sendfileNow } from '../src/direct'
-import { loadError, native, suppressNoBindingWarning, triple } from '../src/native'
+import { readNow, sendfileNow } from '../src/direct'
+import { BODY_MAX, fileCacheStats } from '../src/file-cache'
+import { binding, loadError, native, suppressNoBindingWarning, triple } from '../src/native'
 import { humanBytes } from './format'
 
 /**
@@ -75,6 +76,12 @@ export interface DoctorReport {
    * engine's `sendfile(2)` (`engine`), or streamed through `res` (`'stream'`, the fallback).
    */
   http: { inlineSendfile: boolean; cachestat: boolean; body: 'engine' | 'stream' }
+  /**
+   * The HTTP descriptor cache's limits (`fileCacheStats()`, src/file-cache.ts), `bodyMax` (the
+   * largest file whose bytes it keeps), and `keepsBodies`: whether this platform can keep them
+   * (an `fstat` without `Stats` and a read that never waits for the disk: tried live).
+   */
+  fileCache: { maxEntries: number; freshMs: number; maxBodyBytes: number; checkMs: number; bodyMax: number; keepsBodies: boolean }
   /** 4 MiB sent to ourselves over loopback through a `ZeroCopySocket` with `zeroCopy: 'always'`. */
   selfTest: { bytes: number; zeroCopy: boolean; zeroCopySends: number; notifications: number; copiedNotifications: number; fallbackReason: string | null }
 }
@@ -152,6 +159,26 @@ async function inlineSendfile(): Promise<boolean> {
   }
 }
 
+/** Whether small files' bytes can be kept here: the binding's `fileIdentity` and `readNow`, tried on a fresh file. */
+function keepsBodies(): boolean {
+  if (native === null || process.platform !== 'linux') return false
+  const dir = mkdtempSync(join(tmpdir(), 'zc-doctor-'))
+  try {
+    const path = join(dir, 'kept.bin')
+    writeFileSync(path, Buffer.alloc(4096, 7))
+    const fd = openSync(path, 'r')
+    try {
+      return binding.fileIdentity(fd, new Float64Array(8)) === 0 && readNow(fd, 0, 4096)?.[4095] === 7
+    } catch {
+      return false
+    } finally {
+      closeSync(fd)
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 /** Gathers everything `doctor` reports (runs the self-tests). */
 export async function doctorReport(): Promise<DoctorReport> {
   // The report says it itself: no ZC_NO_BINDING warning on top from the self-test's socket.
@@ -167,6 +194,7 @@ export async function doctorReport(): Promise<DoctorReport> {
     registeredBuffers = { registered: pool.registered, reason: pool.registered ? null : pool.reason }
   }
   const inline = await inlineSendfile()
+  const cache = fileCacheStats()
   const exitCode = r.supported ? DoctorExitCode.zeroCopy : noBinding ? DoctorExitCode.noBinding : DoctorExitCode.fallback
   return {
     schema: 1,
@@ -191,6 +219,14 @@ export async function doctorReport(): Promise<DoctorReport> {
     memlockLimit: r.memlockLimit,
     registeredBuffers,
     http: { inlineSendfile: inline, cachestat: inline, body: r.supported ? 'engine' : 'stream' },
+    fileCache: {
+      maxEntries: cache.maxEntries,
+      freshMs: cache.freshMs,
+      maxBodyBytes: cache.maxBodyBytes,
+      checkMs: cache.checkMs,
+      bodyMax: BODY_MAX,
+      keepsBodies: keepsBodies(),
+    },
     selfTest: await selfTest(),
   }
 }
@@ -224,6 +260,10 @@ export function formatDoctor(d: DoctorReport): string {
   if (d.registeredBuffers !== null) lines.push(`registered buffers:       ${d.registeredBuffers.registered ? 'yes' : `no: ${d.registeredBuffers.reason}`}`)
   lines.push(
     `HTTP file bodies:         ${d.http.inlineSendfile ? 'cached pages inline with sendfile(2) (cachestat works), the rest' : `no inline sendfile (${noBinding ? 'it needs the binding' : 'cachestat(2) unavailable or refused'}), all`} ${d.http.body === 'engine' ? 'by the io_uring engine’s sendfile(2)' : 'streamed through res'}`,
+  )
+  const c = d.fileCache
+  lines.push(
+    `HTTP file cache:          up to ${c.maxEntries} descriptors, each reused for ${c.freshMs} ms; ${c.keepsBodies && c.maxBodyBytes > 0 ? `bytes of files up to ${humanBytes(c.bodyMax)} kept (${humanBytes(c.maxBodyBytes)} in all), checked every ${c.checkMs} ms` : 'no file bytes kept'}`,
   )
   const t = d.selfTest
   lines.push(

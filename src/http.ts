@@ -117,7 +117,9 @@ function uncork(socket: net.Socket): void {
  * page-cache-to-socket, hands the socket back to node:http and ends `res`, so keep-alive and
  * pipelined requests go on. `HEAD` requests get the headers only.
  *
- * Small bodies whose pages are cached go out with one non-blocking `sendfile(2)` right on this
+ * A file of up to 64 KiB answered recently is answered at once from the bytes the descriptor
+ * cache keeps (one `res.end()`, no `await`; see `configureFileCache()` for the freshness
+ * rule). Small bodies whose pages are cached go out with one non-blocking `sendfile(2)` right on this
  * thread; the rest goes through the io_uring engine ({@link ZeroCopySocket.sendFile}), which
  * never blocks the event loop. The body goes to the socket only when the final header block
  * (after every `on-headers` hook) frames it as exactly `Content-Length: <length>` with no
