@@ -241,6 +241,15 @@ export declare const RECORD_STRIDE: number
 export declare function sendfileNow(sockFd: number, fileFd: number, offset: number, length: number, head?: Uint8Array | undefined | null): number
 
 /**
+ * Sends what fits of `data` on the stream socket `fd` right now, on this thread, with one
+ * non-blocking `send(2)` (`MSG_DONTWAIT | MSG_NOSIGNAL`, as libuv's `uv_try_write`): returns
+ * the bytes the kernel took (copied: `data` is free again), 0 when the socket is full, or a
+ * negative errno (`-EPIPE`, `-ECONNRESET`, ...) when the send failed with nothing sent (no
+ * exception: the caller turns it into the engine's error). Always 0 off Linux.
+ */
+export declare function sendNow(fd: number, data: Uint8Array): number
+
+/**
  * Sends all of `data` on socket `fd` with blocking `IORING_OP_SEND_ZC` calls, waiting for
  * each notification. Blocks the calling thread: for tests and diagnostics, not for transfers.
  * Returns the bytes sent.

@@ -857,6 +857,7 @@ module.exports.RECORD_ENDED = nativeBinding.RECORD_ENDED
 module.exports.RECORD_PROGRESS = nativeBinding.RECORD_PROGRESS
 module.exports.RECORD_STRIDE = nativeBinding.RECORD_STRIDE
 module.exports.sendfileNow = nativeBinding.sendfileNow
+module.exports.sendNow = nativeBinding.sendNow
 module.exports.sendZcSync = nativeBinding.sendZcSync
 module.exports.setBlocking = nativeBinding.setBlocking
 module.exports.unackedBytes = nativeBinding.unackedBytes

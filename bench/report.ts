@@ -43,6 +43,14 @@ export function table(r: BenchResult): string {
       : chunks.map((c) => cell(find(r, name, c)).padStart(18))
     lines.push([name.padEnd(18), ...cells].join(' '))
   }
+  // Sender CPU per GB: stable where throughput swings with the machine's other load.
+  lines.push('sender CPU s/GB (process, threads included), median')
+  for (const name of [...variantsOf(r, false), ...variantsOf(r, true)]) {
+    const cpu = (c: number | null): string => find(r, name, c)?.cpuPerGB?.toFixed(3) ?? '-'
+    const chunkless = r.rows.some((x) => x.variant === name && x.chunk === null)
+    const cells = chunkless ? [cpu(null).padStart(18)] : chunks.map((c) => cpu(c).padStart(18))
+    lines.push([name.padEnd(18), ...cells].join(' '))
+  }
   for (const s of r.skipped) lines.push(`!!! ${s}`)
   return lines.join('\n')
 }

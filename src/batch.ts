@@ -46,6 +46,8 @@ export class WriteBatcher {
   /** Copied bytes acknowledged to callers but not yet settled. */
   #early = 0
   readonly #send: SendBatch
+  /** The last early acknowledgement, reused for the next write of the same size. */
+  #acked: { bytes: number; promise: Promise<WriteResult> } | null = null
 
   constructor(send: SendBatch) {
     this.#send = send
@@ -75,9 +77,15 @@ export class WriteBatcher {
     if (mayAckEarly && this.#early + bytes <= EARLY_LIMIT) {
       this.#early += bytes
       batch.early += bytes
-      return Promise.resolve({ bytes, zeroCopy: false, copied: false })
+      if (this.#acked?.bytes !== bytes) this.#acked = { bytes, promise: Promise.resolve(Object.freeze({ bytes, zeroCopy: false, copied: false })) }
+      return this.#acked.promise
     }
     return new Promise<WriteResult>((resolve, reject) => batch.members.push({ resolve, reject, bytes }))
+  }
+
+  /** No batch is open: nothing copied waits to be sent. */
+  get empty(): boolean {
+    return this.#batch === null
   }
 
   /** Hands the current batch to `send` as one write; its members settle with it. */

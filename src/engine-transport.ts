@@ -58,10 +58,19 @@ export class EngineTransport implements Transport {
   /** The engine reported `closed`: it holds nothing of this socket any more. */
   #gone = false
   #closed: { promise: Promise<void>; resolve(): void } | null = null
+  readonly #mode: SendPolicy['mode']
+  /** `auto` on a route that copies, as last read from the engine (see {@link sendsInline}). */
+  #copying = false
+  /** Writes since {@link #copying} was read. */
+  #sinceCheck = 0
+  /** Inline sends ({@link sendNow}) that took bytes, and those bytes: copy sends the engine never saw. */
+  #inlineSends = 0
+  #inlineBytes = 0
 
   /** Opens the engine connection on `fd`; throws the binding's error when the engine refuses it. */
   constructor(fd: number, policy: SendPolicy, pending: PendingOps, hooks: SocketHooks) {
     this.#native = new binding.BindingSocket(fd, policy.mode, policy.threshold, policy.chunk)
+    this.#mode = policy.mode
     this.#pending = pending
     this.#hooks = hooks
     register(this.#native.id, {
@@ -80,9 +89,9 @@ export class EngineTransport implements Transport {
   stats(): TransportStats {
     const n = this.#native.stats
     return {
-      bytesSent: n.bytesSent,
+      bytesSent: n.bytesSent + this.#inlineBytes,
       zeroCopySends: n.zeroCopySends,
-      copySends: n.copySends,
+      copySends: n.copySends + this.#inlineSends,
       sendfileCalls: n.sendfileCalls,
       sendfileBytes: n.sendfileBytes,
       notifications: n.notifications,
@@ -98,6 +107,35 @@ export class EngineTransport implements Transport {
   /** `auto` found that the kernel copies zero-copy sends on this route anyway. */
   get copiesAnyway(): boolean {
     return this.#native.copiesAnyway
+  }
+
+  /**
+   * `'never'`, or `'auto'` once the engine found that the kernel copies zero-copy sends on this
+   * route (read again every 8 writes: a native call each time would cost more than it tells).
+   * Never `'always'`. In `'auto'` the engine's occasional zero-copy probe of the route needs
+   * engine sends; while writes go inline the route stays "copying", which is right on loopback,
+   * the route that reports copies.
+   */
+  sendsInline(): boolean {
+    if (this.#mode !== 'auto') return this.#mode === 'never'
+    if ((this.#sinceCheck++ & 7) === 0) this.#copying = this.#native.copiesAnyway
+    return this.#copying
+  }
+
+  /** One non-blocking `send(2)` on this thread (see {@link Transport.sendNow}): a copy send. */
+  sendNow(data: Uint8Array): number {
+    const fd = this.#hooks.fd()
+    if (fd < 0) return 0
+    const n = binding.sendNow(fd, data)
+    if (n > 0) {
+      this.#inlineSends++
+      this.#inlineBytes += n
+      this.#hooks.touch()
+    }
+    if (n >= 0) return n
+    const err = this.#failure(-n, 'sendZc')
+    queueMicrotask(() => this.#hooks.destroy()) // as for a failed engine send
+    throw err
   }
 
   /** Queues `data`; the binding holds it until the kernel released it. */
@@ -179,12 +217,21 @@ export class EngineTransport implements Transport {
       if (flags & binding.FLAG_ABORTED || p.aborted) return p.reject(abortError(p.signal))
       if (value >= 0) return p.resolve({ bytes: value, zeroCopy: (flags & binding.FLAG_ZERO_COPY) !== 0, copied: (flags & binding.FLAG_COPIED) !== 0 })
       if (-value === libcECANCELED) return p.reject(this.#hooks.error() ?? destroyedError())
-      const err = engineError(-value, p.syscall)
-      this.#hooks.fail(err)
-      p.reject(-value === binding.ERRNO_FILE_SHRANK ? err : this.#hooks.error())
+      p.reject(this.#failure(-value, p.syscall))
       // The connection is unusable: tear it down (without making the socket emit 'error').
       queueMicrotask(() => this.#hooks.destroy())
     })
+  }
+
+  /**
+   * A send failed with `errno`: records the error as the socket's (the caller tears the
+   * connection down). Returns what the operation rejects with: the socket's first error, or
+   * for a shrunk file its own.
+   */
+  #failure(errno: number, syscall: string): Error {
+    const err = engineError(errno, syscall)
+    this.#hooks.fail(err)
+    return errno === binding.ERRNO_FILE_SHRANK ? err : (this.#hooks.error() ?? err)
   }
 
   #ended(errno: number): void {

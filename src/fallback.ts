@@ -44,6 +44,16 @@ export class FallbackTransport implements Transport {
     this.#hooks = hooks
   }
 
+  /** The socket's own writes already try the send inline (libuv's `uv_try_write`). */
+  sendsInline(): boolean {
+    return false
+  }
+
+  /** Never called ({@link sendsInline} is false): sends nothing. */
+  sendNow(): number {
+    return 0
+  }
+
   /** What the socket's write callbacks confirmed, and why the engine is not used. */
   stats(): TransportStats {
     return {

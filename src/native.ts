@@ -120,6 +120,8 @@ const standIn = {
   // Cached pages cannot be sent inline without the addon: nothing sent, the caller goes on.
   sendfileNow: () => 0,
   readNow: () => 0,
+  // No engine without the addon, so nothing asks; were it asked, nothing would be sent.
+  sendNow: () => 0,
   fileIdentity: () => 38, // ENOSYS
   unackedBytes: () => -1,
 } satisfies Omit<NativeBinding, ProtocolConstant>

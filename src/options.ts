@@ -117,9 +117,9 @@ export class BatchLimit {
   }
 
   /** The limit for the next non-empty write; in `'auto'` it looks at the route every 64 writes. */
-  below(copiesAnyway: () => boolean): number {
+  below(route: { readonly copiesAnyway: boolean }): number {
     if (this.#policy.mode === 'auto' && (++this.#writes & 63) === 0) {
-      this.#below = copiesAnyway() ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#policy.threshold, SMALL_WRITE)
+      this.#below = route.copiesAnyway ? COPYING_ROUTE_BATCH + 1 : Math.min(this.#policy.threshold, SMALL_WRITE)
     }
     return this.#below
   }

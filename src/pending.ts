@@ -32,6 +32,13 @@ export class PendingOps {
   inFlightBytes = 0
   /** Callers' writes and files pending (not batches): early acknowledgements wait behind them. */
   large = 0
+  /**
+   * Of the entries, copy writes waiting in JS (src/socket.ts `#waiting`), not issued to the
+   * transport; the others are issued: the transport may still send bytes of them.
+   */
+  waiting = 0
+  /** Called (by {@link settle}) when the last issued entry settled while some are waiting. */
+  onIssuedIdle: (() => void) | null = null
 
   /** A fresh id, in issue order. */
   nextId(): number {
@@ -64,6 +71,7 @@ export class PendingOps {
     this.inFlightBytes -= p.bytes
     if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort)
     how(p)
+    if (this.waiting > 0 && this.#ops.size === this.waiting) this.onIssuedIdle?.()
     if (this.#ops.size === 0) {
       const waiters = this.#idleWaiters
       this.#idleWaiters = []

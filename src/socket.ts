@@ -28,14 +28,17 @@ import { validateAbortSignal, validateInteger, validateOptions, validateSendable
 
 export type { ConnectOptions, WriteOptions, WriteStreamOptions, ZeroCopyMode, ZeroCopyOptions } from './options'
 
-/** How one write went out. */
+/**
+ * How one write went out. Read-only: the result of an early-acknowledged small write is one
+ * frozen object shared by writes of the same size (it saves an allocation per write).
+ */
 export interface WriteResult {
   /** Bytes written (the whole buffer). */
-  bytes: number
+  readonly bytes: number
   /** At least part of it went out as `IORING_OP_SEND_ZC`. */
-  zeroCopy: boolean
+  readonly zeroCopy: boolean
   /** The kernel reported it copied the data anyway (`IORING_NOTIF_USAGE_ZC_COPIED`; always on loopback). */
-  copied: boolean
+  readonly copied: boolean
 }
 
 /**
@@ -86,6 +89,12 @@ export interface SendFileResult {
   bytes: number
 }
 
+/**
+ * Writes from this size on go out inline on their own when they may (see `#mayInline`) rather
+ * than being copied into a batch first: one send(2) either way, without the extra copy. Smaller
+ * writes are still batched, one send(2) for many of them.
+ */
+const INLINE_ALONE = 16 * 1024
 /** Sockets a {@link ZeroCopySocket} owns: a second one would interleave its bytes. */
 const owned = new WeakSet<net.Socket>()
 
@@ -135,6 +144,15 @@ export class ZeroCopySocket {
   /** Small writes copied and waiting to go to the engine together (src/batch.ts). */
   #batcher = new WriteBatcher((data, settled) => this.#sendBatch(data, settled))
   #batchLimit: BatchLimit
+  /**
+   * Copy writes (and batches) waiting in JS, in order, while the transport still has an
+   * operation of this socket: they go inline once it has none ({@link #sendWaiting}), or to the
+   * transport, in order, before any operation that cannot wait ({@link #waitingToTransport}).
+   * Each has its pending entry (counted in `pending.waiting`). `total`: the write's whole size.
+   */
+  #waiting: { id: number; data: Uint8Array; total: number }[] = []
+  /** A {@link #sendWaiting} is scheduled. */
+  #waitingScheduled = false
   #ending: Promise<void> | null = null
   #destroyed = false
   /** The peer's FIN ended the socket (no half-open): later writes fail with `EPIPE`, as node:net's. */
@@ -151,6 +169,7 @@ export class ZeroCopySocket {
     destroyed: () => this.#destroyed,
     destroy: () => this.destroy(),
     touch: () => refreshIdleTimer(this.socket), // the engine's progress counts as activity for setTimeout
+    fd: () => socketFd(this.socket),
   }
   /** Our listeners on {@link socket}, removed when it is handed back. */
   #listeners: [event: string, fn: (...args: never[]) => void][] = []
@@ -162,6 +181,16 @@ export class ZeroCopySocket {
     this.socket = socket
     owned.add(socket)
     this.#takeover = new Takeover(socket)
+    // Waiting copy writes go inline once the transport settled everything issued before them.
+    // A microtask, so that settle() is never re-entered from inside its own callback.
+    this.#pending.onIssuedIdle = () => {
+      if (this.#waitingScheduled) return
+      this.#waitingScheduled = true
+      queueMicrotask(() => {
+        this.#waitingScheduled = false
+        this.#sendWaiting()
+      })
+    }
     const policy = sendPolicy(options)
     this.#batchLimit = new BatchLimit(policy)
     const unusable = engineUnusable(socket)
@@ -301,29 +330,136 @@ export class ZeroCopySocket {
       return this.#pending.idle().then(() => ({ bytes: 0, zeroCopy: false, copied: false }))
     }
     const t = this.#transport
-    const batchBelow = t?.batches ? this.#batchLimit.below(() => t.copiesAnyway) : 0
-    if (bytes < batchBelow && signal === undefined && !this.#held.holding) {
+    const batchBelow = t?.batches ? this.#batchLimit.below(t) : 0
+    const alone = bytes >= INLINE_ALONE && this.#batcher.empty && this.#mayInline(t)
+    if (bytes < batchBelow && signal === undefined && !this.#held.holding && !alone) {
       this.#pending.inFlightBytes += bytes
       return this.#batcher.add(data, earlyAck && this.#pending.large === 0)
     }
     this.#batcher.flush()
+    const inline = signal === undefined && this.#copiesInline(t)
+    // Something of the socket is pending: wait in JS for it (libuv's write queue), to go inline after it.
+    const wait = inline && this.#pending.size > 0
+    let sentNow = 0
+    if (inline && !wait) {
+      try {
+        sentNow = t.sendNow(data)
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      if (sentNow === bytes) return Promise.resolve({ bytes, zeroCopy: false, copied: false })
+    } else if (!inline) this.#waitingToTransport()
+    // The rest goes to the transport (or waits), after the bytes sent inline.
+    const rest = sentNow === 0 ? data : data.subarray(sentNow)
     pin(data) // held from here until the kernel released it
     const id = this.#pending.nextId()
     return new Promise<WriteResult>((resolve, reject) => {
       const untrack = trackWrite(data)
+      const done = sentNow === 0 ? resolve : (r: WriteResult) => resolve({ ...r, bytes })
       const p: Pending = {
-        resolve: untrack ? (r) => (untrack(), resolve(r)) : resolve,
+        resolve: untrack ? (r) => (untrack(), done(r)) : done,
         reject: untrack ? (e) => (untrack(), reject(e)) : reject,
-        bytes,
+        bytes: rest.byteLength,
         aborted: false,
         signal,
         syscall: 'sendZc',
       }
       this.#add(id, p)
-      this.#pending.inFlightBytes += bytes
-      if (this.#held.holding) this.#held.push({ kind: 'write', id, data })
-      else this.#transport!.write(id, data)
+      this.#pending.inFlightBytes += rest.byteLength
+      if (wait) this.#wait(id, rest)
+      else if (this.#held.holding) this.#held.push({ kind: 'write', id, data: rest })
+      else this.#transport!.write(id, rest)
     })
+  }
+
+  /** Queues pending entry `id` (already added) in {@link #waiting}. */
+  #wait(id: number, data: Uint8Array): void {
+    this.#waiting.push({ id, data, total: data.byteLength })
+    this.#pending.waiting++
+  }
+
+  /**
+   * The last issued operation settled and copy writes wait: sends them inline in order while
+   * nothing else is pending, until one does not fit; the rest of that one goes to the transport
+   * (which waits for room), the others wait for it. If they may no longer go inline (the route
+   * changed, an error), they all go to the transport, in order.
+   */
+  #sendWaiting(): void {
+    const t = this.#transport
+    while (this.#waiting.length > 0 && this.#pending.size === this.#waiting.length) {
+      if (!this.#copiesInline(t)) return this.#waitingToTransport()
+      const w = this.#waiting[0]
+      let sentNow: number
+      try {
+        sentNow = t.sendNow(w.data)
+      } catch (e) {
+        // The socket is being destroyed (sendNow queued it), which rejects the others.
+        this.#waiting.shift()
+        this.#pending.waiting--
+        return this.#pending.settle(w.id, (p) => p.reject(e))
+      }
+      this.#waiting.shift()
+      this.#pending.waiting--
+      if (sentNow === w.data.byteLength) {
+        this.#pending.settle(w.id, (p) => p.resolve({ bytes: w.total, zeroCopy: false, copied: false }))
+        continue
+      }
+      const p = this.#pending.get(w.id)!
+      if (sentNow > 0) {
+        p.bytes -= sentNow
+        this.#pending.inFlightBytes -= sentNow
+        const resolve = p.resolve
+        p.resolve = (r) => resolve({ ...r, bytes: w.total })
+      }
+      return t.write(w.id, w.data.subarray(sentNow))
+    }
+  }
+
+  /** Hands every waiting copy write to the transport, in order: before anything that cannot wait in JS. */
+  #waitingToTransport(): void {
+    const waiting = this.#waiting
+    if (waiting.length === 0) return
+    this.#waiting = []
+    this.#pending.waiting -= waiting.length
+    for (const w of waiting) this.#transport!.write(w.id, w.data)
+  }
+
+  /** Flushes the batch, then the waiting writes: what must precede an operation that does not batch or wait. */
+  #flushCopies(): void {
+    this.#batcher.flush()
+    this.#waitingToTransport()
+  }
+
+  /**
+   * Whether the next bytes may be sent inline on this thread now (`transport.sendNow`), as
+   * libuv's `uv_try_write` does for net.Socket. The transport must allow it (a copy send
+   * anyway: never in `'always'`), and nothing of this socket may be queued or in flight with
+   * it, or the inline bytes could overtake queued ones. That is sufficient because:
+   * - every operation handed to the transport (write, batch, file send, the remainder of an
+   *   inline send) has a pending entry from before it is issued until the transport reports it
+   *   settled, and the engine reports a write or file send settled only once all its bytes
+   *   went to the kernel or were withdrawn (abort): no pending entry, no bytes left to send;
+   * - operations not handed over yet are held (behind a file being opened, or before the
+   *   socket is adopted): `held.holding`; small writes waiting in the batcher are flushed
+   *   before any other write, and the batch itself is sent through here;
+   * - after `end()` or `release()` no write is accepted, so nothing goes after the FIN or
+   *   around a detach; after a failure (`error`) or `destroy()` nothing goes at all, and the
+   *   descriptor is read from the live handle each time (`-1` once the socket closed it), so a
+   *   reused descriptor number is never written to;
+   * - everything runs on this thread: a socket and its engine belong to one thread (a worker
+   *   has its own), and the engine sends on a duplicate of the same socket, so the kernel
+   *   orders the inline bytes after everything the engine sent before.
+   */
+  #mayInline(t: Transport | null): t is Transport {
+    return this.#pending.size === 0 && this.#copiesInline(t)
+  }
+
+  /**
+   * Writes of this socket are copy sends that may go inline when nothing is pending, and wait
+   * in JS ({@link #waiting}) otherwise: the transport allows it, nothing is held, no error.
+   */
+  #copiesInline(t: Transport | null): t is Transport {
+    return t !== null && !this.#held.holding && this.#error === null && !this.#destroyed && t.sendsInline()
   }
 
   /**
@@ -357,7 +493,7 @@ export class ZeroCopySocket {
       return Promise.reject(e)
     }
     this.#writes++
-    this.#batcher.flush()
+    this.#flushCopies()
     const id = this.#pending.nextId()
     const prepared = prepareFile(taken, options)
     prepared.catch(() => {}) // settled through the held queue
@@ -438,7 +574,7 @@ export class ZeroCopySocket {
   release(): Promise<net.Socket> {
     if (this.#releasing) return this.#releasing
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
-    this.#batcher.flush()
+    this.#flushCopies()
     this.#releasing = this.#release()
     this.#releasing.catch(() => {})
     return this.#releasing
@@ -472,7 +608,7 @@ export class ZeroCopySocket {
     if (this.#ending) return this.#ending
     if (this.#destroyed) return Promise.reject(this.#error ?? destroyedError())
     if (this.#releasing) return Promise.reject(releasedError())
-    this.#batcher.flush()
+    this.#flushCopies()
     this.#ending = this.#end()
     // end() may be called for its side effect only (socket.end() routes here): never leave an
     // unhandled rejection behind; callers that await it still see the error.
@@ -499,6 +635,10 @@ export class ZeroCopySocket {
     if (error && this.#error === null) this.#error = error
     const err = this.#error ?? destroyedError()
     this.#pending.inFlightBytes -= this.#batcher.discard(err)
+    const waiting = this.#waiting
+    this.#waiting = []
+    this.#pending.waiting -= waiting.length
+    for (const w of waiting) this.#pending.settle(w.id, (p) => p.reject(err))
     this.#held.discard(err)
     this.#transport?.destroy(err)
     if (!this.socket.destroyed) this.socket.destroy(error)
@@ -513,11 +653,31 @@ export class ZeroCopySocket {
     return null
   }
 
-  /** Sends a flushed batch of small writes as one engine write. */
+  /**
+   * Sends a flushed batch of small writes: inline as far as it fits when it may (see
+   * {@link #mayInline}), the rest as one engine write.
+   */
   #sendBatch(data: Uint8Array, settled: { resolve(r: WriteResult): void; reject(e: unknown): void }): void {
+    const t = this.#transport
+    let rest = data
+    const inline = this.#copiesInline(t)
+    const wait = inline && this.#pending.size > 0
+    if (inline && !wait) {
+      let sentNow: number
+      try {
+        sentNow = t.sendNow(data)
+      } catch (e) {
+        this.#pending.inFlightBytes -= data.byteLength
+        return settled.reject(e)
+      }
+      this.#pending.inFlightBytes -= sentNow
+      if (sentNow === data.byteLength) return settled.resolve({ bytes: sentNow, zeroCopy: false, copied: false })
+      rest = data.subarray(sentNow)
+    } else if (!inline) this.#waitingToTransport()
     const id = this.#pending.nextId()
-    this.#pending.add(id, { ...settled, bytes: data.byteLength, aborted: false, syscall: 'sendZc', batch: true })
-    this.#transport!.write(id, data)
+    this.#pending.add(id, { ...settled, bytes: rest.byteLength, aborted: false, syscall: 'sendZc', batch: true })
+    if (wait) this.#wait(id, rest)
+    else this.#transport!.write(id, rest)
   }
 
   /** The fallback transport, for `reason`. */

@@ -22,6 +22,8 @@ export interface SocketHooks {
   destroy(): void
   /** Bytes moved outside the socket's own writes: activity for its idle timer. */
   touch(): void
+  /** The socket's kernel descriptor now, or `-1` once it is closed (destroyed). */
+  fd(): number
 }
 
 /**
@@ -39,6 +41,19 @@ export interface Transport {
   readonly batches: boolean
   /** `auto` found that the kernel copies zero-copy sends on this route anyway. */
   readonly copiesAnyway: boolean
+  /**
+   * A write may be sent inline ({@link sendNow}) as far as the policy goes: it would be a
+   * plain, copying send anyway (`'never'`, or `'auto'` on a route that copies). Whether the
+   * socket's ordering allows it is the caller's to check (src/socket.ts).
+   */
+  sendsInline(): boolean
+  /**
+   * Sends what fits of `data` now, on this thread, with one non-blocking copying send; returns
+   * the bytes the kernel took (0 when the socket is full). Only when nothing of this socket is
+   * queued or in flight with the transport. Throws the error the transport's own sends give
+   * (the socket is then being destroyed).
+   */
+  sendNow(data: Uint8Array): number
   /** The counters, with the reason this socket does not send zero-copy (or `null`). */
   stats(): TransportStats
   /** Sends `data` after everything issued before; `data` stays unmodified until it settles. */

@@ -1,5 +1,5 @@
-//! Sending a file range inline, now, without ever blocking: [`sendfile_now`]; and reading one
-//! the same way: [`read_now`].
+//! Sending a file range inline, now, without ever blocking: [`sendfile_now`]; reading one the
+//! same way: [`read_now`]; and sending memory the same way: [`send_now`].
 //!
 //! The engine sends files on its own thread, which costs a cross-thread round trip per send
 //! (about 100 µs here). For a small HTTP body that already sits in the page cache and a socket
@@ -260,6 +260,46 @@ fn page_size() -> u64 {
     u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
+/// Sends what fits of `data` on the stream socket `sock` now, on the calling thread, with one
+/// non-blocking `send(2)` (`MSG_DONTWAIT | MSG_NOSIGNAL`): libuv's `uv_try_write`. Returns the
+/// bytes the kernel took (it copied them: `data` is free again), from 0 (`EAGAIN`: the socket
+/// is full, or `data` is empty) to `data.len()`; fewer than asked when the socket filled up.
+/// The caller sends the rest another way (the engine), after these bytes.
+///
+/// `Err(e)` when the send failed with nothing sent (`EPIPE`, `ECONNRESET`, `EBADF`,
+/// `ENOTSOCK`, ...); `EINTR` is retried. `MSG_NOSIGNAL`: no `SIGPIPE`.
+///
+/// One call, not a loop: a TCP send copies all it can in one go, so a short count means the
+/// socket is full and a second call would only return `EAGAIN`.
+///
+/// `sock` must not be written to concurrently by anyone else (the engine included), or bytes
+/// interleave; that is the caller's ordering to keep.
+pub fn send_now(sock: RawFd, data: &[u8]) -> Result<usize, Errno> {
+    if data.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        // SAFETY: `send` reads `data`, borrowed for the call, and nothing else; a bad
+        // descriptor fails with an errno.
+        let n = unsafe {
+            libc::send(
+                sock,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        match Errno::last().0 {
+            libc::EINTR => continue,
+            libc::EAGAIN => return Ok(0),
+            e => return Err(Errno(e)),
+        }
+    }
+}
+
 /// Bytes in `sock`'s send queue that the peer has not acknowledged yet (`SIOCOUTQ`, the same
 /// request as `TIOCOUTQ`): as the peer reads, this shrinks. An idle timer watches it to tell a
 /// slow but steady reader (progress) from a stalled one while the engine waits for room.
@@ -342,8 +382,55 @@ mod tests {
         assert_eq!(read_now(-1, &mut buf, 0), Err(Errno(libc::EBADF)));
     }
 
+    #[test]
+    fn send_now_takes_what_fits_then_reports_a_reset_peer() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let fd = client.as_raw_fd();
+        assert_eq!(send_now(fd, &[]), Ok(0));
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(send_now(fd, &data), Ok(1000));
+        let mut got = vec![0u8; 1000];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(got, data, "the bytes, in order");
+        // A peer that does not read: the socket fills, short counts, then 0 (EAGAIN), never blocking.
+        let big = vec![1u8; 1 << 20];
+        let mut total = 0usize;
+        let mut zero = false;
+        for _ in 0..1000 {
+            let n = send_now(fd, &big).unwrap();
+            total += n;
+            if n == 0 {
+                zero = true;
+                break;
+            }
+        }
+        assert!(zero && total > 0, "filled after {total} bytes");
+        // The peer goes away with unread data: it resets; the send reports it, no SIGPIPE.
+        drop(server);
+        let mut err = None;
+        for _ in 0..100 {
+            match send_now(fd, &big) {
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let e = err.expect("a send to a reset peer fails");
+        assert!(e.0 == libc::ECONNRESET || e.0 == libc::EPIPE, "{e:?}");
+        assert_eq!(send_now(-1, &data), Err(Errno(libc::EBADF)));
+    }
+
     fn tempfile() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("zc-direct-unit-{}", std::process::id()));
+        // One name per call: the tests run in parallel, and a shared name let one test's
+        // remove_file race another's open.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("zc-direct-unit-{}-{n}", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

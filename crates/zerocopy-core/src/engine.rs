@@ -130,6 +130,15 @@ impl<H: Send + 'static> Engine<H> {
         let dup = dup_stream_socket(fd)?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::new(ConnStats::default());
+        let policy = Policy {
+            peer_loopback: crate::fd::peer_is_loopback(fd),
+            ..policy
+        };
+        // Visible to the caller's thread now, before the engine reads the command.
+        stats.copies_anyway.store(
+            policy.mode == crate::Mode::Auto && policy.peer_loopback,
+            Ordering::Relaxed,
+        );
         self.send(Cmd::Open {
             conn,
             fd: dup,

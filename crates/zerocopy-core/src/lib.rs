@@ -7,7 +7,7 @@
 //! - [`Engine`]: the asynchronous engine: a ring and its completion thread serving many sockets.
 //!   Or, from `Engine::start_local`, the same engine driven on its owner's event loop.
 //! - [`sendfile_now`]: a file range sent inline on the caller's thread, only when that cannot block;
-//!   [`read_now`]: one read the same way.
+//!   [`read_now`]: one read the same way; [`send_now`]: memory sent the same way.
 //!
 //! On other platforms, or with the `force-unsupported` feature, the same API is backed by a
 //! stub that reports `Unsupported`, so callers fall back to plain sends.
@@ -49,7 +49,7 @@ pub use probe::{probe, Ops, ProbeReport, Reason, ReasonCode};
 pub use queue::{Done, Span};
 
 #[cfg(uring)]
-pub use direct::{read_now, sendfile_now, sendfile_now_after, unacked_bytes};
+pub use direct::{read_now, send_now, sendfile_now, sendfile_now_after, unacked_bytes};
 #[cfg(uring)]
 pub use engine::Engine;
 #[cfg(uring)]
@@ -58,6 +58,6 @@ pub use send_zc::{send_all_zc, try_send_zc, BlockingRing, Completion, RingStats}
 pub use std::os::fd::RawFd;
 #[cfg(not(uring))]
 pub use stub::{
-    read_now, send_all_zc, sendfile_now, sendfile_now_after, try_send_zc, unacked_bytes,
+    read_now, send_all_zc, send_now, sendfile_now, sendfile_now_after, try_send_zc, unacked_bytes,
     BlockingRing, Completion, Engine, RawFd, RingStats,
 };

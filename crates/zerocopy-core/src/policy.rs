@@ -38,6 +38,11 @@ pub struct Policy {
     /// Send files through staged reads and sends instead of `sendfile(2)` (which the engine
     /// prefers, and leaves by itself for files it cannot read).
     pub staged_files: bool,
+    /// The peer is a loopback address, where the kernel copies every zero-copy send on
+    /// delivery (`ZC_COPIED`, measured on every notification): `Auto` starts as if it had
+    /// already learned that, plain from the first byte, and probes as it does after learning.
+    /// Set by [`crate::engine::Engine::open`] from the socket's peer.
+    pub peer_loopback: bool,
 }
 
 impl Default for Policy {
@@ -49,6 +54,7 @@ impl Default for Policy {
             plain_max: 4 * 1024 * 1024,
             max_iov: 64,
             staged_files: false,
+            peer_loopback: false,
         }
     }
 }

@@ -141,6 +141,16 @@ impl SendQueue {
         Self::default()
     }
 
+    /// An empty queue that already knows its route copies zero-copy sends (a loopback peer):
+    /// plain from the start, with the periodic probe of [`PROBE_EVERY`].
+    pub fn copying() -> Self {
+        SendQueue {
+            copies_anyway: true,
+            copied_streak: COPIED_STREAK,
+            ..Self::default()
+        }
+    }
+
     /// Appends a user write. Fails (returning the socket's error) once the socket has failed.
     pub fn push(&mut self, id: u64, span: Span) -> Result<(), Errno> {
         if let Some(e) = self.failed {
@@ -575,6 +585,7 @@ mod tests {
             plain_max: 10_000,
             max_iov: 4,
             staged_files: false,
+            peer_loopback: false,
         }
     }
 

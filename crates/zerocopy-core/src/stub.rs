@@ -112,6 +112,12 @@ pub fn sendfile_now(_sock: RawFd, _file: RawFd, _offset: u64, _len: u64) -> Resu
     Ok(0)
 }
 
+/// Never sends anything inline: `Ok(0)` (no engine runs here, so nothing asks). The Linux
+/// version is `direct::send_now`.
+pub fn send_now(_sock: RawFd, _data: &[u8]) -> Result<usize, Errno> {
+    Ok(0)
+}
+
 /// Cannot tell here: `ENOSYS`. The Linux version is `direct::unacked_bytes`.
 pub fn unacked_bytes(_sock: RawFd) -> Result<u64, Errno> {
     Err(Errno(libc::ENOSYS))

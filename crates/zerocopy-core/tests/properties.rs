@@ -190,6 +190,7 @@ fn queue_sends_every_byte_once_in_order_and_finishes_each_write_once() {
                 plain_max: 256 * 1024,
                 max_iov: 8,
                 staged_files: false,
+                peer_loopback: false,
             };
             let mut q = SendQueue::new();
             // Writes live at distinct addresses: write id i at (i + 1) << 32.

@@ -240,3 +240,16 @@ pub fn send_zc_sync(env: Env, fd: i32, data: Uint8Array) -> napi::Result<u32> {
     });
     sent.or_else(|e| error::throw(&env, e))
 }
+
+/// Sends what fits of `data` on the stream socket `fd` right now, on this thread, with one
+/// non-blocking `send(2)` (`MSG_DONTWAIT | MSG_NOSIGNAL`, as libuv's `uv_try_write`): returns
+/// the bytes the kernel took (copied: `data` is free again), 0 when the socket is full, or a
+/// negative errno (`-EPIPE`, `-ECONNRESET`, ...) when the send failed with nothing sent (no
+/// exception: the caller turns it into the engine's error). Always 0 off Linux.
+#[napi]
+pub fn send_now(fd: i32, data: Uint8Array) -> i64 {
+    match zerocopy_core::send_now(fd, &data) {
+        Ok(n) => n as i64,
+        Err(e) => -i64::from(e.0),
+    }
+}

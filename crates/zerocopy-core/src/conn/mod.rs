@@ -128,7 +128,11 @@ impl<H, F: AsRawFd> Connection<H, F> {
             policy,
             files_config: files,
             stats,
-            queue: SendQueue::new(),
+            queue: if policy.mode == crate::Mode::Auto && policy.peer_loopback {
+                SendQueue::copying()
+            } else {
+                SendQueue::new()
+            },
             holders: HashMap::new(),
             files: HashMap::new(),
             job: None,

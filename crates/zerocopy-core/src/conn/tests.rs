@@ -369,6 +369,7 @@ fn policy() -> impl Strategy<Value = Policy> {
         plain_max: 150,
         max_iov: 3,
         staged_files,
+        peer_loopback: false,
     })
 }
 
