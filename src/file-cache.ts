@@ -218,6 +218,26 @@ export async function openFile(path: string): Promise<CachedFile> {
   return e
 }
 
+/**
+ * The stats of `path` from a fresh cached descriptor (one `fstat`, which never waits for the
+ * disk, instead of a `stat` on the thread pool), or `undefined` when the cache holds no fresh
+ * descriptor of it (or it is not a regular file): then stat the path as usual. What `send`-like
+ * modules ask before answering (src/static.ts, src/frameworks/cached-fs.ts); the freshness
+ * rule above applies to them as to every response.
+ */
+export function cachedStats(path: string): Stats | undefined {
+  const file = cachedFile(path)
+  if (file === undefined) return undefined
+  try {
+    const stats = fstatSync(file.fd)
+    return stats.isFile() ? stats : undefined
+  } catch {
+    return undefined // not expected of a descriptor the cache holds: the caller's own stat decides
+  } finally {
+    releaseFile(file)
+  }
+}
+
 /** Ends one response's use of a descriptor from {@link cachedFile} or {@link openFile}. */
 export function releaseFile(file: CachedFile): void {
   const e = file as Entry

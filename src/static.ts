@@ -15,7 +15,6 @@
  */
 import type * as http from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
-import { fstatSync } from 'node:fs'
 import { extname, resolve, sep } from 'node:path'
 import { format } from 'node:url'
 
@@ -28,7 +27,7 @@ import send from 'send'
 import vary from 'vary'
 
 import { answerFromCache } from './cached-answer'
-import { cachedBody, cachedFile, releaseFile } from './file-cache'
+import { cachedBody, cachedStats } from './file-cache'
 import { respondWithFile } from './http'
 import { findVariant } from './precompressed'
 
@@ -185,16 +184,8 @@ function knownFileResponse(known: KnownFile | undefined, req: http.IncomingMessa
     if (!isKnown(body.stats, known)) return false
     if (answerFromCache(res, known.file, knownHeaders(known, res), NO_OPTIONS, undefined, true) !== undefined) return true
   }
-  const cached = cachedFile(known.file)
-  if (cached === undefined) return false
-  let st: import('node:fs').Stats | undefined
-  try {
-    st = fstatSync(cached.fd)
-  } catch {
-    // not expected of a descriptor the cache holds: send decides
-  }
-  releaseFile(cached)
-  if (!st || !isKnown(st, known)) return false
+  const st = cachedStats(known.file)
+  if (st === undefined || !isKnown(st, known)) return false
   respondWithFile(res, known.file, knownHeaders(known, res), { offset: 0, length: known.size }).catch(() => {
     // Nothing was sent (res untouched): send answers, errors and all. Otherwise the
     // connection is gone already.
@@ -238,16 +229,8 @@ function guardedSend(this: SendStreamInternals, step: SendStreamInternals['send'
  * `fstat`, no thread-pool round trip); otherwise `send`'s own `fs.stat`, extensions and all.
  */
 function cachedSendFile(this: SendStreamInternals, step: SendStreamInternals['sendFile'], path: string): void {
-  const file = path.endsWith(sep) ? undefined : cachedFile(path)
-  if (file === undefined) return step.call(this, path)
-  let stat: import('node:fs').Stats | undefined
-  try {
-    stat = fstatSync(file.fd)
-  } catch {
-    // not expected of a descriptor the cache holds; send's own stat decides
-  }
-  releaseFile(file)
-  if (!stat?.isFile()) return step.call(this, path)
+  const stat = path.endsWith(sep) ? undefined : cachedStats(path)
+  if (stat === undefined) return step.call(this, path)
   this.emit('file', path, stat)
   this.send(path, stat)
 }

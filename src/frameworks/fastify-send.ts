@@ -6,10 +6,12 @@
  * @module
  */
 import type * as http from 'node:http'
+import { createRequire } from 'node:module'
 import type { Readable } from 'node:stream'
 
 import type fastifyStaticModule = require('@fastify/static')
 
+import { cachedStatFs } from './cached-fs'
 import { FileBody, type FileWindow } from './file-body'
 import { loadPrivateModule, resolvePeer } from './private-module'
 
@@ -77,9 +79,23 @@ export function loadFastifyStatic(requireFn?: NodeJS.Require): FastifyStatic {
     entry,
     (id, load) => {
       if (id !== '@fastify/send') return load(id)
-      send ??= zeroCopySend(load(id) as Send)
+      send ??= zeroCopySend(cachedStatSend(entry, load(id) as Send))
       return send
     },
     requireFn,
   ) as FastifyStatic
+}
+
+/**
+ * A private instance of @fastify/send whose `fs.stat` answers paths the descriptor cache holds
+ * (src/frameworks/cached-fs.ts), when `loaded` is the installed @fastify/send; anything else
+ * (a test's stub) is used as it is.
+ */
+function cachedStatSend(entry: string, loaded: Send): Send {
+  const peer = createRequire(entry)
+  const index = peer.resolve('@fastify/send')
+  if (loaded !== peer(index)) return loaded
+  const fs = cachedStatFs()
+  const sendLib = loadPrivateModule(createRequire(index).resolve('./lib/send'), (id, load) => (id === 'node:fs' ? fs : load(id)))
+  return loadPrivateModule(index, (id, load) => (id === './lib/send' ? sendLib : load(id))) as Send
 }

@@ -35,6 +35,7 @@ import { Readable } from 'node:stream'
 import fresh from 'fresh'
 import type { Context, Env, MiddlewareHandler } from 'hono'
 
+import { cachedStatFs } from './cached-fs'
 import { FileBody, streamReason, type FileBodyResult } from './file-body'
 import { loadPrivateModule, resolvePeer } from './private-module'
 import { respondWithFile } from '../http'
@@ -233,14 +234,12 @@ const found = new WeakSet<Context>()
 /** @hono/node-server's serveStatic, privately loaded with unopened file bodies. */
 function loadServeStatic(): HonoServeStatic {
   const entry = resolvePeer('@hono/node-server/serve-static', 'zerocopy-socket/hono', '@hono/node-server')
-  const lazyFs = Object.create(fs, {
-    createReadStream: {
-      value: (path: string, options?: { start?: number; end?: number }) => {
-        const offset = options?.start ?? 0
-        return new FileBody(null, { path, offset, length: options?.end === undefined ? undefined : options.end - offset + 1 })
-      },
-    },
-  }) as typeof fs
+  const lazyFs = cachedStatFs({
+    createReadStream: ((path: string, options?: { start?: number; end?: number }) => {
+      const offset = options?.start ?? 0
+      return new FileBody(null, { path, offset, length: options?.end === undefined ? undefined : options.end - offset + 1 })
+    }) as unknown as typeof fs.createReadStream,
+  })
   return (
     loadPrivateModule(entry, (id, load) => {
       if (id === 'node:fs') return lazyFs

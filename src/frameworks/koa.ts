@@ -20,6 +20,7 @@ import { resolve } from 'node:path'
 
 import parseRange from 'range-parser'
 
+import { cachedStatFs } from './cached-fs'
 import { FileBody } from './file-body'
 import { loadPrivateModule, resolvePeer } from './private-module'
 
@@ -98,9 +99,7 @@ let koaSend: KoaSend | undefined
 /** koa-send, privately loaded with a `fs` whose `createReadStream` makes unopened {@link FileBody}s. */
 function loadKoaSend(): KoaSend {
   const entry = resolvePeer('koa-send', 'zerocopy-socket/koa', 'koa-send@5')
-  const lazyFs = Object.create(fs, {
-    createReadStream: { value: (path: string) => new FileBody(null, { path, offset: 0 }) },
-  }) as typeof fs
+  const lazyFs = cachedStatFs({ createReadStream: ((path: string) => new FileBody(null, { path, offset: 0 })) as unknown as typeof fs.createReadStream })
   return loadPrivateModule(entry, (id, load) => (id === 'fs' ? lazyFs : load(id))) as KoaSend
 }
 
