@@ -26,11 +26,13 @@ test.serial('a cached path is answered from its descriptor, asynchronously; othe
   const path = join(dir, 'a.txt')
   fs.writeFileSync(path, 'hello')
   const f = cachedStatFs()
-  // Not cached: node's stat (no cache hit).
+  // Not cached: node's stat (no cache hit, and no miss: nothing was opened for it).
   const before = fileCacheStats().hits
+  const misses = fileCacheStats().misses
   const first = await statOf(f, path)
   t.is(first.st?.size, 5)
   t.is(fileCacheStats().hits, before)
+  t.is(fileCacheStats().misses, misses)
   // Cached: the descriptor's fstat, even once the path names another file (within freshMs).
   releaseFile(await openFile(path))
   const cachedIno = fs.statSync(path).ino
@@ -41,7 +43,13 @@ test.serial('a cached path is answered from its descriptor, asynchronously; othe
   t.is(cached.st?.ino, cachedIno)
   t.is(cached.st?.size, 5)
   t.is(f.statSync(path).ino, cachedIno)
-  t.is(fileCacheStats().hits, before + 2)
+  t.is(fileCacheStats().hits, before + 2, 'each stat the cache answered is a hit')
+  // Paths node resolves on the disk are node's: `.` after a file, `..` after a symlink.
+  t.is((await statOf(f, `${path}/.`)).err?.code, 'ENOTDIR')
+  fs.mkdirSync(join(dir, 'sub'))
+  fs.symlinkSync(join(dir, 'sub'), join(dir, 'link'))
+  t.is((await statOf(f, `${dir}/sub/../a.txt`)).st?.size, 13, 'a path with .. is stat-ed by node')
+  t.is((await statOf(f, `${dir}/link/../a.txt`)).st?.size, 13)
   // After the cache let go of it: the path's file again.
   clearFileCache()
   t.is((await statOf(f, path)).st?.size, 13)

@@ -99,7 +99,7 @@ export class EngineTransport implements Transport {
       fallbackReason: n.zeroCopyUnsupported
         ? 'EOPNOTSUPP: this socket type has no zero-copy path; sending plain through io_uring'
         : n.copiesAnyway
-          ? 'the kernel reports it copies zero-copy sends on this route (ZC_COPIED, e.g. loopback): auto sends plain'
+          ? 'the kernel copies zero-copy sends on this route (a loopback peer, or notifications reporting ZC_COPIED): auto sends plain'
           : null,
     }
   }

@@ -112,7 +112,10 @@ interface Entry extends CachedFile {
 export interface FileCacheStats {
   /** Descriptors open in the cache now (including retired ones still in use). */
   open: number
-  /** Lookups answered from the cache, and lookups that had to open the path. */
+  /**
+   * Lookups answered from the cache (a response's descriptor, or a send-like module's `stat`:
+   * src/frameworks/cached-fs.ts), and responses' lookups that had to open the path.
+   */
   hits: number
   misses: number
   /** Bytes of small files' contents kept now, and answers given from them. */
@@ -178,11 +181,16 @@ function sweep(): void {
  * `undefined` when the cache has none: then {@link openFile}.
  */
 export function cachedFile(path: string): CachedFile | undefined {
+  return lookup(path, true)
+}
+
+/** {@link cachedFile}; `countMiss`: a lookup that finds nothing counts as a miss. */
+function lookup(path: string, countMiss: boolean): CachedFile | undefined {
   const key = keyOf(path)
   const e = entries.get(key)
   if (e === undefined || performance.now() - e.openedAt >= options.freshMs) {
     if (e) retire(e)
-    misses++
+    if (countMiss) misses++
     return undefined
   }
   hits++
@@ -223,10 +231,12 @@ export async function openFile(path: string): Promise<CachedFile> {
  * disk, instead of a `stat` on the thread pool), or `undefined` when the cache holds no fresh
  * descriptor of it (or it is not a regular file): then stat the path as usual. What `send`-like
  * modules ask before answering (src/static.ts, src/frameworks/cached-fs.ts); the freshness
- * rule above applies to them as to every response.
+ * rule above applies to them as to every response. A stat the cache answers counts as a hit;
+ * one it cannot answer is not a miss (nothing is opened for it: a module's probes for
+ * variants and directories would count otherwise).
  */
 export function cachedStats(path: string): Stats | undefined {
-  const file = cachedFile(path)
+  const file = lookup(path, false)
   if (file === undefined) return undefined
   try {
     const stats = fstatSync(file.fd)

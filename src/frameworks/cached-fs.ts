@@ -4,18 +4,24 @@
  * answered by one `fstat` of that descriptor (src/file-cache.ts, `cachedStats`) — no round trip
  * through the thread pool, whose wait was most of a small file's response in those modules.
  * Any other path, and any other call, is node's own, so errors (`ENOENT`, `ENOTDIR`) and
- * directories are exactly what the module saw before.
+ * directories are exactly what the module saw before. The cache's freshness rule applies: a
+ * file deleted or replaced is seen at most `freshMs` (1 s) later, as by every response that
+ * reuses the descriptor (the module's headers and the body now come from the same file).
  * @module
  */
 import * as fs from 'node:fs'
-import { sep } from 'node:path'
+import { isAbsolute, normalize, sep } from 'node:path'
 
 import { cachedStats } from '../file-cache'
 
-/** The stats the cache gives for a plain path argument, or `undefined`. */
+/**
+ * The stats the cache gives for a plain path argument, or `undefined`. Only an absolute path
+ * already in normal form: node resolves `.` and `..` on the disk (`a.txt/.` is ENOTDIR,
+ * `link/..` follows the link), where the cache's key is made from the text. A trailing
+ * separator asks for a directory: node's stat answers that too (ENOTDIR for a file).
+ */
 function fromCache(path: unknown): fs.Stats | undefined {
-  // A trailing separator asks for a directory: node's stat answers that (ENOTDIR for a file).
-  return typeof path === 'string' && !path.endsWith(sep) ? cachedStats(path) : undefined
+  return typeof path === 'string' && isAbsolute(path) && !path.endsWith(sep) && normalize(path) === path ? cachedStats(path) : undefined
 }
 
 /** node's `fs` with cached `stat`/`statSync`, and `overrides` (e.g. a lazy `createReadStream`). */
