@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -222,4 +222,13 @@ export function cacheScratch(t: { teardown(fn: () => void): void }, prefix: stri
     rmSync(dir, { recursive: true, force: true })
   })
   return dir
+}
+
+/** A file of `bytes` in a fresh temporary directory, both removed at the test's end; its path. */
+export function scratchFile(t: { teardown(fn: () => void): void }, prefix: string, bytes: Uint8Array): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'f.bin')
+  writeFileSync(file, bytes)
+  return file
 }

@@ -4,21 +4,15 @@
 // another write's callback, sendFile ranges and a sendFile of a missing file, ended by end() or
 // release(); every promise under a deadline, every byte checked in order. And a reset while a
 // partial inline send's rest is with the engine and writes wait in JS: all of them reject.
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 
 import { ZeroCopySocket, type ZeroCopyMode } from '../index'
-import { deadline, hashReceived, loopbackPair, patternBytes, rng, SEED, sha256, zcSerial } from './helpers'
+import { deadline, hashReceived, loopbackPair, patternBytes, rng, SEED, sha256, scratchFile, zcSerial } from './helpers'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 zcSerial('inline sends in a seeded random mix with signals, chained writes, sendFile, end() or release(): every byte in order', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'zc-inline-mix-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const fileBytes = patternBytes(2 << 20, 77)
-  const file = join(dir, 'f.bin')
-  writeFileSync(file, fileBytes)
+  const file = scratchFile(t, 'zc-inline-mix-', fileBytes)
   const runs = Number(process.env.ZC_MIX_RUNS ?? 8)
   for (let k = 0; k < runs; k++) {
     const mode: ZeroCopyMode = k % 2 === 0 ? 'never' : 'auto'

@@ -3,13 +3,10 @@
 // socket is queued with the engine; only the rest goes to the engine. These tests check that
 // the bytes stay in order whatever mix of inline and engine sends a schedule produces, that a
 // full socket hands the rest to the engine, and that errors take the engine's shape.
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 
 import { ZeroCopySocket, type WriteResult, type ZeroCopyMode } from '../index'
 import { binding } from '../src/native'
-import { deadline, fixture, hashReceived, loopbackPair, patternBytes, rng, runNode, SEED, sha256, zcSerial } from './helpers'
+import { deadline, fixture, hashReceived, loopbackPair, patternBytes, rng, runNode, SEED, sha256, scratchFile, zcSerial } from './helpers'
 
 /** Counts what the inline sends did: calls, short counts (the socket filled), failures. */
 interface Spy {
@@ -38,11 +35,8 @@ function spyOnSendNow(t: import('ava').ExecutionContext): Spy {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 zcSerial('a seeded random schedule of writes, file sends and end() arrives byte for byte, inline and engine sends mixed', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'zc-inline-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const fileBytes = patternBytes(3 << 20, 77)
-  const file = join(dir, 'f.bin')
-  writeFileSync(file, fileBytes)
+  const file = scratchFile(t, 'zc-inline-', fileBytes)
   const spy = spyOnSendNow(t)
   for (const [k, mode] of (['never', 'auto', 'never', 'auto'] as ZeroCopyMode[]).entries()) {
     const seed = SEED + k

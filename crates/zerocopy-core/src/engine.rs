@@ -135,10 +135,9 @@ impl<H: Send + 'static> Engine<H> {
             ..policy
         };
         // Visible to the caller's thread now, before the engine reads the command.
-        stats.copies_anyway.store(
-            policy.mode == crate::Mode::Auto && policy.peer_loopback,
-            Ordering::Relaxed,
-        );
+        stats
+            .copies_anyway
+            .store(policy.starts_plain(), Ordering::Relaxed);
         self.send(Cmd::Open {
             conn,
             fd: dup,

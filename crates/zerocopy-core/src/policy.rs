@@ -45,6 +45,13 @@ pub struct Policy {
     pub peer_loopback: bool,
 }
 
+impl Policy {
+    /// `Auto` to a loopback peer: plain from the first byte, as if the copies were learned.
+    pub fn starts_plain(&self) -> bool {
+        self.mode == Mode::Auto && self.peer_loopback
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {

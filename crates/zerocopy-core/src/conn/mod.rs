@@ -128,7 +128,7 @@ impl<H, F: AsRawFd> Connection<H, F> {
             policy,
             files_config: files,
             stats,
-            queue: if policy.mode == crate::Mode::Auto && policy.peer_loopback {
+            queue: if policy.starts_plain() {
                 SendQueue::copying()
             } else {
                 SendQueue::new()
