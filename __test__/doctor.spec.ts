@@ -74,7 +74,15 @@ test('doctor --json: stable keys, versions, the HTTP body path, and the exit sta
   t.deepEqual(d.binding.loadErrors, [])
   t.is(d.binding.package, `@zerocopy-socket/binding-${d.triple}`)
   t.deepEqual(Object.keys(d.http).sort(), ['body', 'cachestat', 'inlineSendfile'])
-  t.deepEqual(d.fileCache, { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 << 20, checkMs: 10, bodyMax: 64 * 1024, keepsBodies: true })
+  t.deepEqual(d.fileCache, {
+    maxEntries: 256,
+    freshMs: 1000,
+    maxBodyBytes: 16 << 20,
+    checkMs: 10,
+    bodyMax: 64 * 1024,
+    loopbackBodyMax: 1 << 20,
+    keepsBodies: true,
+  })
   t.is(typeof d.ops.sendZc, 'boolean')
   t.is(d.selfTest.bytes, 4 << 20)
   if (supported) {
@@ -92,7 +100,7 @@ test('doctor in words: sendFile is sendfile(2), versions on top, the exit status
   t.regex(r.stdout, /^HTTP file bodies: /m)
   t.regex(
     r.stdout,
-    /^HTTP file cache: +up to 256 descriptors, each reused for 1000 ms; bytes of files up to 64\.0 KiB kept \(16\.0 MiB in all\), checked every 10 ms$/m,
+    /^HTTP file cache: +up to 256 descriptors, each reused for 1000 ms; bytes of files up to 64\.0 KiB kept \(1\.0 MiB for loopback peers; 16\.0 MiB in all\), checked every 10 ms$/m,
   )
   t.regex(r.stdout, /^Exit status \d \(0 zero-copy, 2 fallback, 3 no native binding\)\.$/m)
   if (supported) t.regex(r.stdout, /sendFile\(\) moves file bytes page-cache-to-socket with sendfile\(2\)/)

@@ -303,21 +303,24 @@ const settled = (): Promise<void> => new Promise((r) => setTimeout(r, SETTLED_MS
 const fromMemory = (reasons: Map<string, number>): number =>
   [...reasons].filter(([r]) => r.includes('kept with its cached descriptor')).reduce((n, [, c]) => n + c, 0)
 
-test.serial(`a small file rewritten in place by another thread: never kept while written, so kept bytes never mix versions (seed ${SEED})`, async (t) => {
-  t.teardown(() => configureFileCache(DEFAULT_LIMITS))
-  const dir = scratch(t)
-  const SIZE = 40_000
-  const path = join(dir, 'small')
-  writeFileSync(path, Buffer.alloc(SIZE, 0x40))
-  configureFileCache({ freshMs: 60_000, checkMs: 0 })
-  const reasons = new Map<string, number>()
-  const byUrl = new Map<string, string>()
-  const { server, port } = await listen(countingServer(dir, reasons, byUrl))
-  t.teardown(() => close(server))
-  // The writer: one pwrite of the whole file per version, as fast as it can, in a worker thread,
-  // so that reads of the server's thread race it.
-  const writer = new Worker(
-    `
+// 40 KB: kept for every peer; 400 KB: kept for a loopback peer (this test's), a longer read.
+for (const SIZE of [40_000, 400_000])
+  test.serial(
+    `a ${SIZE / 1000} KB file rewritten in place by another thread: never kept while written, so kept bytes never mix versions (seed ${SEED})`,
+    async (t) => {
+      t.teardown(() => configureFileCache(DEFAULT_LIMITS))
+      const dir = scratch(t)
+      const path = join(dir, 'small')
+      writeFileSync(path, Buffer.alloc(SIZE, 0x40))
+      configureFileCache({ freshMs: 60_000, checkMs: 0 })
+      const reasons = new Map<string, number>()
+      const byUrl = new Map<string, string>()
+      const { server, port } = await listen(countingServer(dir, reasons, byUrl))
+      t.teardown(() => close(server))
+      // The writer: one pwrite of the whole file per version, as fast as it can, in a worker thread,
+      // so that reads of the server's thread race it.
+      const writer = new Worker(
+        `
     const { openSync, writeSync, closeSync } = require('node:fs')
     const { parentPort, workerData } = require('node:worker_threads')
     const fd = openSync(workerData.path, 'r+')
@@ -331,51 +334,52 @@ test.serial(`a small file rewritten in place by another thread: never kept while
     }
     loop()
     `,
-    { eval: true, workerData: { path, size: SIZE } },
-  )
-  const random = rng(SEED)
-  const mixed: string[] = []
-  const clients = Array.from({ length: 6 }, async (_, c) => {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-    try {
-      for (let i = 0; i < 80; i++) {
-        if (random() < 0.2) await new Promise((r) => setTimeout(r, 1))
-        const url = `/small?c=${c}&i=${i}`
-        const got = await deadline(get(port, url, agent), 20_000, `client ${c} GET ${i}`)
-        t.is(got.length, SIZE)
-        t.is(got.body.length, SIZE)
-        const first = got.body[0]
-        const at = got.body.findIndex((b) => b !== first)
-        if (at !== -1) mixed.push(`${url}: byte ${at} is ${got.body[at]}, byte 0 is ${first}`)
+        { eval: true, workerData: { path, size: SIZE } },
+      )
+      const random = rng(SEED)
+      const mixed: string[] = []
+      const clients = Array.from({ length: 6 }, async (_, c) => {
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+        try {
+          for (let i = 0; i < 80; i++) {
+            if (random() < 0.2) await new Promise((r) => setTimeout(r, 1))
+            const url = `/small?c=${c}&i=${i}`
+            const got = await deadline(get(port, url, agent), 20_000, `client ${c} GET ${i}`)
+            t.is(got.length, SIZE)
+            t.is(got.body.length, SIZE)
+            const first = got.body[0]
+            const at = got.body.findIndex((b) => b !== first)
+            if (at !== -1) mixed.push(`${url}: byte ${at} is ${got.body[at]}, byte 0 is ${first}`)
+          }
+        } finally {
+          agent.destroy()
+        }
+      })
+      await deadline(Promise.all(clients), 60_000, 'clients')
+      writer.postMessage('stop')
+      const writes = await deadline(new Promise<number>((r) => writer.once('message', r)), 10_000, 'writer stop')
+      await writer.terminate()
+      t.log(`${writes} rewrites; results: ${JSON.stringify([...reasons])}`)
+      // A file being written is read for each response, as any server reads it: those bodies may mix
+      // versions (the writer's pwrite is not atomic for readers). Kept bytes never do.
+      const kept = mixed.filter((m) => byUrl.get(m.split(':')[0])!.includes('kept with its cached descriptor'))
+      t.log(`${mixed.length} mixed bodies read while written (as any server reads them)`)
+      t.deepEqual(kept, [], 'no body from kept bytes mixes two versions')
+      t.true(writes > 100, `the file was rewritten ${writes} times`)
+      // Settled, the file is kept again.
+      await new Promise((r) => setTimeout(r, SETTLED_MS + 100))
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      t.teardown(() => agent.destroy())
+      for (const i of [1, 2]) {
+        const got = await deadline(get(port, `/small?settled=${i}`, agent), 10_000, `settled GET ${i}`)
+        t.is(
+          got.body.findIndex((b) => b !== got.body[0]),
+          -1,
+        )
       }
-    } finally {
-      agent.destroy()
-    }
-  })
-  await deadline(Promise.all(clients), 60_000, 'clients')
-  writer.postMessage('stop')
-  const writes = await deadline(new Promise<number>((r) => writer.once('message', r)), 10_000, 'writer stop')
-  await writer.terminate()
-  t.log(`${writes} rewrites; results: ${JSON.stringify([...reasons])}`)
-  // A file being written is read for each response, as any server reads it: those bodies may mix
-  // versions (the writer's pwrite is not atomic for readers). Kept bytes never do.
-  const kept = mixed.filter((m) => byUrl.get(m.split(':')[0])!.includes('kept with its cached descriptor'))
-  t.log(`${mixed.length} mixed bodies read while written (as any server reads them)`)
-  t.deepEqual(kept, [], 'no body from kept bytes mixes two versions')
-  t.true(writes > 100, `the file was rewritten ${writes} times`)
-  // Settled, the file is kept again.
-  await new Promise((r) => setTimeout(r, SETTLED_MS + 100))
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-  t.teardown(() => agent.destroy())
-  for (const i of [1, 2]) {
-    const got = await deadline(get(port, `/small?settled=${i}`, agent), 10_000, `settled GET ${i}`)
-    t.is(
-      got.body.findIndex((b) => b !== got.body[0]),
-      -1,
-    )
-  }
-  t.regex(byUrl.get('/small?settled=2')!, /kept with its cached descriptor/)
-})
+      t.regex(byUrl.get('/small?settled=2')!, /kept with its cached descriptor/)
+    },
+  )
 
 test.serial('kept bytes: an in-place change is seen within checkMs (at once with checkMs 0), never before the change', async (t) => {
   t.teardown(() => configureFileCache(DEFAULT_LIMITS))

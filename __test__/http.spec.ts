@@ -17,6 +17,7 @@ import Fastify from 'fastify'
 import test from 'ava'
 
 import { respondWithFile, type RespondWithFileResult } from '../index'
+import { LOOPBACK_BODY } from '../src/cached-answer'
 import { patternBytes, sha256, zcSerial } from './helpers'
 
 const run = promisify(execFile)
@@ -108,12 +109,14 @@ zcSerial('keep-alive: 60 responses of every size on one connection, byte-exact, 
   t.is(results.length, 60)
   // Bodies up to 16 KiB go with the headers through node:http (src/http.ts, bufferedBody); up
   // to 64 KiB as well once the file cache keeps their bytes (files settled for a second, which a
-  // slow run reaches); the rest zero-copy.
+  // slow run reaches), and up to 1 MiB for this loopback peer; the rest zero-copy.
   const small = (r: RespondWithFileResult): boolean => !r.zeroCopy && (r.fallbackReason ?? '').startsWith('small body')
+  const kept = (r: RespondWithFileResult): boolean => !r.zeroCopy && r.fallbackReason === LOOPBACK_BODY
   const zeroCopy = (r: RespondWithFileResult): boolean => r.zeroCopy && r.fallbackReason === null
   for (const r of results) {
     if (r.bytes > 0 && r.bytes <= 16 * 1024) t.true(small(r), JSON.stringify(r))
     else if (r.bytes > 0 && r.bytes <= 64 * 1024) t.true(small(r) || zeroCopy(r), JSON.stringify(r))
+    else if (r.bytes <= 1 << 20) t.true(kept(r) || zeroCopy(r), JSON.stringify(r))
     else t.true(zeroCopy(r), JSON.stringify(r))
   }
 })

@@ -78,10 +78,10 @@ export interface DoctorReport {
   http: { inlineSendfile: boolean; cachestat: boolean; body: 'engine' | 'stream' }
   /**
    * The HTTP descriptor cache's limits (`fileCacheStats()`, src/file-cache.ts), `bodyMax` (the
-   * largest file whose bytes it keeps), and `keepsBodies`: whether this platform can keep them
+   * largest file whose bytes it keeps for any peer; `loopbackBodyMax` for a loopback one), and `keepsBodies`: whether this platform can keep them
    * (an `fstat` without `Stats` and a read that never waits for the disk: tried live).
    */
-  fileCache: { maxEntries: number; freshMs: number; maxBodyBytes: number; checkMs: number; bodyMax: number; keepsBodies: boolean }
+  fileCache: { maxEntries: number; freshMs: number; maxBodyBytes: number; checkMs: number; bodyMax: number; loopbackBodyMax: number; keepsBodies: boolean }
   /** 4 MiB sent to ourselves over loopback through a `ZeroCopySocket` with `zeroCopy: 'always'`. */
   selfTest: { bytes: number; zeroCopy: boolean; zeroCopySends: number; notifications: number; copiedNotifications: number; fallbackReason: string | null }
 }
@@ -225,6 +225,7 @@ export async function doctorReport(): Promise<DoctorReport> {
       maxBodyBytes: cache.maxBodyBytes,
       checkMs: cache.checkMs,
       bodyMax: BODY_MAX,
+      loopbackBodyMax: Math.max(BODY_MAX, cache.loopbackBodyMax),
       keepsBodies: keepsBodies(),
     },
     selfTest: await selfTest(),
@@ -263,7 +264,7 @@ export function formatDoctor(d: DoctorReport): string {
   )
   const c = d.fileCache
   lines.push(
-    `HTTP file cache:          up to ${c.maxEntries} descriptors, each reused for ${c.freshMs} ms; ${c.keepsBodies && c.maxBodyBytes > 0 ? `bytes of files up to ${humanBytes(c.bodyMax)} kept (${humanBytes(c.maxBodyBytes)} in all), checked every ${c.checkMs} ms` : 'no file bytes kept'}`,
+    `HTTP file cache:          up to ${c.maxEntries} descriptors, each reused for ${c.freshMs} ms; ${c.keepsBodies && c.maxBodyBytes > 0 ? `bytes of files up to ${humanBytes(c.bodyMax)} kept (${humanBytes(c.loopbackBodyMax)} for loopback peers; ${humanBytes(c.maxBodyBytes)} in all), checked every ${c.checkMs} ms` : 'no file bytes kept'}`,
   )
   const t = d.selfTest
   lines.push(

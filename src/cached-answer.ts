@@ -1,7 +1,7 @@
 /**
- * `respondWithFile`'s synchronous answer for a small file the descriptor cache holds: no
- * `await`, no thread-pool hop, no read when the kept contents are still the file's
- * (src/file-cache.ts, `cachedBody`). The head is decided by the same `decideHead` as every other
+ * `respondWithFile`'s synchronous answer for a file whose bytes the descriptor cache keeps (up
+ * to 64 KiB, or 1 MiB for a loopback peer): no `await`, no thread-pool hop, no read when the
+ * kept contents are still the file's (src/file-cache.ts, `cachedBody`). The head is decided by the same `decideHead` as every other
  * response, then status, headers and body go through node:http in one `res.end()`, so every
  * wrapper of `res` (compression, on-headers hooks) sees them as it sees any body.
  *
@@ -18,12 +18,16 @@ import type * as net from 'node:net'
 
 import { bodyPath, forbidsBody } from './body-path'
 import { decideHead, type HeadOptions } from './conditional'
-import { BODY_MAX, cachedBody, closeWithServer } from './file-cache'
+import { BODY_MAX, cachedBody, closeWithServer, keptBodyMax } from './file-cache'
 import type { RespondWithFileResult } from './respond-types'
 import { StagedHead } from './staged-head'
 
 /** The result's `fallbackReason` for a body answered from memory. */
 export const CACHED_BODY = `small body (up to ${BODY_MAX / 1024} KiB): kept with its cached descriptor and written with the headers in one write`
+
+/** The result's `fallbackReason` for a larger body answered from memory to a loopback peer. */
+export const LOOPBACK_BODY =
+  'loopback peer: the body kept with its cached descriptor and written with the headers (a copy costs less than sendfile on loopback)'
 
 /**
  * Answers `res` now from the cache, or returns `undefined` with `res` untouched.
@@ -40,7 +44,7 @@ export function answerFromCache(
 ): RespondWithFileResult | undefined {
   const socket = res.socket as net.Socket | null
   if (socket === null || headOptions.statCheck !== undefined) return undefined
-  const cached = cachedBody(path)
+  const cached = cachedBody(path, keptBodyMax(socket.remoteAddress))
   if (cached === undefined) return undefined
   const { stats, data } = cached
   const offset = window?.offset ?? 0
@@ -66,5 +70,5 @@ export function answerFromCache(
     return { status, bytes: 0, zeroCopy: way.kind !== 'stream' && fallbackReason === null, fallbackReason }
   }
   res.end(decided.offset === 0 && decided.length === data.length ? data : data.subarray(decided.offset, decided.offset + decided.length))
-  return { status, bytes: decided.length, zeroCopy: false, fallbackReason: CACHED_BODY }
+  return { status, bytes: decided.length, zeroCopy: false, fallbackReason: data.length > BODY_MAX ? LOOPBACK_BODY : CACHED_BODY }
 }

@@ -40,6 +40,11 @@
  * - Bytes live no longer than their descriptor ({@link FileCacheOptions.freshMs}).
  * - All kept bytes together stay under {@link FileCacheOptions.maxBodyBytes} (least recently
  *   used bodies are dropped first), besides the entries bound.
+ * - For a loopback peer, files up to {@link FileCacheOptions.loopbackBodyMax} (1 MiB) are kept
+ *   the same way: there the kernel copies whatever it delivers, and writing from memory costs
+ *   less than `sendfile(2)` (bench/http-analysis.md). Such a body is only read when it fits the
+ *   budget without dropping others, so a larger set of them falls back to `sendfile`, not to a
+ *   read per response.
  * @module
  */
 import { closeSync, fstatSync, open as openCb, type Stats } from 'node:fs'
@@ -70,14 +75,24 @@ export interface FileCacheOptions {
    * tells whether they are still the file's). **Default:** `10`.
    */
   checkMs: number
+  /**
+   * Largest file whose contents are kept for responses to a **loopback** peer (127.0.0.0/8,
+   * `::1`: a reverse proxy on the same host, a local client), where the kernel copies what it
+   * delivers anyway and a write from memory costs the server about half of `sendfile(2)`'s
+   * system time (docs/benchmarks-http.md). Files up to {@link BODY_MAX} are kept for every
+   * peer; bytes of a larger file are kept only while they fit in `maxBodyBytes` without
+   * dropping others. `0` (or anything up to {@link BODY_MAX}): no larger files.
+   * **Default:** `1048576` (1 MiB).
+   */
+  loopbackBodyMax: number
 }
 
-/** Largest file whose contents an entry keeps. */
+/** Largest file whose contents an entry keeps for any peer. */
 export const BODY_MAX = 64 * 1024
 
 /**
  * How long a file must have been unchanged (its ctime, against the wall clock) before its
- * contents are kept: far longer than one `write(2)` of {@link BODY_MAX} bytes takes.
+ * contents are kept: far longer than one `read(2)` of the largest kept file takes.
  */
 export const SETTLED_MS = 1000
 
@@ -125,9 +140,10 @@ export interface FileCacheStats {
   freshMs: number
   maxBodyBytes: number
   checkMs: number
+  loopbackBodyMax: number
 }
 
-const options: FileCacheOptions = { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 * 1024 * 1024, checkMs: 10 }
+const options: FileCacheOptions = { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 * 1024 * 1024, checkMs: 10, loopbackBodyMax: 1024 * 1024 }
 /** Fresh entries by absolute path, least recently used first (a hit moves its entry to the end). */
 const entries = new Map<string, Entry>()
 let openCount = 0
@@ -298,10 +314,12 @@ export function configureFileCache(limits: Partial<FileCacheOptions>): void {
   if (limits.freshMs !== undefined) validateInteger(limits.freshMs, 'limits.freshMs', 0, 2 ** 31 - 1)
   if (limits.maxBodyBytes !== undefined) validateInteger(limits.maxBodyBytes, 'limits.maxBodyBytes', 0, Number.MAX_SAFE_INTEGER)
   if (limits.checkMs !== undefined) validateInteger(limits.checkMs, 'limits.checkMs', 0, 2 ** 31 - 1)
+  if (limits.loopbackBodyMax !== undefined) validateInteger(limits.loopbackBodyMax, 'limits.loopbackBodyMax', 0, 2 ** 31 - 1)
   if (limits.maxEntries !== undefined) options.maxEntries = limits.maxEntries
   if (limits.freshMs !== undefined) options.freshMs = limits.freshMs
   if (limits.maxBodyBytes !== undefined) options.maxBodyBytes = limits.maxBodyBytes
   if (limits.checkMs !== undefined) options.checkMs = limits.checkMs
+  if (limits.loopbackBodyMax !== undefined) options.loopbackBodyMax = limits.loopbackBodyMax
   while (entries.size > options.maxEntries) retire(entries.values().next().value!)
   trimBodies()
   if (sweeper) {
@@ -352,36 +370,53 @@ function unchanged(id: Float64Array): boolean {
   return true
 }
 
-/** A small regular file served from memory: its fresh `fstat` and its whole contents. */
+/** A regular file served from memory: its fresh `fstat` and its whole contents. */
 export interface CachedBody {
   readonly stats: Stats
   readonly data: Buffer
 }
 
 /**
- * The whole contents of `path` from the cache, synchronously, when the cache holds a fresh
- * descriptor of it and the file is regular and at most {@link BODY_MAX} bytes: the kept bytes
- * while a fresh `fstat` shows the file unchanged since they were read, else read now from the
- * page cache (and kept). `undefined` when the cache cannot answer without waiting: no fresh
- * descriptor, not a regular file, too large, pages not cached, or a writer raced the read.
- * The result is valid until the caller next yields to the event loop (nothing is held).
+ * The largest file whose bytes {@link cachedBody} keeps for a response to a peer on
+ * `remoteAddress`: {@link FileCacheOptions.loopbackBodyMax} for a loopback address, else
+ * {@link BODY_MAX}.
  */
-export function cachedBody(path: string): CachedBody | undefined {
+export function keptBodyMax(remoteAddress: string | undefined): number {
+  if (options.loopbackBodyMax <= BODY_MAX || remoteAddress === undefined) return BODY_MAX
+  const loopback = remoteAddress.startsWith('127.') || remoteAddress === '::1' || remoteAddress.startsWith('::ffff:127.')
+  return loopback ? options.loopbackBodyMax : BODY_MAX
+}
+
+/**
+ * The whole contents of `path` from the cache, synchronously, when the cache holds a fresh
+ * descriptor of it and the file is regular and at most `limit` bytes ({@link keptBodyMax}): the
+ * kept bytes while a fresh `fstat` shows the file unchanged since they were read, else read now
+ * from the page cache (and kept). `undefined` when the cache cannot answer without waiting: no
+ * fresh descriptor, not a regular file, too large, pages not cached, a writer raced the read, or
+ * (over {@link BODY_MAX}) no room left in {@link FileCacheOptions.maxBodyBytes}. The result is
+ * valid until the caller next yields to the event loop (nothing is held).
+ */
+export function cachedBody(path: string, limit = BODY_MAX): CachedBody | undefined {
   if (options.maxBodyBytes === 0) return undefined
   const e = entries.get(keyOf(path))
   const t = performance.now()
   if (e === undefined || t - e.openedAt >= options.freshMs) return undefined
+  let body = e.body
+  // Kept for a loopback peer; this response's peer is sent the file by the general path.
+  if (body !== null && body.data.length > limit) return undefined
   entries.delete(e.path)
   entries.set(e.path, e)
-  let body = e.body
   if (body === null || t - body.checkedAt >= options.checkMs) {
-    if (!identityOf(e.fd) || current[7] !== 1 || current[2] > BODY_MAX) {
+    if (!identityOf(e.fd) || current[7] !== 1 || current[2] > limit) {
       dropBody(e)
       return undefined
     }
     if (body !== null && unchanged(body.id)) body.checkedAt = t
     else {
       dropBody(e)
+      // A larger file is read only when it can be kept without dropping other bodies: a set of
+      // them beyond the budget is sent by sendfile rather than read for every response.
+      if (current[2] > BODY_MAX && bodyBytes + current[2] > options.maxBodyBytes) return undefined
       body = readBody(e.fd, t)
       if (body === null) return undefined
       if (body.data.length <= options.maxBodyBytes) {

@@ -27,7 +27,7 @@ import send from 'send'
 import vary from 'vary'
 
 import { answerFromCache } from './cached-answer'
-import { cachedBody, cachedStats } from './file-cache'
+import { cachedBody, cachedStats, keptBodyMax } from './file-cache'
 import { respondWithFile } from './http'
 import { findVariant } from './precompressed'
 
@@ -178,8 +178,9 @@ function remember(stream: SendStreamInternals, known: KnownFiles, file: string, 
  */
 function knownFileResponse(known: KnownFile | undefined, req: http.IncomingMessage, res: http.ServerResponse, fallback: () => void): boolean {
   if (known === undefined || res.statusCode !== 200 || res.headersSent || !plainRequest(req)) return false
-  // A small file: answered from memory now (src/cached-answer.ts) while it is the one send saw.
-  const body = res.socket ? cachedBody(known.file) : undefined
+  // A kept file (small, or up to 1 MiB for a loopback peer): answered from memory now
+  // (src/cached-answer.ts) while it is the one send saw.
+  const body = res.socket ? cachedBody(known.file, keptBodyMax(res.socket.remoteAddress)) : undefined
   if (body !== undefined) {
     if (!isKnown(body.stats, known)) return false
     if (answerFromCache(res, known.file, knownHeaders(known, res), NO_OPTIONS, undefined, true) !== undefined) return true
