@@ -74,7 +74,7 @@ function buffers(chunk: number): Buffer[] {
 async function zcWrites(zs: ZeroCopySocket, bufs: Uint8Array[], total: number, onSettled?: (b: Uint8Array) => void): Promise<void> {
   // One slot per buffer: a buffer is reused only once its previous write settled. (A ring, not
   // `shift()`: at 1 KiB that is 1,024 promises, and `shift()` moves them all on every write.)
-  const window: (Promise<unknown> | undefined)[] = new Array(bufs.length)
+  const window: (Promise<unknown> | undefined)[] = Array.from({ length: bufs.length })
   let i = 0
   for (let sent = 0; sent < total; sent += bufs[0].length) {
     const slot = i++ % bufs.length
