@@ -60,3 +60,18 @@ test('a writer that leaves a batch three-quarters empty at the end of a turn get
     'back to 128 KiB batches (then 256 KiB)',
   )
 })
+
+test('settled batch buffers kept for reuse stay under 2 MiB, whatever their size', async (t) => {
+  const settles: (() => void)[] = []
+  const batcher = new WriteBatcher((data, settled) => {
+    settles.push(() => settled.resolve({ bytes: data.byteLength, zeroCopy: false, copied: false }))
+  })
+  const writes: Promise<unknown>[] = []
+  // 128 + 256 + 11 × 512 + 384 KiB: the last batch is over a quarter full, so the size stays 512 KiB.
+  for (let n = 0; n < 6400 * KiB; n += KiB) writes.push(batcher.add(Buffer.alloc(KiB, 2), false))
+  await turn()
+  t.true(settles.length >= 12, `${settles.length} batches in flight`)
+  for (const settle of settles) settle()
+  await Promise.all(writes)
+  t.is(batcher.freeBytes, 2 * 1024 * KiB, 'four 512 KiB buffers, not one per batch that settled')
+})

@@ -214,8 +214,10 @@ test.serial('over 64 KiB: kept only for loopback peers, only within the budget w
   for (let i = 0; i < 3; i++) t.not((await get('other.bin')).fallbackReason, LOOPBACK_BODY, 'no room: not read')
   t.is((await get('large.bin')).fallbackReason, LOOPBACK_BODY, 'still kept')
   t.is(fileCacheStats().bodyBytes, 300_000)
-  // loopbackBodyMax 0: the kept larger body is not used any more.
+  // loopbackBodyMax 0: the kept larger body is let go at once, and not read again.
   configureFileCache({ loopbackBodyMax: 0 })
+  t.is(fileCacheStats().bodyBytes, 0)
   t.not((await get('large.bin')).fallbackReason, LOOPBACK_BODY)
+  t.is(fileCacheStats().bodyBytes, 0)
   configureFileCache({ loopbackBodyMax: 1 << 20, maxBodyBytes: 16 * 1024 * 1024 })
 })

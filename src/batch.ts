@@ -15,6 +15,8 @@ import type { WriteResult } from './socket'
  */
 const BATCH_MIN = 128 * 1024
 const BATCH_MAX = 512 * 1024
+/** Most bytes of settled batch buffers a socket keeps for reuse (16 of the smallest). */
+const FREE_MAX = 2 * 1024 * 1024
 /**
  * Bytes of copied small writes that may be acknowledged before they are sent, while no larger
  * write is pending ahead of them: their promise resolves at once, as net.Socket's callback does
@@ -102,6 +104,11 @@ export class WriteBatcher {
     this.#free.length = 0
   }
 
+  /** Bytes of settled batch buffers kept for reuse (at most {@link FREE_MAX}). */
+  get freeBytes(): number {
+    return this.#free.length * this.#size
+  }
+
   /** No batch is open: nothing copied waits to be sent. */
   get empty(): boolean {
     return this.#batch === null
@@ -115,7 +122,7 @@ export class WriteBatcher {
     // Settled means the kernel released the buffer: it may be reused for a later batch.
     const recycle = (): void => {
       this.#early -= batch.early
-      if (this.#free.length < 16 && batch.buf.length === this.#size) this.#free.push(batch.buf)
+      if ((this.#free.length + 1) * this.#size <= FREE_MAX && batch.buf.length === this.#size) this.#free.push(batch.buf)
     }
     this.#send(batch.buf.subarray(0, batch.used), {
       resolve: (r) => {

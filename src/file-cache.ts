@@ -321,6 +321,9 @@ export function configureFileCache(limits: Partial<FileCacheOptions>): void {
   if (limits.checkMs !== undefined) options.checkMs = limits.checkMs
   if (limits.loopbackBodyMax !== undefined) options.loopbackBodyMax = limits.loopbackBodyMax
   while (entries.size > options.maxEntries) retire(entries.values().next().value!)
+  // Bodies over a lowered loopbackBodyMax are let go now, not when their descriptors expire.
+  const keepMax = Math.max(BODY_MAX, options.loopbackBodyMax)
+  for (const e of entries.values()) if (e.body !== null && e.body.data.length > keepMax) dropBody(e)
   trimBodies()
   if (sweeper) {
     clearInterval(sweeper)
