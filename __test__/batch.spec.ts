@@ -35,7 +35,7 @@ test('a writer that fills batches gets larger ones, up to 512 KiB; the bytes sta
   t.true(Buffer.concat(sends).equals(data), 'every byte, in order')
 })
 
-test('a writer that leaves a batch three-quarters empty at the end of a turn gets smaller ones again', async (t) => {
+test('a turn that fills no batch and ends with one at most a quarter full gets smaller ones again', async (t) => {
   const { batcher, sends } = recording()
   const burst = async (bytes: number): Promise<void> => {
     const writes: Promise<unknown>[] = []
@@ -74,4 +74,20 @@ test('settled batch buffers kept for reuse stay under 2 MiB, whatever their size
   for (const settle of settles) settle()
   await Promise.all(writes)
   t.is(batcher.freeBytes, 2 * 1024 * KiB, 'four 512 KiB buffers, not one per batch that settled')
+})
+
+test('a steady writer keeps one size and reuses its buffers: no back and forth', async (t) => {
+  const { batcher, sends } = recording()
+  const perTurn: number[][] = []
+  for (let turnNo = 0; turnNo < 6; turnNo++) {
+    sends.length = 0
+    const writes: Promise<unknown>[] = []
+    for (let n = 0; n < 140 * KiB; n += KiB) writes.push(batcher.add(Buffer.alloc(KiB, 3), false))
+    await turn()
+    await Promise.all(writes)
+    perTurn.push(sends.map((s) => s.length / KiB))
+    if (turnNo > 0) t.is(batcher.freeBytes, 256 * KiB, `turn ${turnNo}: its buffer back for the next turn`)
+  }
+  // The first turn fills a 128 KiB batch (so the size becomes 256 KiB, and stays).
+  t.deepEqual(perTurn, [[128, 12], [140], [140], [140], [140], [140]])
 })

@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import { configureFileCache, respondWithFile, type RespondWithFileOptions, type RespondWithFileResult } from '../index'
 import { CACHED_BODY, LOOPBACK_BODY } from '../src/cached-answer'
-import { BODY_MAX, fileCacheStats, keptBodyMax, SETTLED_MS } from '../src/file-cache'
+import { BODY_MAX, cachedBody, fileCacheStats, keptBodyMax, SETTLED_MS } from '../src/file-cache'
 import { deadline, patternBytes } from './helpers'
 
 /** A small file, and one over BODY_MAX that only a loopback peer gets from kept bytes. */
@@ -214,6 +214,12 @@ test.serial('over 64 KiB: kept only for loopback peers, only within the budget w
   for (let i = 0; i < 3; i++) t.not((await get('other.bin')).fallbackReason, LOOPBACK_BODY, 'no room: not read')
   t.is((await get('large.bin')).fallbackReason, LOOPBACK_BODY, 'still kept')
   t.is(fileCacheStats().bodyBytes, 300_000)
+  // Kept for a loopback peer, not given to another one (whose limit is 64 KiB), nor dropped.
+  const { bodyHits } = fileCacheStats()
+  t.is(cachedBody(join(dir, 'large.bin')), undefined)
+  t.is(cachedBody(join(dir, 'large.bin'), keptBodyMax('192.0.2.7')), undefined)
+  t.deepEqual([fileCacheStats().bodyBytes, fileCacheStats().bodyHits], [300_000, bodyHits])
+  t.is(cachedBody(join(dir, 'large.bin'), keptBodyMax('127.0.0.1'))?.data.length, 300_000)
   // loopbackBodyMax 0: the kept larger body is let go at once, and not read again.
   configureFileCache({ loopbackBodyMax: 0 })
   t.is(fileCacheStats().bodyBytes, 0)

@@ -57,7 +57,9 @@ zcSerial(`a cluster of two workers: every response byte-exact from both, big fil
     20_000,
     'the cluster listens',
   )
-  const exited = new Promise<number | null>((resolve) => primary.on('exit', resolve))
+  // 'close', not 'exit': the workers share the primary's stdout, so this also waits for their
+  // last lines (a closing worker writes after the primary's disconnect callback ran).
+  const exited = new Promise<number | null>((resolve) => primary.on('close', resolve))
   const p = await port
 
   const random = rng(SEED)

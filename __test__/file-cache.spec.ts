@@ -279,7 +279,7 @@ test.serial('a worker thread that served files leaves no descriptor behind when 
 
 // Kept bytes of small files (src/file-cache.ts, "Small bodies"; src/cached-answer.ts).
 
-const DEFAULT_LIMITS = { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 * 1024 * 1024, checkMs: 10 }
+const DEFAULT_LIMITS = { maxEntries: 256, freshMs: 1000, maxBodyBytes: 16 * 1024 * 1024, checkMs: 10, loopbackBodyMax: 1024 * 1024 }
 
 /**
  * Serves `dir` with respondWithFile (a query string is ignored), counting the results'

@@ -77,8 +77,9 @@ export interface DoctorReport {
    */
   http: { inlineSendfile: boolean; cachestat: boolean; body: 'engine' | 'stream' }
   /**
-   * The HTTP descriptor cache's limits (`fileCacheStats()`, src/file-cache.ts), `bodyMax` (the
-   * largest file whose bytes it keeps for any peer; `loopbackBodyMax` for a loopback one), and `keepsBodies`: whether this platform can keep them
+   * The HTTP descriptor cache's limits (`fileCacheStats()`, src/file-cache.ts, including
+   * `loopbackBodyMax` as configured), `bodyMax` (the largest file whose bytes it keeps for any
+   * peer), and `keepsBodies`: whether this platform can keep them
    * (an `fstat` without `Stats` and a read that never waits for the disk: tried live).
    */
   fileCache: { maxEntries: number; freshMs: number; maxBodyBytes: number; checkMs: number; bodyMax: number; loopbackBodyMax: number; keepsBodies: boolean }
@@ -225,7 +226,7 @@ export async function doctorReport(): Promise<DoctorReport> {
       maxBodyBytes: cache.maxBodyBytes,
       checkMs: cache.checkMs,
       bodyMax: BODY_MAX,
-      loopbackBodyMax: Math.max(BODY_MAX, cache.loopbackBodyMax),
+      loopbackBodyMax: cache.loopbackBodyMax,
       keepsBodies: keepsBodies(),
     },
     selfTest: await selfTest(),
@@ -264,7 +265,7 @@ export function formatDoctor(d: DoctorReport): string {
   )
   const c = d.fileCache
   lines.push(
-    `HTTP file cache:          up to ${c.maxEntries} descriptors, each reused for ${c.freshMs} ms; ${c.keepsBodies && c.maxBodyBytes > 0 ? `bytes of files up to ${humanBytes(c.bodyMax)} kept (${humanBytes(c.loopbackBodyMax)} for loopback peers; ${humanBytes(c.maxBodyBytes)} in all), checked every ${c.checkMs} ms` : 'no file bytes kept'}`,
+    `HTTP file cache:          up to ${c.maxEntries} descriptors, each reused for ${c.freshMs} ms; ${c.keepsBodies && c.maxBodyBytes > 0 ? `bytes of files up to ${humanBytes(c.bodyMax)} kept (${c.loopbackBodyMax > c.bodyMax ? `${humanBytes(c.loopbackBodyMax)} for loopback peers; ` : ''}${humanBytes(c.maxBodyBytes)} in all), checked every ${c.checkMs} ms` : 'no file bytes kept'}`,
   )
   const t = d.selfTest
   lines.push(

@@ -7,11 +7,12 @@
 import type { WriteResult } from './socket'
 
 /**
- * Sizes of one batch buffer. A socket starts at the smaller; a writer that fills a batch within
- * one turn gets the next one twice as large, up to the larger, and one that leaves a batch
- * three-quarters empty at the end of a turn gets it halved again. One `send(2)` of 512 KiB costs
- * the kernel less per byte than four of 128 KiB on loopback: 1 KiB writes 1.64x net.Socket's
- * rate against 1.37x (docs/benchmarks.md), while a socket that writes little keeps small buffers.
+ * Sizes of one batch buffer. A socket starts at the smaller; a writer that fills a batch gets
+ * the next one twice as large, up to the larger, and a turn that filled none and ends with its
+ * batch at most a quarter full halves it again (so a steady writer keeps one size and reuses
+ * its buffers). One `send(2)` of 512 KiB costs the kernel less per byte than four of 128 KiB on
+ * loopback: 1 KiB writes 1.6× net.Socket's rate against 1.2–1.4× (docs/benchmarks.md), while a
+ * socket that writes little keeps small buffers.
  */
 const BATCH_MIN = 128 * 1024
 const BATCH_MAX = 512 * 1024
@@ -54,6 +55,8 @@ export class WriteBatcher {
   #free: Buffer[] = []
   /** Size of the next batch buffer, from {@link BATCH_MIN} to {@link BATCH_MAX}. */
   #size = BATCH_MIN
+  /** A batch filled up during this turn (then the turn's end does not shrink the size). */
+  #filled = false
   /** Copied bytes acknowledged to callers but not yet settled. */
   #early = 0
   readonly #send: SendBatch
@@ -72,6 +75,7 @@ export class WriteBatcher {
   add(data: Uint8Array, mayAckEarly: boolean): Promise<WriteResult> {
     const bytes = data.byteLength
     if (this.#batch !== null && this.#batch.used + bytes > this.#batch.buf.length) {
+      this.#filled = true
       if (this.#size < BATCH_MAX) this.#resize(this.#size * 2)
       this.flush()
     }
@@ -81,7 +85,9 @@ export class WriteBatcher {
         this.#scheduled = true
         setImmediate(() => {
           this.#scheduled = false
-          if (this.#batch !== null && this.#size > BATCH_MIN && this.#batch.used <= this.#size / 4) this.#resize(this.#size / 2)
+          const shrink = !this.#filled && this.#batch !== null && this.#size > BATCH_MIN && this.#batch.used <= this.#size / 4
+          this.#filled = false
+          if (shrink) this.#resize(this.#size / 2)
           this.flush()
         })
       }

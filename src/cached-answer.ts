@@ -1,9 +1,10 @@
 /**
  * `respondWithFile`'s synchronous answer for a file whose bytes the descriptor cache keeps (up
  * to 64 KiB, or 1 MiB for a loopback peer): no `await`, no thread-pool hop, no read when the
- * kept contents are still the file's (src/file-cache.ts, `cachedBody`). The head is decided by the same `decideHead` as every other
- * response, then status, headers and body go through node:http in one `res.end()`, so every
- * wrapper of `res` (compression, on-headers hooks) sees them as it sees any body.
+ * kept contents are still the file's (src/file-cache.ts, `cachedBody`). The head is decided by
+ * the same `decideHead` as every other response, then status, headers and body go through
+ * node:http in one `res.end()`, so every wrapper of `res` (compression, on-headers hooks) sees
+ * them as it sees any body.
  *
  * It answers only what it can finish before returning: a response already attached to its
  * socket (not queued behind a pipelined one), a window inside the file, and no `signal`,

@@ -66,7 +66,7 @@ export interface FileCacheOptions {
   /** Milliseconds a descriptor is reused after its `open`. **Default:** `1000`. */
   freshMs: number
   /**
-   * Most bytes of small files' contents kept with their descriptors (`0`: none).
+   * Most bytes of kept files' contents, all together (`0`: none).
    * **Default:** `16777216` (16 MiB).
    */
   maxBodyBytes: number
@@ -80,8 +80,8 @@ export interface FileCacheOptions {
    * `::1`: a reverse proxy on the same host, a local client), where the kernel copies what it
    * delivers anyway and a write from memory costs the server about half of `sendfile(2)`'s
    * system time (docs/benchmarks-http.md). Files up to {@link BODY_MAX} are kept for every
-   * peer; bytes of a larger file are kept only while they fit in `maxBodyBytes` without
-   * dropping others. `0` (or anything up to {@link BODY_MAX}): no larger files.
+   * peer; bytes of a larger file are read and kept only when they fit in `maxBodyBytes` without
+   * dropping others (later small bodies may still push them out). `0` (or anything up to {@link BODY_MAX}): no larger files.
    * **Default:** `1048576` (1 MiB).
    */
   loopbackBodyMax: number
@@ -96,7 +96,7 @@ export const BODY_MAX = 64 * 1024
  */
 export const SETTLED_MS = 1000
 
-/** A small file's whole contents, with the identity the file had while they were read. */
+/** A kept file's whole contents, with the identity the file had while they were read. */
 interface Body {
   data: Buffer
   /** The file's `fstat` when it was read, for the headers made from it. */
@@ -119,8 +119,10 @@ interface Entry extends CachedFile {
   users: number
   /** Out of the map: closed once `users` is 0. */
   retired: boolean
-  /** The file's contents, for a small file that was served through {@link cachedBody}. */
+  /** The file's contents, for a kept file that was served through {@link cachedBody}. */
   body: Body | null
+  /** No read of the contents is tried again before this (`performance.now()`): one failed. */
+  bodyRetryAt: number
 }
 
 /** What {@link fileCacheStats} reports. */
@@ -133,7 +135,7 @@ export interface FileCacheStats {
    */
   hits: number
   misses: number
-  /** Bytes of small files' contents kept now, and answers given from them. */
+  /** Bytes of kept files' contents now, and answers given from them. */
   bodyBytes: number
   bodyHits: number
   maxEntries: number
@@ -233,7 +235,7 @@ export async function openFile(path: string): Promise<CachedFile> {
     throw e
   }
   openCount++
-  const e: Entry = { fd, path: key, openedAt: performance.now(), users: 1, retired: false, body: null }
+  const e: Entry = { fd, path: key, openedAt: performance.now(), users: 1, retired: false, body: null, bodyRetryAt: 0 }
   const old = entries.get(key)
   if (old) retire(old)
   entries.set(key, e)
@@ -302,7 +304,8 @@ export function fileCacheStats(): FileCacheStats {
 
 /**
  * Sets the cache's limits (`maxEntries` 0 turns it off: every response opens its file). Entries
- * over a new limit are closed.
+ * over a new limit are closed, and kept contents over a lowered `maxBodyBytes` or
+ * `loopbackBodyMax` are let go at once.
  * @throws `ERR_OUT_OF_RANGE` unless each given limit is an integer from 0 to 2^31-1;
  *   `ERR_INVALID_ARG_TYPE` for a limit that is not a number. Nothing changes then.
  */
@@ -409,6 +412,9 @@ export function cachedBody(path: string, limit = BODY_MAX): CachedBody | undefin
   if (body !== null && body.data.length > limit) return undefined
   entries.delete(e.path)
   entries.set(e.path, e)
+  // A read that failed (pages not cached, a file not settled or being written) is not tried
+  // again for checkMs: up to 1 MiB read and thrown away per response otherwise.
+  if (body === null && t < e.bodyRetryAt) return undefined
   if (body === null || t - body.checkedAt >= options.checkMs) {
     if (!identityOf(e.fd) || current[7] !== 1 || current[2] > limit) {
       dropBody(e)
@@ -421,7 +427,10 @@ export function cachedBody(path: string, limit = BODY_MAX): CachedBody | undefin
       // them beyond the budget is sent by sendfile rather than read for every response.
       if (current[2] > BODY_MAX && bodyBytes + current[2] > options.maxBodyBytes) return undefined
       body = readBody(e.fd, t)
-      if (body === null) return undefined
+      if (body === null) {
+        e.bodyRetryAt = t + options.checkMs
+        return undefined
+      }
       if (body.data.length <= options.maxBodyBytes) {
         e.body = body
         bodyBytes += body.data.length
