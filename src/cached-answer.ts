@@ -19,7 +19,7 @@ import type * as net from 'node:net'
 
 import { bodyPath, forbidsBody } from './body-path'
 import { decideHead, type HeadOptions } from './conditional'
-import { BODY_MAX, cachedBody, closeWithServer, keptBodyMax } from './file-cache'
+import { BODY_MAX, cachedBody, closeWithServer, keptBodyMax, type CachedBody } from './file-cache'
 import type { RespondWithFileResult } from './respond-types'
 import { StagedHead } from './staged-head'
 
@@ -33,6 +33,8 @@ export const LOOPBACK_BODY =
 /**
  * Answers `res` now from the cache, or returns `undefined` with `res` untouched.
  * `trusted`: `headers` are known to be valid (made by this package), so they need no stage.
+ * `kept`: the file's kept body when the caller already looked it up this turn (serveStatic),
+ * so it is not looked up (and counted) twice.
  * @throws What deciding the head throws (an invalid header), with `res` untouched.
  */
 export function answerFromCache(
@@ -42,10 +44,11 @@ export function answerFromCache(
   headOptions: HeadOptions,
   window: { offset?: number | undefined; length?: number | undefined } | undefined,
   trusted = false,
+  kept?: CachedBody,
 ): RespondWithFileResult | undefined {
   const socket = res.socket as net.Socket | null
   if (socket === null || headOptions.statCheck !== undefined) return undefined
-  const cached = cachedBody(path, keptBodyMax(socket.remoteAddress))
+  const cached = kept ?? cachedBody(path, keptBodyMax(socket.remoteAddress))
   if (cached === undefined) return undefined
   const { stats, data } = cached
   const offset = window?.offset ?? 0

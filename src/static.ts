@@ -183,7 +183,7 @@ function knownFileResponse(known: KnownFile | undefined, req: http.IncomingMessa
   const body = res.socket ? cachedBody(known.file, keptBodyMax(res.socket.remoteAddress)) : undefined
   if (body !== undefined) {
     if (!isKnown(body.stats, known)) return false
-    if (answerFromCache(res, known.file, knownHeaders(known, res), NO_OPTIONS, undefined, true) !== undefined) return true
+    if (answerFromCache(res, known.file, knownHeaders(known, res), NO_OPTIONS, undefined, true, body) !== undefined) return true
   }
   const st = cachedStats(known.file)
   if (st === undefined || !isKnown(st, known)) return false
