@@ -127,6 +127,44 @@ pub fn file_identity(_file: i32) -> Result<FileIdentity, Errno> {
     Err(Errno(libc::ENOSYS))
 }
 
+/// Whether the stream socket `fd` is connected to a loopback address (`127.0.0.0/8`, `::1`,
+/// or `::ffff:127.0.0.0/104`); `false` when it is not, or when that cannot be told.
+#[cfg(unix)]
+pub fn peer_is_loopback(fd: i32) -> bool {
+    let mut addr = std::mem::MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getpeername writes at most `len` bytes into `addr`, which we own and which is
+    // large enough for any address family.
+    if unsafe { libc::getpeername(fd, addr.as_mut_ptr().cast(), &mut len) } != 0 {
+        return false;
+    }
+    // SAFETY: zero-initialised, then (partly) written by the kernel: every bit pattern is a
+    // valid sockaddr_storage, and the family says which view below applies.
+    let addr = unsafe { addr.assume_init() };
+    match addr.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family is AF_INET, so the storage holds a sockaddr_in.
+            let a =
+                unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            u32::from_be(a.sin_addr.s_addr) >> 24 == 127
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family is AF_INET6, so the storage holds a sockaddr_in6.
+            let a =
+                unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    }
+}
+
+/// `false` where descriptors are not POSIX (Windows).
+#[cfg(not(unix))]
+pub fn peer_is_loopback(_fd: i32) -> bool {
+    false
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     #[test]
@@ -185,67 +223,20 @@ mod tests {
         assert_eq!(file_identity(-1), Err(Errno(libc::EBADF)));
     }
 
-    use super::*;
-    use std::os::fd::AsRawFd;
-}
-
-/// Whether the stream socket `fd` is connected to a loopback address (`127.0.0.0/8`, `::1`,
-/// or `::ffff:127.0.0.0/104`); `false` when it is not, or when that cannot be told.
-#[cfg(unix)]
-pub fn peer_is_loopback(fd: i32) -> bool {
-    let mut addr = std::mem::MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: getpeername writes at most `len` bytes into `addr`, which we own and which is
-    // large enough for any address family.
-    if unsafe { libc::getpeername(fd, addr.as_mut_ptr().cast(), &mut len) } != 0 {
-        return false;
-    }
-    // SAFETY: zero-initialised, then (partly) written by the kernel: every bit pattern is a
-    // valid sockaddr_storage, and the family says which view below applies.
-    let addr = unsafe { addr.assume_init() };
-    match addr.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the family is AF_INET, so the storage holds a sockaddr_in.
-            let a =
-                unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            u32::from_be(a.sin_addr.s_addr) >> 24 == 127
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family is AF_INET6, so the storage holds a sockaddr_in6.
-            let a =
-                unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        _ => false,
-    }
-}
-
-/// `false` where descriptors are not POSIX (Windows).
-#[cfg(not(unix))]
-pub fn peer_is_loopback(_fd: i32) -> bool {
-    false
-}
-
-#[cfg(all(test, unix))]
-mod peer_tests {
-    use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
-
     #[test]
     fn loopback_peers_are_told_apart() {
         for host in ["127.0.0.1", "[::1]"] {
-            let Ok(l) = TcpListener::bind(format!("{host}:0")) else {
+            let Ok(l) = std::net::TcpListener::bind(format!("{host}:0")) else {
                 continue; // no IPv6 on this host
             };
-            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            assert!(super::peer_is_loopback(c.as_raw_fd()), "{host}");
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            assert!(peer_is_loopback(c.as_raw_fd()), "{host}");
         }
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(
-            !super::peer_is_loopback(l.as_raw_fd()),
-            "a listener has no peer"
-        );
-        assert!(!super::peer_is_loopback(-1));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!peer_is_loopback(l.as_raw_fd()), "a listener has no peer");
+        assert!(!peer_is_loopback(-1));
     }
+
+    use super::*;
+    use std::os::fd::AsRawFd;
 }
